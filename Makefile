@@ -1,0 +1,34 @@
+# One command runs the service, one runs the tests; both create .venv and install first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test demo simulator clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+## run: the service on http://127.0.0.1:8000 (dev settings filled in, simulator started; see README)
+run: $(STAMP)
+	$(BIN)/python -m devserver
+
+## test: every test, unit and integration (starts its own redis-server and simulator)
+test: $(STAMP)
+	@scripts/ensure-redis-server
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## demo: the whole flow offline, step by step
+demo: $(STAMP)
+	$(BIN)/python -m scripts.demo
+
+## simulator: only the Trackunit simulator, on port 5001
+simulator: $(STAMP)
+	$(BIN)/python -m simulator serve --port 5001
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,18 @@
+"""HTTP blueprints: parse and validate the request, call one service, shape the JSON.
+
+Nothing here knows Redis key names or cryptography.
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from api import accounts, apikeys, callback, errors, health, tokens
+
+
+def init_app(app: Flask) -> None:
+    errors.init_app(app)
+    app.before_request(apikeys.guard_v1)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(callback.bp)
+    app.register_blueprint(accounts.bp)
+    app.register_blueprint(tokens.bp)

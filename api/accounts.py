@@ -1,0 +1,54 @@
+"""`/v1/accounts`: what operators may see and do with installed accounts (never their secrets)."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from flask import Blueprint, current_app, g, request
+
+import tunables
+from errors import AccountNotFound, InvalidRequest
+from vault.accounts import AccountRecord
+
+log = logging.getLogger(__name__)
+bp = Blueprint("accounts", __name__, url_prefix="/v1/accounts")
+
+
+def iso(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def account_json(record: AccountRecord) -> dict:
+    return {
+        "account_id": record.account_id,
+        "iris_app_id": record.iris_app_id,
+        "status": record.status,
+        "installed_at": iso(record.installed_at),
+        "updated_at": iso(record.updated_at),
+    }
+
+
+@bp.get("")
+def list_accounts():
+    raw_limit = request.args.get("limit", str(tunables.DEFAULT_PAGE_SIZE))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= tunables.MAX_PAGE_SIZE:
+        raise InvalidRequest(f"limit must be a whole number from 1 to {tunables.MAX_PAGE_SIZE}.")
+    cursor = request.args.get("cursor") or None
+    records, next_cursor = current_app.extensions["vault"].accounts.page(int(raw_limit), cursor)
+    return {"accounts": [account_json(r) for r in records], "next_cursor": next_cursor}
+
+
+@bp.get("/<account_id>")
+def show_account(account_id: str):
+    record = current_app.extensions["vault"].accounts.get(account_id)
+    if record is None:
+        raise AccountNotFound()
+    return account_json(record)
+
+
+@bp.delete("/<account_id>")
+def delete_account(account_id: str):
+    if not current_app.extensions["vault"].accounts.delete(account_id):
+        raise AccountNotFound()
+    log.info("account %s deleted by API key %s", account_id, g.api_key_name)
+    return "", 204

@@ -1,0 +1,52 @@
+"""The guards of `/v1/*`: the API key (`Authorization: Bearer <key>`, compared in constant time) and the account id."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from flask import current_app, g, request
+
+from config import ApiKey
+from errors import AccountNotFound, Unauthorized
+from vault.accounts import valid_account_id
+
+
+class ApiKeyChecker:
+    """Holds SHA-256 digests of the accepted keys, computed once at start-up."""
+
+    def __init__(self, keys: tuple[ApiKey, ...]) -> None:
+        self._digests = [(k.name, hashlib.sha256(k.key.encode()).digest()) for k in keys]
+
+    def name_for(self, presented: str) -> str | None:
+        """The key's name, or None. Compares with every key, so timing tells nothing."""
+        digest = hashlib.sha256(presented.encode()).digest()
+        found = None
+        for name, expected in self._digests:
+            if hmac.compare_digest(digest, expected):
+                found = name
+        return found
+
+
+def guard_v1() -> None:
+    """An app-wide `before_request` hook: every `/v1` path, even an unknown one, needs a key."""
+    if request.path == "/v1" or request.path.startswith("/v1/"):
+        require_api_key()
+        check_account_id()
+
+
+def require_api_key() -> None:
+    """Set `g.api_key_name` or refuse with 401."""
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    name = None
+    if scheme.lower() == "bearer" and presented.strip():
+        name = current_app.extensions["vault"].api_keys.name_for(presented.strip())
+    if name is None:
+        raise Unauthorized()
+    g.api_key_name = name
+
+
+def check_account_id() -> None:
+    """An id that cannot have been installed is not found (and never reaches a Redis key name)."""
+    account_id = (request.view_args or {}).get("account_id")
+    if account_id is not None and not valid_account_id(account_id):
+        raise AccountNotFound()

@@ -1,0 +1,81 @@
+"""The application factory: reads the configuration once, builds the clients, wires the API.
+
+`create_app()` only wires things. Production (`wsgi.py`) passes nothing and
+the environment is read; tests pass a `Config` or a mapping of variables.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+
+import redis
+from flask import Flask
+
+import api
+import tunables
+from api.apikeys import ApiKeyChecker
+from auth.identity import IdentityVerifier
+from auth.tokens import TokenService
+from auth.trackunit import TrackunitAuth
+from config import Config
+from vault.accounts import AccountRepository
+from vault.seal import Sealer
+from vault.store import KeySpace, connect
+from vault.tokencache import TokenCache
+
+
+@dataclasses.dataclass(frozen=True)
+class Services:
+    """Everything a request may use, built once per process (app.extensions["vault"])."""
+
+    config: Config
+    redis: redis.Redis
+    api_keys: ApiKeyChecker
+    identity: IdentityVerifier
+    accounts: AccountRepository
+    tokens: TokenService
+
+
+def build_services(config: Config, client: redis.Redis | None = None) -> Services:
+    client = client if client is not None else connect(config.redis_url, tls_verify=config.redis_tls_verify)
+    sealer = Sealer(config.keyring)
+    keys = KeySpace(config.key_prefix)
+    accounts = AccountRepository(client, sealer, keys)
+    tokens = TokenService(
+        accounts,
+        TokenCache(client, sealer, keys, config.iris_app_id),
+        TrackunitAuth(config.token_url),
+        config.app_scopes,
+        expiry_margin=config.token_expiry_margin,
+        revoked_retry_after=config.revoked_retry_after,
+    )
+    return Services(
+        config=config,
+        redis=client,
+        api_keys=ApiKeyChecker(config.api_keys),
+        identity=IdentityVerifier(config.jwks_url, audience=config.identity_audience),
+        accounts=accounts,
+        tokens=tokens,
+    )
+
+
+def create_app(config: Config | Mapping[str, str] | None = None, *, redis_client: redis.Redis | None = None) -> Flask:
+    if config is None:
+        config = Config.from_env(os.environ)
+    elif not isinstance(config, Config):
+        config = Config.from_env(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = tunables.MAX_BODY_BYTES
+    app.json.sort_keys = False
+    app.extensions["vault"] = build_services(config, redis_client)
+    api.init_app(app)
+    _quiet_libraries()
+    return app
+
+
+def _quiet_libraries() -> None:
+    # urllib3 logs request lines at DEBUG; keep it (and requests) from ever logging bodies or URLs with secrets.
+    for name in ("urllib3", "requests"):
+        logging.getLogger(name).setLevel(logging.WARNING)

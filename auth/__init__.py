@@ -1,0 +1,1 @@
+"""Everything that talks to Trackunit's auth side: the callback's identity, tokens, scopes."""

@@ -1,0 +1,97 @@
+"""Verifying the `Trackunit-Identity` JWT that signs every install callback.
+
+The claims are not documented, so the checks are defensive: the signature must
+verify against a key from Trackunit's JWKS with an asymmetric algorithm; time
+claims are checked when present; `aud` only when an audience is configured.
+The JWKS is cached and refetched (rate-limited) when an unknown `kid` appears.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+
+import tunables
+from errors import IdentityUnavailable, InvalidIdentity
+
+# Asymmetric algorithms only: never "none", never HS* (a public key is no secret).
+ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+MAX_TOKEN_LENGTH = 16 * 1024
+
+
+class IdentityVerifier:
+    """Checks a Trackunit-Identity token; one instance per process (it holds the JWKS cache)."""
+
+    def __init__(self, jwks_url: str, *, audience: str | None = None) -> None:
+        self.audience = audience
+        self.jwks = jwt.PyJWKClient(
+            jwks_url,
+            cache_jwk_set=True,
+            lifespan=tunables.JWKS_CACHE_SECONDS,
+            timeout=tunables.JWKS_TIMEOUT,
+            cooldown_duration=tunables.JWKS_REFRESH_COOLDOWN,
+        )
+
+    def verify(self, token: str | None) -> dict[str, Any]:
+        """The verified claims, or InvalidIdentity / IdentityUnavailable."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidIdentity()
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise InvalidIdentity() from None
+        if header.get("alg") not in ALGORITHMS:
+            raise InvalidIdentity("The Trackunit-Identity token must use an asymmetric signature.")
+        key = self._signing_key(header.get("kid"))
+        allowed = _algorithms_for(key)
+        if header["alg"] not in allowed:
+            raise InvalidIdentity("The Trackunit-Identity token's algorithm does not match its key.")
+        options: dict[str, Any] = {"verify_aud": self.audience is not None}
+        if self.audience is not None:
+            options["require"] = ["aud"]
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=allowed,
+                audience=self.audience,
+                leeway=tunables.IDENTITY_LEEWAY,
+                options=options,
+            )
+        except jwt.InvalidTokenError as exc:
+            raise InvalidIdentity(f"The Trackunit-Identity token was refused: {_reason(exc)}.") from None
+
+    def _signing_key(self, kid: str | None) -> jwt.PyJWK:
+        try:
+            if kid is not None:
+                return self.jwks.get_signing_key(kid)
+            # No kid: accept only when the JWKS holds exactly one signing key.
+            keys = self.jwks.get_jwk_set().keys
+            if len(keys) != 1:
+                raise InvalidIdentity("The Trackunit-Identity token names no key (kid).")
+            return keys[0]
+        except jwt.PyJWKClientConnectionError:
+            raise IdentityUnavailable() from None
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError):
+            raise InvalidIdentity("The Trackunit-Identity token is signed by an unknown key.") from None
+
+
+def _algorithms_for(key: jwt.PyJWK) -> list[str]:
+    """The algorithms a JWK may verify: its own `alg`, else those of its key type."""
+    if "alg" in key._jwk_data:  # PyJWK keeps the JWK; the alg it names pins the algorithm
+        return [key.algorithm_name] if key.algorithm_name in ALGORITHMS else []
+    if key.key_type == "RSA":
+        return ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
+    return [key.algorithm_name] if key.algorithm_name in ALGORITHMS else []
+
+
+def _reason(exc: jwt.InvalidTokenError) -> str:
+    """A short reason safe to return: PyJWT's messages hold no secret, but keep them brief."""
+    return {
+        jwt.ExpiredSignatureError: "expired",
+        jwt.ImmatureSignatureError: "not yet valid",
+        jwt.InvalidAudienceError: "wrong audience",
+        jwt.MissingRequiredClaimError: "a required claim is missing",
+        jwt.InvalidSignatureError: "bad signature",
+        jwt.InvalidAlgorithmError: "algorithm not allowed",
+    }.get(type(exc), "malformed")

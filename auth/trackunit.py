@@ -1,0 +1,157 @@
+"""The HTTP client for Trackunit's `/apptoken` (OAuth2 client_credentials, form-encoded).
+
+One `requests.Session` with timeouts and urllib3's `Retry` (jittered backoff,
+`Retry-After` honoured up to a cap) so a flaky or rate-limiting endpoint is
+retried a bounded number of times. RFC 6749 error answers become our errors;
+nothing returned or raised ever contains the client secret.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Sequence
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+import tunables
+from errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenGrant:
+    """A validated answer of the token endpoint."""
+
+    access_token: str = dataclasses.field(repr=False)
+    token_type: str
+    expires_in: int
+    scope: str
+
+
+def build_session() -> requests.Session:
+    """A session whose POSTs to the token endpoint are retried with backoff."""
+    retry = Retry(
+        total=tunables.TRACKUNIT_RETRIES,
+        connect=tunables.TRACKUNIT_RETRIES,
+        read=tunables.TRACKUNIT_RETRIES,
+        status=tunables.TRACKUNIT_RETRIES,
+        other=0,
+        redirect=0,
+        # client_credentials is safe to repeat: at worst Trackunit issues two tokens.
+        allowed_methods=frozenset({"POST"}),
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=tunables.TRACKUNIT_BACKOFF_FACTOR,
+        backoff_jitter=tunables.TRACKUNIT_BACKOFF_JITTER,
+        backoff_max=tunables.TRACKUNIT_BACKOFF_MAX,
+        respect_retry_after_header=True,
+        retry_after_max=tunables.TRACKUNIT_RETRY_AFTER_MAX,
+        raise_on_status=False,  # hand back the last 429/5xx so its Retry-After reaches the caller
+    )
+    session = requests.Session()
+    session.trust_env = False  # no proxy or .netrc credentials picked up from the environment
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class TrackunitAuth:
+    """Fetches app tokens from `token_url`."""
+
+    def __init__(self, token_url: str, *, session: requests.Session | None = None) -> None:
+        self.token_url = token_url
+        self.session = session or build_session()
+
+    def fetch_token(self, client_id: str, client_secret: str, scopes: Sequence[str]) -> TokenGrant:
+        """POST the seed's request; raise ScopeNotGranted, CredentialsRevoked, AuthUnavailable or AuthError."""
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "scope": " ".join(scopes),
+        }
+        try:
+            response = self.session.post(
+                self.token_url,
+                data=form,
+                headers={"Accept": "application/json"},
+                timeout=(tunables.TRACKUNIT_CONNECT_TIMEOUT, tunables.TRACKUNIT_READ_TIMEOUT),
+                allow_redirects=False,
+                stream=True,  # read the body ourselves, bounded by MAX_TOKEN_RESPONSE_BYTES
+            )
+        except requests.RequestException as exc:
+            # The exception text names the URL, never the form body.
+            log.warning("token endpoint unreachable: %s", type(exc).__name__)
+            raise AuthUnavailable("Trackunit's token endpoint could not be reached.") from None
+        with response:
+            return _interpret(response)
+
+
+def _interpret(response: requests.Response) -> TokenGrant:
+    status = response.status_code
+    body = _json_body(response)
+    if status in RETRY_STATUSES:
+        raise AuthUnavailable(
+            f"Trackunit's token endpoint answered {status}.",
+            retry_after=_retry_after(response.headers.get("Retry-After")),
+        )
+    if status == 200:
+        return _grant(body)
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error if isinstance(error, str) and _ERROR_CODE.match(error) else None
+    if code == "invalid_scope":
+        raise ScopeNotGranted()
+    if code in ("invalid_client", "unauthorized_client"):
+        raise CredentialsRevoked()
+    log.warning("token endpoint answered %s with error %s", status, code or "(none)")
+    raise AuthError(f"Trackunit's token endpoint answered {status} ({code or 'no error code'}).")
+
+
+def _json_body(response: requests.Response) -> object:
+    try:
+        raw = response.raw.read(tunables.MAX_TOKEN_RESPONSE_BYTES + 1, decode_content=True)
+    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+        # urllib3 errors (a read timeout mid-body) surface here as their own types.
+        log.warning("token endpoint answer could not be read: %s", type(exc).__name__)
+        raise AuthUnavailable("Trackunit's token endpoint answer could not be read.") from None
+    if len(raw) > tunables.MAX_TOKEN_RESPONSE_BYTES:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _grant(body: object) -> TokenGrant:
+    if not isinstance(body, dict):
+        raise AuthError("Trackunit's token endpoint answered 200 without a JSON object.")
+    token = body.get("access_token")
+    token_type = body.get("token_type", "Bearer")
+    expires_in = body.get("expires_in", tunables.DEFAULT_EXPIRES_IN)
+    scope = body.get("scope", "")
+    if not isinstance(token, str) or not token:
+        raise AuthError("Trackunit's token answer has no access_token.")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise AuthError("Trackunit's token answer is not a Bearer token.")
+    if isinstance(expires_in, str) and expires_in.isdigit():
+        expires_in = int(expires_in)
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
+        raise AuthError("Trackunit's token answer has an invalid expires_in.")
+    if not isinstance(scope, str):
+        raise AuthError("Trackunit's token answer has an invalid scope.")
+    return TokenGrant(access_token=token, token_type="Bearer", expires_in=expires_in, scope=scope)
+
+
+def _retry_after(value: str | None) -> int | None:
+    if value and value.strip().isdigit():
+        return min(int(value.strip()), 3600)
+    return None

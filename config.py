@@ -1,0 +1,190 @@
+"""The service's configuration: environment variables parsed once, at start-up.
+
+Every default and every validation rule lives here, so that a missing or
+malformed variable stops the process with one clear line instead of failing
+on the first request. Nothing here knows Flask.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from vault.keys import InvalidKey, KeyRing, parse_key
+
+DEFAULT_TOKEN_URL = "https://auth.trackunit.com/apptoken"
+DEFAULT_JWKS_URL = "https://iris.trackunit.com/api/marketplace/jwks"
+DEFAULT_API_URL = "https://iris.trackunit.com"
+DEFAULT_TOKEN_EXPIRY_MARGIN = 300
+DEFAULT_REVOKED_RETRY_AFTER = 60
+DEFAULT_KEY_PREFIX = "itv"
+
+_API_KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SCOPE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MIN_API_KEY_LENGTH = 16
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or malformed (the message names it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiKey:
+    """One accepted API key. `name` is safe to log; `key` never is."""
+
+    name: str
+    key: str = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class AppScopes:
+    """The scopes of the app manifest; `required` are requested by default."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+
+    @property
+    def all(self) -> frozenset[str]:
+        return frozenset(self.required) | frozenset(self.optional)
+
+    @classmethod
+    def parse(cls, text: str) -> "AppScopes":
+        required: list[str] = []
+        optional: list[str] = []
+        for item in text.split():
+            name, is_optional = (item[:-1], True) if item.endswith("?") else (item, False)
+            if not _SCOPE.match(name):
+                raise ConfigError(f"APP_SCOPES: {item!r} is not a scope name")
+            target = optional if is_optional else required
+            if name not in required and name not in optional:
+                target.append(name)
+        if not required and not optional:
+            raise ConfigError("APP_SCOPES is empty: list the scopes of the app manifest")
+        return cls(tuple(sorted(required)), tuple(sorted(optional)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The validated configuration; build it with `Config.from_env`."""
+
+    redis_url: str = dataclasses.field(repr=False)
+    redis_tls_verify: bool
+    keyring: KeyRing
+    api_keys: tuple[ApiKey, ...]
+    iris_app_id: str
+    app_scopes: AppScopes
+    token_url: str = DEFAULT_TOKEN_URL
+    jwks_url: str = DEFAULT_JWKS_URL
+    api_url: str = DEFAULT_API_URL
+    identity_audience: str | None = None
+    token_expiry_margin: int = DEFAULT_TOKEN_EXPIRY_MARGIN
+    revoked_retry_after: int = DEFAULT_REVOKED_RETRY_AFTER
+    key_prefix: str = DEFAULT_KEY_PREFIX
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Config":
+        """Parse and validate `env` (normally `os.environ`); raise ConfigError."""
+        return cls(
+            redis_url=_redis_url(env),
+            redis_tls_verify=_bool(env, "REDIS_TLS_VERIFY", True),
+            keyring=_keyring(env),
+            api_keys=_api_keys(_required(env, "API_KEYS")),
+            iris_app_id=_required(env, "IRIS_APP_ID"),
+            app_scopes=AppScopes.parse(_required(env, "APP_SCOPES")),
+            token_url=_http_url(env, "TRACKUNIT_TOKEN_URL", DEFAULT_TOKEN_URL),
+            jwks_url=_http_url(env, "TRACKUNIT_JWKS_URL", DEFAULT_JWKS_URL),
+            api_url=_http_url(env, "TRACKUNIT_API_URL", DEFAULT_API_URL).rstrip("/"),
+            identity_audience=env.get("TRACKUNIT_IDENTITY_AUDIENCE") or None,
+            token_expiry_margin=_int(env, "TOKEN_EXPIRY_MARGIN", DEFAULT_TOKEN_EXPIRY_MARGIN, 0),
+            revoked_retry_after=_int(env, "REVOKED_RETRY_AFTER", DEFAULT_REVOKED_RETRY_AFTER, 1),
+            key_prefix=_key_prefix(env),
+        )
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = (env.get(name) or "").strip()
+    if not value:
+        raise ConfigError(f"{name} is missing")
+    return value
+
+
+def _redis_url(env: Mapping[str, str]) -> str:
+    url = _required(env, "REDIS_URL")
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    return url
+
+
+def _keyring(env: Mapping[str, str]) -> KeyRing:
+    try:
+        current = parse_key(_required(env, "VAULT_KEY"), "VAULT_KEY")
+        previous = [
+            parse_key(item, f"VAULT_PREVIOUS_KEYS entry {index + 1}")
+            for index, item in enumerate(
+                part for part in env.get("VAULT_PREVIOUS_KEYS", "").split(",") if part.strip()
+            )
+        ]
+    except InvalidKey as exc:
+        raise ConfigError(str(exc)) from None
+    return KeyRing(current, previous)
+
+
+def _api_keys(text: str) -> tuple[ApiKey, ...]:
+    """`key` or `name:key` entries; a bare key is named by its position."""
+    keys: list[ApiKey] = []
+    for index, entry in enumerate(part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        name, sep, key = entry.partition(":")
+        if not sep:
+            name, key = f"key{index + 1}", entry
+        if not _API_KEY_NAME.match(name):
+            raise ConfigError(f"API_KEYS entry {index + 1}: the name must be 1-64 of A-Z a-z 0-9 _ . -")
+        if len(key) < MIN_API_KEY_LENGTH:
+            raise ConfigError(f"API_KEYS entry {index + 1} ({name}): a key needs at least {MIN_API_KEY_LENGTH} characters")
+        keys.append(ApiKey(name, key))
+    if not keys:
+        raise ConfigError("API_KEYS is missing")
+    if len({k.name for k in keys}) != len(keys):
+        raise ConfigError("API_KEYS: two entries share a name")
+    return tuple(keys)
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    url = (env.get(name) or default).strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http(s) URL")
+    return url
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of seconds") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false")
+
+
+def _key_prefix(env: Mapping[str, str]) -> str:
+    prefix = (env.get("KEY_PREFIX") or DEFAULT_KEY_PREFIX).strip()
+    if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", prefix):
+        raise ConfigError("KEY_PREFIX must be 1-64 of A-Z a-z 0-9 _ . : -")
+    return prefix.rstrip(":")

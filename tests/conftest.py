@@ -1,0 +1,133 @@
+"""Fixtures: a real redis-server on a free port, the simulator over real HTTP, the app wired to both."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+import requests
+
+from app import create_app
+from config import Config
+from simulator import create_simulator, serve_in_thread
+from tests.support.redis_server import RedisServer
+
+VAULT_KEY = base64.b64encode(bytes(range(32))).decode()
+OLD_KEY = base64.b64encode(bytes(range(100, 132))).decode()
+API_KEY = "test-api-key-0123456789"
+APP_ID = "@organization/appname"
+APP_SCOPES = "asset.view account.view account.alert.view?"
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A client of the test Redis, flushed around each test (restarted first if a test stopped it)."""
+    if redis_server.process is None:
+        redis_server.start()
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    if redis_server.process is None:
+        redis_server.start()
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def sim_app():
+    return create_simulator()
+
+
+@pytest.fixture
+def sim(sim_app):
+    """The simulator's state object (counters, behaviour), for assertions and fault injection."""
+    return sim_app.extensions["simulator"]
+
+
+@pytest.fixture
+def sim_server(sim_app):
+    server = serve_in_thread(sim_app)
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def env(redis_server, redis_client, sim_server) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_server.url,
+        "VAULT_KEY": VAULT_KEY,
+        "API_KEYS": f"ops:{API_KEY}",
+        "IRIS_APP_ID": APP_ID,
+        "APP_SCOPES": APP_SCOPES,
+        "TRACKUNIT_TOKEN_URL": f"{sim_server.url}/apptoken",
+        "TRACKUNIT_JWKS_URL": f"{sim_server.url}/api/marketplace/jwks",
+        "TRACKUNIT_API_URL": sim_server.url,
+        "KEY_PREFIX": "test",
+    }
+
+
+@pytest.fixture
+def app(env):
+    return create_app(Config.from_env(env))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture
+def vault_server(app):
+    """The app served over real HTTP (a thread), for the simulator's callbacks."""
+    server = serve_in_thread(app)
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def install(sim_server, vault_server):
+    """Install an account the way Trackunit does: the simulator signs and POSTs the callback."""
+
+    def _install(account_id: str = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3", scopes=("asset.view", "account.view"),
+                 **extra) -> dict:
+        response = requests.post(
+            f"{sim_server.url}/_sim/install",
+            json={"callbackUrl": f"{vault_server.url}/appinstall", "accountId": account_id,
+                  "irisAppId": APP_ID, "scopes": list(scopes), **extra},
+            timeout=15,
+        )
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result["callbackStatus"] == 200, result
+        return result
+
+    return _install
+
+
+# In CI a skipped test is a test that did not run: fail the session instead of counting it.
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import os
+
+    if os.environ.get("CI") and _skipped and exitstatus == 0:
+        print(f"\nCI: {len(_skipped)} test(s) were skipped; failing: {_skipped[:5]}")
+        session.exitstatus = 1

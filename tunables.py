@@ -1,0 +1,45 @@
+"""Every fixed tunable of the service, named, in one place (no imports, no environment).
+
+Values an operator sets live in `config`; these are the engineering choices
+behind bounded waits, single-flight and caching.
+"""
+
+# Requests -----------------------------------------------------------------
+MAX_BODY_BYTES = 64 * 1024  # callback bodies are a few hundred bytes
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+# Redis ----------------------------------------------------------------------
+REDIS_SOCKET_TIMEOUT = 2.0  # seconds; a hanging Redis must not hang a request
+REDIS_CONNECT_TIMEOUT = 2.0
+REDIS_HEALTH_CHECK_INTERVAL = 15
+REDIS_RETRIES = 1  # one quick reconnect attempt, then StoreUnavailable
+
+# Trackunit token endpoint ---------------------------------------------------
+# Worst case with a hanging endpoint: 3 attempts x 3.5 s read + ~1 s backoff,
+# inside TOKEN_REQUEST_BUDGET together with the single-flight wait.
+TRACKUNIT_CONNECT_TIMEOUT = 2.0
+TRACKUNIT_READ_TIMEOUT = 3.5
+TRACKUNIT_RETRIES = 2  # after the first attempt
+TRACKUNIT_BACKOFF_FACTOR = 0.25
+TRACKUNIT_BACKOFF_JITTER = 0.25
+TRACKUNIT_BACKOFF_MAX = 1.0
+TRACKUNIT_RETRY_AFTER_MAX = 2  # seconds we are willing to sleep inside one request
+MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
+DEFAULT_EXPIRES_IN = 300  # when Trackunit omits expires_in: assume short, never forever
+
+# Token cache and single-flight ------------------------------------------------
+TOKEN_REQUEST_BUDGET = 15.0  # seconds a token request may wait in total
+LOCK_TIMEOUT = 30.0  # a killed worker's lock frees itself after this
+LOCK_POLL_INTERVAL = 0.05
+REFRESH_AHEAD_SECONDS = 30.0  # refresh this long before the cache entry expires...
+REFRESH_AHEAD_FRACTION = 0.1  # ...but never earlier than this fraction of its lifetime
+REFRESH_BACKOFF_SECONDS = 5  # after a failed refresh-ahead, wait before the next try
+FAILURE_TTL_UNAVAILABLE = 5  # cold waiters share one failure instead of stampeding
+FAILURE_TTL_SCOPE_NOT_GRANTED = 30
+
+# Identity (Trackunit-Identity JWT) -------------------------------------------
+JWKS_TIMEOUT = 3.0
+JWKS_CACHE_SECONDS = 300
+JWKS_REFRESH_COOLDOWN = 30.0  # an unknown kid refetches the JWKS at most this often
+IDENTITY_LEEWAY = 60  # seconds of clock skew accepted on exp/nbf/iat

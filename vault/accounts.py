@@ -1,0 +1,210 @@
+"""Installed accounts: one Redis hash each, sealed credentials, and an index to page through.
+
+The hash holds `app`, `cred` (the sealed client id and secret), `status`,
+`gen` (bumped by every install, so a token fetched with old credentials is
+never stored for new ones), `installed`, `updated` and, while revoked,
+`revoked_until`. Each multi-key change is one Lua script, so an account is
+never seen half-installed or half-deleted.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+
+import redis
+
+from errors import InvalidRequest, RecordUnreadable
+from vault.seal import SealError, Sealer, associated_data
+from vault.store import KeySpace, store_errors
+
+log = logging.getLogger(__name__)
+
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # Trackunit ids are UUIDs; this is the outer bound
+ACTIVE = "active"
+REVOKED = "revoked"
+
+# KEYS: account hash, account cache set, index. ARGV: app, sealed cred, now, account id.
+_INSTALL = """
+local existed = redis.call('EXISTS', KEYS[1])
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'app', ARGV[1], 'cred', ARGV[2], 'status', 'active', 'updated', ARGV[3])
+redis.call('HSETNX', KEYS[1], 'installed', ARGV[3])
+redis.call('HDEL', KEYS[1], 'revoked_until')
+redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('ZADD', KEYS[3], 0, ARGV[4])
+return existed
+"""
+
+# KEYS: account hash, account cache set, index. ARGV: account id.
+_DELETE = """
+local existed = redis.call('EXISTS', KEYS[1])
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return existed
+"""
+
+# KEYS: account hash, account cache set. ARGV: generation, revoked until, now.
+_REVOKE = """
+if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked_until', ARGV[2], 'updated', ARGV[3])
+return 1
+"""
+
+_SUMMARY_FIELDS = ("app", "status", "installed", "updated", "gen", "revoked_until")
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    client_id: str
+    client_secret: str = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountRecord:
+    """What may be shown about an account: never its credentials."""
+
+    account_id: str
+    iris_app_id: str
+    status: str
+    installed_at: int
+    updated_at: int
+    generation: str
+    revoked_until: int | None = None
+
+
+def valid_account_id(account_id: str) -> bool:
+    return bool(ACCOUNT_ID.match(account_id))
+
+
+class AccountRepository:
+    """Install, read, page through and delete accounts (the Redis client is passed in)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        sealer: Sealer,
+        keys: KeySpace,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = client
+        self.sealer = sealer
+        self.keys = keys
+        self.clock = clock
+        self._install = client.register_script(_INSTALL)
+        self._delete = client.register_script(_DELETE)
+        self._revoke = client.register_script(_REVOKE)
+
+    def _aad(self, app_id: str, account_id: str) -> bytes:
+        return associated_data("credentials", app_id, account_id)
+
+    def install(self, account_id: str, app_id: str, creds: Credentials) -> bool:
+        """Store (or replace) an account's credentials and drop its cached tokens; True if it existed."""
+        plain = json.dumps({"id": creds.client_id, "secret": creds.client_secret}).encode()
+        sealed = self.sealer.seal(plain, aad=self._aad(app_id, account_id))
+        now = int(self.clock())
+        with store_errors():
+            existed = self._install(
+                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index],
+                args=[app_id, sealed, now, account_id],
+            )
+        return bool(existed)
+
+    def get(self, account_id: str) -> AccountRecord | None:
+        with store_errors():
+            values = self.redis.hmget(self.keys.key_for(account_id), _SUMMARY_FIELDS)
+        return _record(account_id, values)
+
+    def load(self, account_id: str) -> tuple[AccountRecord, Credentials] | None:
+        """The record and its opened credentials, or None if not installed."""
+        with store_errors():
+            values = self.redis.hmget(self.keys.key_for(account_id), (*_SUMMARY_FIELDS, "cred"))
+        record = _record(account_id, values[:-1])
+        if record is None:
+            return None
+        return record, self.open_credentials(record, values[-1])
+
+    def open_credentials(self, record: AccountRecord, sealed: bytes | None) -> Credentials:
+        try:
+            if not sealed:
+                raise SealError("no sealed credentials")
+            data = json.loads(self.sealer.open(sealed, aad=self._aad(record.iris_app_id, record.account_id)))
+            return Credentials(client_id=data["id"], client_secret=data["secret"])
+        except (SealError, ValueError, KeyError, TypeError) as exc:
+            # The sealed bytes are never logged: only which account and why.
+            log.error("credentials of account %s do not open: %s", record.account_id, exc)
+            raise RecordUnreadable() from None
+
+    def delete(self, account_id: str) -> bool:
+        """Remove every trace of the account; True if it was installed."""
+        with store_errors():
+            existed = self._delete(
+                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index],
+                args=[account_id],
+            )
+        return bool(existed)
+
+    def revoke(self, account_id: str, generation: str, until: int) -> bool:
+        """Mark revoked and drop cached tokens, unless the account was re-installed meanwhile."""
+        with store_errors():
+            done = self._revoke(
+                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache")],
+                args=[generation, until, int(self.clock())],
+            )
+        return bool(done)
+
+    def page(self, limit: int, cursor: str | None) -> tuple[list[AccountRecord], str | None]:
+        """One page of accounts in id order after `cursor`, and the next cursor (None at the end)."""
+        start = "-" if cursor is None else "(" + decode_cursor(cursor)
+        with store_errors():
+            ids = [
+                raw.decode() for raw in self.redis.zrangebylex(self.keys.index, start, "+", start=0, num=limit + 1)
+            ]
+            page_ids = ids[:limit]
+            pipe = self.redis.pipeline(transaction=False)
+            for account_id in page_ids:
+                pipe.hmget(self.keys.key_for(account_id), _SUMMARY_FIELDS)
+            rows = pipe.execute()
+        records = [r for r in (_record(a, v) for a, v in zip(page_ids, rows)) if r is not None]
+        next_cursor = encode_cursor(page_ids[-1]) if len(ids) > limit else None
+        return records, next_cursor
+
+    def ping(self) -> bool:
+        with store_errors():
+            return bool(self.redis.ping())
+
+
+def encode_cursor(account_id: str) -> str:
+    return base64.urlsafe_b64encode(account_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidRequest("cursor is not a cursor this service returned") from None
+
+
+def _record(account_id: str, values: list) -> AccountRecord | None:
+    app, status, installed, updated, generation, revoked_until = values
+    if app is None:
+        return None
+    return AccountRecord(
+        account_id=account_id,
+        iris_app_id=app.decode(),
+        status=(status or b"active").decode(),
+        installed_at=int(installed or 0),
+        updated_at=int(updated or 0),
+        generation=(generation or b"0").decode(),
+        revoked_until=int(revoked_until) if revoked_until else None,
+    )

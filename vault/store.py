@@ -1,0 +1,65 @@
+"""The Redis connection, the one place Redis key names are built, and error translation.
+
+Every key that belongs to an account contains `{account_id}` (a Redis Cluster
+hash tag), so an operator finds them with one pattern and a cluster keeps them
+on one slot. Every Redis failure leaves this layer as `StoreUnavailable`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+import tunables
+from errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def connect(url: str, *, tls_verify: bool = True) -> redis.Redis:
+    """A client with timeouts; `tls_verify=False` accepts Heroku Redis's self-signed certificate."""
+    options: dict = {
+        "socket_timeout": tunables.REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": tunables.REDIS_CONNECT_TIMEOUT,
+        "health_check_interval": tunables.REDIS_HEALTH_CHECK_INTERVAL,
+        "retry": Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.02), tunables.REDIS_RETRIES),
+    }
+    if url.startswith("rediss://") and not tls_verify:
+        options["ssl_cert_reqs"] = "none"
+        options["ssl_check_hostname"] = False
+    return redis.Redis.from_url(url, **options)
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Turn any Redis error into StoreUnavailable (the message never echoes the URL)."""
+    try:
+        yield
+    except redis.exceptions.RedisError as exc:
+        # The type only: a Redis error message can quote the command's arguments.
+        log.warning("redis unavailable: %s", type(exc).__name__)
+        raise StoreUnavailable() from exc
+
+
+class KeySpace:
+    """Builds every Redis key name of one deployment (`KEY_PREFIX`)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    @property
+    def index(self) -> str:
+        """Sorted set of every installed account id (score 0, ordered by id)."""
+        return f"{self.prefix}:accounts"
+
+    def key_for(self, account_id: str, *parts: str) -> str:
+        """`{prefix}:account:{<id>}` (the account's hash) or a key below it."""
+        return ":".join((f"{self.prefix}:account:{{{account_id}}}", *parts))
+
+    def pattern(self, account_id: str) -> str:
+        """A pattern matching every key of one account (for tests and operators)."""
+        return f"{self.prefix}:account:{{{account_id}}}*"

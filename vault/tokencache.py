@@ -1,0 +1,153 @@
+"""Cached access tokens in Redis: sealed values with a TTL, failure markers, and locks.
+
+Slots are per (account, scope set). Every slot key is recorded in the
+account's `cache` set, so installing, revoking or deleting the account drops
+them all in one atomic step. A write names the account's generation and is
+refused if the account was re-installed or deleted meanwhile: a token fetched
+with old credentials never lands in the cache.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import redis
+from redis.lock import Lock
+
+import tunables
+from vault.seal import SealError, Sealer, associated_data
+from vault.store import KeySpace, store_errors
+
+log = logging.getLogger(__name__)
+
+# KEYS: account hash, account cache set, slot key.
+# ARGV: generation, value, ttl in ms, "1" to mark the account active, now.
+_PUT = """
+if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[2], KEYS[3])
+if ARGV[4] == '1' and redis.call('HGET', KEYS[1], 'status') ~= 'active' then
+  redis.call('HSET', KEYS[1], 'status', 'active', 'updated', ARGV[5])
+  redis.call('HDEL', KEYS[1], 'revoked_until')
+end
+return 1
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedToken:
+    access_token: str = dataclasses.field(repr=False)
+    token_type: str
+    scope: str
+    cached_until: float  # epoch seconds: when the cache entry (and our promise to callers) ends
+    refresh_from: float  # epoch seconds: from here on one request refreshes it ahead of time
+
+    def remaining(self, now: float) -> int:
+        return max(0, int(self.cached_until - now))
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """A recent failure shared with every waiter of a slot, so they do not all retry Trackunit."""
+
+    code: str
+    retry_after: int
+
+
+class TokenCache:
+    def __init__(
+        self,
+        client: redis.Redis,
+        sealer: Sealer,
+        keys: KeySpace,
+        app_id: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = client
+        self.sealer = sealer
+        self.keys = keys
+        self.app_id = app_id
+        self.clock = clock
+        self._put = client.register_script(_PUT)
+
+    def _aad(self, account_id: str, slot: str) -> bytes:
+        return associated_data("token", self.app_id, account_id, slot)
+
+    def get(self, account_id: str, slot: str) -> CachedToken | None:
+        with store_errors():
+            sealed = self.redis.get(self.keys.key_for(account_id, "token", slot))
+        return self._open(account_id, slot, sealed)
+
+    def peek(self, account_id: str, slot: str) -> tuple[CachedToken | None, Failure | None]:
+        """The cached token and the failure marker of a slot, in one round trip."""
+        with store_errors():
+            sealed, failure = self.redis.mget(
+                [self.keys.key_for(account_id, "token", slot), self.keys.key_for(account_id, "failure", slot)]
+            )
+        return self._open(account_id, slot, sealed), _failure(failure)
+
+    def put(self, account_id: str, generation: str, slot: str, token: CachedToken) -> bool:
+        """Cache a token until `token.cached_until`; False if the account changed meanwhile."""
+        ttl_ms = int((token.cached_until - self.clock()) * 1000)
+        if ttl_ms <= 0:
+            return True
+        value = json.dumps(
+            {"t": token.access_token, "y": token.token_type, "s": token.scope, "u": token.cached_until,
+             "r": token.refresh_from}
+        ).encode()
+        sealed = self.sealer.seal(value, aad=self._aad(account_id, slot))
+        return self._write(account_id, generation, "token", slot, sealed, ttl_ms, activate=True)
+
+    def put_failure(self, account_id: str, generation: str, slot: str, failure: Failure, ttl: int) -> bool:
+        value = json.dumps({"code": failure.code, "retry_after": failure.retry_after})
+        return self._write(account_id, generation, "failure", slot, value, ttl * 1000, activate=False)
+
+    def lock(self, account_id: str, slot: str, *, blocking_timeout: float | None = None) -> Lock:
+        """The slot's single-flight lock; it frees itself after LOCK_TIMEOUT if its holder dies."""
+        return self.redis.lock(
+            self.keys.key_for(account_id, "lock", slot),
+            timeout=tunables.LOCK_TIMEOUT,
+            sleep=tunables.LOCK_POLL_INTERVAL,
+            blocking_timeout=blocking_timeout,
+            thread_local=False,  # a refresh-ahead lock is taken in the request, released by a thread
+        )
+
+    def _write(self, account_id: str, generation: str, kind: str, slot: str, value, ttl_ms: int, *, activate: bool) -> bool:
+        with store_errors():
+            done = self._put(
+                keys=[
+                    self.keys.key_for(account_id),
+                    self.keys.key_for(account_id, "cache"),
+                    self.keys.key_for(account_id, kind, slot),
+                ],
+                args=[generation, value, max(1, ttl_ms), "1" if activate else "0", int(self.clock())],
+            )
+        return bool(done)
+
+    def _open(self, account_id: str, slot: str, sealed: bytes | None) -> CachedToken | None:
+        if sealed is None:
+            return None
+        try:
+            data = json.loads(self.sealer.open(sealed, aad=self._aad(account_id, slot)))
+            return CachedToken(
+                access_token=data["t"], token_type=data["y"], scope=data["s"],
+                cached_until=float(data["u"]), refresh_from=float(data["r"]),
+            )
+        except (SealError, ValueError, KeyError, TypeError) as exc:
+            # A cache entry that does not open is treated as a miss: the token is simply fetched again.
+            log.warning("cached token of account %s does not open (%s); fetching a new one", account_id, exc)
+            return None
+
+
+def _failure(raw: bytes | None) -> Failure | None:
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        return Failure(code=str(data["code"]), retry_after=int(data["retry_after"]))
+    except (ValueError, KeyError, TypeError):
+        return None

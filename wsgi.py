@@ -1,0 +1,16 @@
+"""The production entry point (gunicorn `wsgi:app`): configuration comes only from the environment.
+
+A missing or malformed variable stops the process with one line naming it;
+there is never a fallback to an in-memory store.
+"""
+import sys
+
+from config import ConfigError
+
+try:
+    from app import create_app
+
+    app = create_app()
+except ConfigError as exc:
+    print(f"iris-token-vault: configuration error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(1) from None
