@@ -190,9 +190,12 @@ def encode_cursor(account_id: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        account_id = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+        if valid_account_id(account_id):
+            return account_id
     except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InvalidRequest("cursor is not a cursor this service returned") from None
+        pass
+    raise InvalidRequest("cursor is not a cursor this service returned")
 
 
 def _record(account_id: str, values: list) -> AccountRecord | None:

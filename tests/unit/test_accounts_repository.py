@@ -1,0 +1,97 @@
+"""The Redis data model on fakeredis (fast); the integration tests repeat the contract on a real Redis."""
+import fakeredis
+import pytest
+
+from errors import InvalidRequest, RecordUnreadable
+from vault.accounts import AccountRepository, Credentials
+from vault.keys import KeyRing
+from vault.seal import Sealer
+from vault.store import KeySpace
+from vault.tokencache import CachedToken, TokenCache
+
+KEY = bytes(range(32))
+
+
+@pytest.fixture
+def redis():
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def repo(redis):
+    return AccountRepository(redis, Sealer(KeyRing(KEY)), KeySpace("t"), clock=lambda: 1_700_000_000)
+
+
+@pytest.fixture
+def cache(redis):
+    return TokenCache(redis, Sealer(KeyRing(KEY)), KeySpace("t"), "@org/app", clock=lambda: 1_700_000_000)
+
+
+def token(until=1_700_003_300) -> CachedToken:
+    return CachedToken("tok", "Bearer", "asset.view", cached_until=until, refresh_from=until - 30)
+
+
+def test_install_get_load(repo, redis):
+    assert repo.install("a1", "@org/app", Credentials("cid", "csecret")) is False
+    record, creds = repo.load("a1")
+    assert (record.status, record.installed_at, record.generation) == ("active", 1_700_000_000, "1")
+    assert creds == Credentials("cid", "csecret") and creds.client_secret == "csecret"
+    assert "csecret" not in repr(creds)
+    assert all(b"csecret" not in (redis.dump(k) or b"") for k in redis.keys())
+    assert repo.install("a1", "@org/app", Credentials("cid", "new")) is True
+    assert repo.load("a1")[0].generation == "2"
+
+
+def test_install_and_delete_drop_cached_tokens(repo, cache, redis):
+    repo.install("a1", "@org/app", Credentials("cid", "s"))
+    assert cache.put("a1", "1", "slot", token())
+    assert cache.get("a1", "slot").access_token == "tok"
+    repo.install("a1", "@org/app", Credentials("cid", "s"))
+    assert cache.get("a1", "slot") is None
+    assert cache.put("a1", "2", "slot", token())
+    assert repo.delete("a1") is True
+    assert redis.keys("*") == []
+    assert repo.delete("a1") is False
+
+
+def test_put_is_refused_for_an_old_generation(repo, cache):
+    repo.install("a1", "@org/app", Credentials("cid", "s"))
+    repo.install("a1", "@org/app", Credentials("cid", "s2"))
+    assert cache.put("a1", "1", "slot", token()) is False
+    assert cache.get("a1", "slot") is None
+
+
+def test_revoke_then_put_reactivates(repo, cache):
+    repo.install("a1", "@org/app", Credentials("cid", "s"))
+    cache.put("a1", "1", "slot", token())
+    assert repo.revoke("a1", "1", until=1_700_000_060)
+    assert repo.get("a1").status == "revoked" and cache.get("a1", "slot") is None
+    assert cache.put("a1", "1", "slot", token())
+    assert repo.get("a1").status == "active" and repo.get("a1").revoked_until is None
+
+
+def test_paging_visits_every_account_once(repo):
+    ids = [f"acc-{i:03d}" for i in range(23)]
+    for account_id in reversed(ids):
+        repo.install(account_id, "@org/app", Credentials("c", "s"))
+    seen, cursor = [], None
+    while True:
+        page, cursor = repo.page(5, cursor)
+        seen += [r.account_id for r in page]
+        if cursor is None:
+            break
+    assert seen == ids
+
+
+def test_bad_cursor_is_a_request_error(repo):
+    with pytest.raises(InvalidRequest):
+        repo.page(5, "%%%")
+
+
+def test_swapped_record_does_not_open(repo, redis):
+    repo.install("a1", "@org/app", Credentials("c1", "s1"))
+    repo.install("a2", "@org/app", Credentials("c2", "s2"))
+    keys = KeySpace("t")
+    redis.hset(keys.key_for("a2"), "cred", redis.hget(keys.key_for("a1"), "cred"))
+    with pytest.raises(RecordUnreadable):
+        repo.load("a2")
