@@ -1,0 +1,86 @@
+"""Command line: ``python -m simulator serve`` and ``python -m simulator install``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from typing import NoReturn
+
+import requests
+
+from . import create_simulator, serve_in_thread
+
+
+def _serve(args: argparse.Namespace) -> int:
+    server = serve_in_thread(create_simulator(expires_in=args.expires_in), args.host, args.port)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_signal)  # stop cleanly under process managers
+    with server:
+        print(f"Trackunit simulator on {server.url}", flush=True)
+        print(f"  token URL: {server.url}/apptoken", flush=True)
+        print(f"  JWKS URL:  {server.url}/api/marketplace/jwks", flush=True)
+        print(f"  API URL:   {server.url}  (e.g. GET {server.url}/api/asset/v1/assets)", flush=True)
+        print(f"  control:   {server.url}/_sim/...", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(0)
+
+
+def _install(args: argparse.Namespace) -> int:
+    payload = {
+        "callbackUrl": args.callback,
+        "accountId": args.account,
+        "irisAppId": args.app_id,
+        "scopes": args.scopes.split(),
+        "type": args.type,
+    }
+    try:
+        # The simulator waits up to 10 s for the callback, so wait longer here.
+        answer = requests.post(args.simulator.rstrip("/") + "/_sim/install", json=payload, timeout=(5, 30))
+    except requests.RequestException as exc:
+        print(f"simulator unreachable: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = answer.json()
+    except ValueError:
+        result = {"status": answer.status_code, "text": answer.text}
+    print(json.dumps(result, indent=2))
+    status = result.get("callbackStatus") if isinstance(result, dict) else None
+    return 0 if answer.ok and isinstance(status, int) and 200 <= status < 300 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run a subcommand; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the simulator")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=5001, help="0 picks a free port")
+    serve.add_argument("--expires-in", type=int, default=3600, help="lifetime of issued tokens (s)")
+    serve.set_defaults(func=_serve)
+
+    install = sub.add_parser("install", help="make a running simulator call an app's tokenCallback")
+    install.add_argument("--simulator", required=True, help="simulator base URL")
+    install.add_argument("--callback", required=True, help="the app's tokenCallback URL")
+    install.add_argument("--account", required=True, help="account id")
+    install.add_argument("--app-id", default="@organization/appname")
+    install.add_argument("--scopes", default="asset.view account.view", help="space-separated")
+    install.add_argument("--type", default="INSTALLED")
+    install.set_defaults(func=_install)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

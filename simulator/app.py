@@ -1,0 +1,187 @@
+"""The Flask app: Trackunit-like endpoints plus ``/_sim`` control endpoints.
+
+Paths mimic Trackunit's, so the service only swaps base URLs to use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .keys import SigningKey
+from .state import DEFAULT_APP_ID, DEFAULT_SCOPES, Reply, SimulatorState, assets_for
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _reply(status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(body, str):
+        response = Response(body, status=status, mimetype="text/html")
+    else:
+        response = jsonify(body)
+        response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _error(status: int, error: str, message: str) -> Response:
+    """Error shape of the area the request went to (REST, OAuth2 or control)."""
+    if request.path.startswith("/api/"):
+        return _reply(status, {"status": status, "code": error, "message": message})
+    if request.path.startswith("/apptoken"):
+        return _reply(status, {"error": error, "error_description": message}, _NO_STORE)
+    return _reply(status, {"error": error, "message": message})
+
+
+class _BadRequest(Exception):
+    """A control request with unusable JSON; answered 400 invalid_request."""
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise _BadRequest("body must be a JSON object")
+    return body
+
+
+def _string(body: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str) or not value:
+        raise _BadRequest(f"{name} must be a non-empty string")
+    return value
+
+
+def _scopes(body: dict[str, Any]) -> list[str]:
+    value = body.get("scopes", list(DEFAULT_SCOPES))
+    if not isinstance(value, list) or not all(isinstance(s, str) and s and " " not in s for s in value):
+        raise _BadRequest("scopes must be a list of scope names")
+    return value
+
+
+def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None = None) -> Flask:
+    """Build a fresh simulator; its state is ``app.extensions["simulator"]``."""
+    app = Flask("simulator")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    state = SimulatorState(expires_in=expires_in, signing_key=signing_key)
+    app.extensions["simulator"] = state
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return _error(exc.code or 500, code, exc.description or "")
+
+    @app.errorhandler(_BadRequest)
+    def bad_request(exc: _BadRequest) -> Response:
+        return _error(400, "invalid_request", str(exc))
+
+    @app.get("/")
+    def index() -> Response:
+        return _reply(200, {
+            "name": "Trackunit simulator",
+            "token_url": "/apptoken",
+            "jwks_url": "/api/marketplace/jwks",
+            "api": ["/api/asset/v1/assets"],
+            "control": ["/_sim/accounts", "/_sim/accounts/<id>/revoke", "/_sim/identity", "/_sim/install",
+                        "/_sim/behaviour", "/_sim/reset", "/_sim/stats"],
+        })
+
+    @app.get("/api/marketplace/jwks")
+    def jwks() -> Response:
+        return _reply(200, state.signing_key.jwks())
+
+    @app.post("/apptoken")
+    def apptoken() -> Response:
+        form_encoded = request.mimetype == "application/x-www-form-urlencoded"
+        form = {k: v for k, v in request.form.items()} if form_encoded else {}
+        delay, release = state.begin_token_request({
+            "grant_type": form.get("grant_type"),
+            "client_id": form.get("client_id"),
+            "scope": form.get("scope"),
+            "content_type": request.content_type,
+        })
+        if delay:
+            release.wait(delay)
+        status, body, headers = state.answer_token_request(form, form_encoded)
+        return _reply(status, body, {**_NO_STORE, **headers})
+
+    @app.get("/api/asset/v1/assets")
+    def assets() -> Response:
+        outcome: Reply | str = state.authorize_api_request(dict(request.headers), "asset.view")
+        if not isinstance(outcome, str):
+            return _reply(*outcome)
+        content = assets_for(outcome)
+        return _reply(200, {"content": content, "page": 0, "size": len(content), "totalElements": len(content)})
+
+    @app.post("/_sim/accounts")
+    def add_account() -> Response:
+        body = _json_body()
+        optional = {k: _string(body, k) for k in ("clientId", "clientSecret") if k in body}
+        creds = state.add_account(
+            _string(body, "accountId"), _scopes(body), _string(body, "irisAppId", DEFAULT_APP_ID),
+            client_id=optional.get("clientId"), client_secret=optional.get("clientSecret"),
+        )
+        return _reply(201, creds)
+
+    @app.post("/_sim/accounts/<account_id>/revoke")
+    def revoke(account_id: str) -> Response:
+        body = request.get_json(silent=True) or {}
+        revoke_tokens = bool(body.get("revokeTokens", False)) if isinstance(body, dict) else False
+        if not state.revoke(account_id, revoke_tokens=revoke_tokens):
+            return _error(404, "not_found", "unknown account")
+        return _reply(200, {"accountId": account_id, "revoked": True, "tokensRevoked": revoke_tokens})
+
+    @app.post("/_sim/identity")
+    def identity() -> Response:
+        body = request.get_json(silent=True) or {}
+        if not isinstance(body, dict):
+            raise _BadRequest("body must be a JSON object")
+        claims, headers, expires_in = body.get("claims", {}), body.get("headers"), body.get("expires_in", 300)
+        if not isinstance(claims, dict) or (headers is not None and not isinstance(headers, dict)):
+            raise _BadRequest("claims and headers must be JSON objects")
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int):
+            raise _BadRequest("expires_in must be an integer")
+        return _reply(200, {"token": state.identity_token(claims, expires_in=expires_in, headers=headers)})
+
+    @app.post("/_sim/install")
+    def install() -> Response:
+        body = _json_body()
+        callback_url, account_id = _string(body, "callbackUrl"), _string(body, "accountId")
+        app_id, kind = _string(body, "irisAppId", DEFAULT_APP_ID), _string(body, "type", "INSTALLED")
+        creds = state.add_account(account_id, _scopes(body), app_id)
+        token = state.identity_token({"irisAppId": app_id, "accountId": account_id}, expires_in=300)
+        message = {"type": kind, "irisAppId": app_id, "accountId": account_id,
+                   "clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
+        try:
+            answer = requests.post(callback_url, json=message, headers={"Trackunit-Identity": token},
+                                   timeout=state.callback_timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            return _error(502, "callback_unreachable", f"{type(exc).__name__}: {exc}")
+        try:
+            parsed: Any = answer.json()
+        except ValueError:
+            parsed = answer.text
+        return _reply(200, {
+            "callbackStatus": answer.status_code, "callbackResponse": parsed, "accountId": account_id,
+            "clientId": creds["clientId"], "clientSecret": creds["clientSecret"], "identityToken": token,
+        })
+
+    @app.post("/_sim/behaviour")
+    def behaviour() -> Response:
+        try:
+            return _reply(200, state.configure(**_json_body()))
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from exc
+
+    @app.post("/_sim/reset")
+    def reset() -> Response:
+        state.reset()
+        return _reply(200, {"behaviour": state.behaviour})
+
+    @app.get("/_sim/stats")
+    def stats() -> Response:
+        return _reply(200, state.stats())
+
+    return app

@@ -1,0 +1,384 @@
+"""In-memory state of the simulator: clients, issued tokens, behaviour, counters.
+
+One object, one lock: requests are served by many threads, and tests read and
+change the same object directly (``app.extensions["simulator"]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import secrets
+import string
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from .keys import SigningKey
+
+ISSUER = "https://iris.trackunit.com"
+DEFAULT_APP_ID = "@organization/appname"
+DEFAULT_SCOPES = ("asset.view", "account.view")
+_ALNUM = string.ascii_letters + string.digits
+
+Reply = tuple[int, dict[str, Any] | str, dict[str, str]]
+
+
+def new_client_id() -> str:
+    """An Okta-style client id, shaped like the one in Trackunit's example."""
+    return "0oa" + "".join(secrets.choice(_ALNUM) for _ in range(17))
+
+
+def new_client_secret() -> str:
+    """43 url-safe characters, the length of the secret in Trackunit's example."""
+    return secrets.token_urlsafe(32)
+
+
+def default_fail_body(status: int) -> dict[str, str]:
+    """The RFC 6749 error a token endpoint would plausibly give for ``status``."""
+    if status in (429, 503):
+        return {"error": "temporarily_unavailable"}
+    if status == 401:
+        return {"error": "invalid_client"}
+    if 400 <= status < 500:
+        return {"error": "invalid_request"}
+    return {"error": "server_error"}
+
+
+@dataclasses.dataclass
+class Client:
+    """Credentials Trackunit hands an app for one account."""
+
+    account_id: str
+    client_id: str
+    client_secret: str
+    scopes: tuple[str, ...]
+    iris_app_id: str
+    revoked: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuedToken:
+    account_id: str
+    client_id: str
+    scopes: tuple[str, ...]
+    expires_at: float
+
+
+@dataclasses.dataclass
+class Behaviour:
+    """Injected misbehaviour of ``/apptoken``; the defaults are a healthy server."""
+
+    expires_in: int = 3600
+    omit_expires_in: bool = False
+    delay: float = 0.0
+    fail_status: int | None = None
+    fail_body: dict[str, Any] | str | None = None
+    retry_after: str | None = None
+    fail_count: int | None = None
+    malformed: bool = False
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be an integer in [{low}, {high if high is not None else 'inf'}]")
+    return value
+
+
+def _check_behaviour(name: str, value: Any) -> Any:
+    """Validate one behaviour field (``None`` has already been mapped to the default)."""
+    if name == "expires_in":
+        return _check_int(name, value, 0)
+    if name in ("omit_expires_in", "malformed"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be a boolean")
+        return value
+    if name == "delay":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError("delay must be a non-negative number of seconds")
+        return float(value)
+    if name == "fail_status":
+        return _check_int(name, value, 100, 599)
+    if name == "fail_count":
+        return _check_int(name, value, 0)
+    if name == "fail_body":
+        if not isinstance(value, (dict, str)):
+            raise ValueError("fail_body must be a JSON object or a string")
+        return value
+    if name == "retry_after":
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError("retry_after must be a string (or an integer number of seconds)")
+        return str(value)
+    raise ValueError(f"unknown behaviour field: {name}")
+
+
+def assets_for(account_id: str) -> list[dict[str, str]]:
+    """A few assets derived from the account id, so answers are deterministic."""
+    kinds = ("Excavator", "Wheel loader", "Telehandler", "Generator")
+    digest = hashlib.sha256(account_id.encode()).digest()
+    count = 2 + digest[0] % 3
+    return [
+        {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"trackunit-simulator:{account_id}:{i}")),
+            "accountId": account_id,
+            "name": f"{kinds[(digest[1] + i) % len(kinds)]} {i + 1}",
+        }
+        for i in range(count)
+    ]
+
+
+class SimulatorState:
+    """Everything the simulator knows; every public method is thread-safe."""
+
+    def __init__(self, *, expires_in: int = 3600, signing_key: SigningKey | None = None) -> None:
+        self._lock = threading.Lock()
+        self.signing_key = signing_key or SigningKey()
+        #: Replaceable clock (seconds since the epoch) for token expiry and JWT times.
+        self.clock: Callable[[], float] = time.time
+        #: Timeout of the POST that ``/_sim/install`` makes to the callback.
+        self.callback_timeout: float = 10.0
+        self._default_expires_in = _check_int("expires_in", expires_in, 0)
+        self._clients_by_account: dict[str, Client] = {}
+        self._clients_by_id: dict[str, Client] = {}
+        self._tokens: dict[str, IssuedToken] = {}
+        self._reset_locked()
+
+    def _reset_locked(self) -> None:
+        self._behaviour = Behaviour(expires_in=self._default_expires_in)
+        self._token_requests = 0
+        self._token_requests_by_client: dict[str, int] = {}
+        self._tokens_issued = 0
+        self._api_requests = 0
+        self._last_token_request: dict[str, Any] | None = None
+        self._last_api_headers: dict[str, str] | None = None
+        old_release = getattr(self, "_release", None)
+        self._release = threading.Event()
+        if old_release is not None:
+            old_release.set()  # cut short requests still sleeping on an old delay
+
+    # -- behaviour and counters -------------------------------------------
+
+    def configure(self, /, **changes: Any) -> dict[str, Any]:
+        """Change ``/apptoken`` behaviour; fields not given keep their value.
+
+        ``None`` puts a field back to its default. Setting ``fail_status``
+        without ``fail_count`` means "fail until reset". All fields are
+        validated before any is applied (``ValueError`` on bad input).
+        """
+        defaults = Behaviour(expires_in=self._default_expires_in)
+        if "fail_status" in changes and "fail_count" not in changes:
+            changes["fail_count"] = None
+        checked = {}
+        for name, value in changes.items():
+            if name not in Behaviour.__dataclass_fields__:
+                raise ValueError(f"unknown behaviour field: {name}")
+            checked[name] = getattr(defaults, name) if value is None else _check_behaviour(name, value)
+        with self._lock:
+            for name, value in checked.items():
+                setattr(self._behaviour, name, value)
+            return dataclasses.asdict(self._behaviour)
+
+    @property
+    def behaviour(self) -> dict[str, Any]:
+        with self._lock:
+            return dataclasses.asdict(self._behaviour)
+
+    def reset(self) -> None:
+        """Behaviour and counters back to defaults; accounts and tokens are kept."""
+        with self._lock:
+            self._reset_locked()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "token_requests": self._token_requests,
+                "token_requests_by_client": dict(self._token_requests_by_client),
+                "api_requests": self._api_requests,
+                "tokens_issued": self._tokens_issued,
+                "last_token_request": dict(self._last_token_request) if self._last_token_request else None,
+            }
+
+    @property
+    def token_requests(self) -> int:
+        with self._lock:
+            return self._token_requests
+
+    @property
+    def token_requests_by_client(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._token_requests_by_client)
+
+    @property
+    def tokens_issued(self) -> int:
+        with self._lock:
+            return self._tokens_issued
+
+    @property
+    def api_requests(self) -> int:
+        with self._lock:
+            return self._api_requests
+
+    @property
+    def last_token_request(self) -> dict[str, Any] | None:
+        """Form fields of the last ``/apptoken`` request, without the secret."""
+        with self._lock:
+            return dict(self._last_token_request) if self._last_token_request else None
+
+    @property
+    def last_api_headers(self) -> dict[str, str] | None:
+        with self._lock:
+            return dict(self._last_api_headers) if self._last_api_headers is not None else None
+
+    # -- accounts ----------------------------------------------------------
+
+    def add_account(
+        self,
+        account_id: str,
+        scopes: list[str] | tuple[str, ...] = DEFAULT_SCOPES,
+        iris_app_id: str = DEFAULT_APP_ID,
+        *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+    ) -> dict[str, Any]:
+        """Create or replace the account's client; the old client stops working."""
+        client = Client(
+            account_id=account_id,
+            client_id=client_id or new_client_id(),
+            client_secret=client_secret or new_client_secret(),
+            scopes=tuple(dict.fromkeys(scopes)),
+            iris_app_id=iris_app_id,
+        )
+        with self._lock:
+            old = self._clients_by_account.get(account_id)
+            if old is not None:
+                self._clients_by_id.pop(old.client_id, None)
+            other = self._clients_by_id.get(client.client_id)
+            if other is not None:
+                self._clients_by_account.pop(other.account_id, None)
+            self._clients_by_account[account_id] = client
+            self._clients_by_id[client.client_id] = client
+        return {
+            "accountId": account_id,
+            "clientId": client.client_id,
+            "clientSecret": client.client_secret,
+            "scopes": list(client.scopes),
+            "irisAppId": iris_app_id,
+        }
+
+    def revoke(self, account_id: str, *, revoke_tokens: bool = False) -> bool:
+        """Refuse the account's client from now on, as after an uninstall.
+
+        Tokens already issued stay valid until they expire (as self-contained
+        tokens would) unless ``revoke_tokens``. Returns False if unknown.
+        """
+        with self._lock:
+            client = self._clients_by_account.get(account_id)
+            if client is None:
+                return False
+            client.revoked = True
+            if revoke_tokens:
+                self._tokens = {k: t for k, t in self._tokens.items() if t.client_id != client.client_id}
+            return True
+
+    def expire_tokens(self) -> int:
+        """Make every issued token expired now (for refresh tests); returns how many."""
+        with self._lock:
+            now = self.clock()
+            self._tokens = {k: dataclasses.replace(t, expires_at=now) for k, t in self._tokens.items()}
+            return len(self._tokens)
+
+    # -- identity ------------------------------------------------------------
+
+    def identity_token(
+        self,
+        claims: dict[str, Any] | None = None,
+        *,
+        expires_in: int = 300,
+        headers: dict[str, Any] | None = None,
+    ) -> str:
+        """A ``Trackunit-Identity`` JWT; a claim given as ``None`` is left out."""
+        now = int(self.clock())
+        merged = {"iss": ISSUER, "iat": now, "exp": now + expires_in, **(claims or {})}
+        return self.signing_key.sign({k: v for k, v in merged.items() if v is not None}, headers=headers)
+
+    # -- /apptoken -----------------------------------------------------------
+
+    def begin_token_request(self, record: dict[str, Any]) -> tuple[float, threading.Event]:
+        """Count a token request; return the delay to sleep and the event that ends it early."""
+        with self._lock:
+            self._token_requests += 1
+            key = record.get("client_id") or ""
+            self._token_requests_by_client[key] = self._token_requests_by_client.get(key, 0) + 1
+            self._last_token_request = dict(record)
+            return self._behaviour.delay, self._release
+
+    def answer_token_request(self, form: dict[str, str], form_encoded: bool) -> Reply:
+        """Decide the answer to ``/apptoken`` (after any delay): status, body, headers."""
+        with self._lock:
+            b = self._behaviour
+            if b.fail_status is not None and (b.fail_count is None or b.fail_count > 0):
+                if b.fail_count is not None:
+                    b.fail_count -= 1
+                body = b.fail_body if b.fail_body is not None else default_fail_body(b.fail_status)
+                headers = {"Retry-After": b.retry_after} if b.retry_after is not None else {}
+                return b.fail_status, body, headers
+            if b.malformed:
+                return 200, {"token_type": "Bearer", "expires_in": b.expires_in}, {}
+            return self._issue_locked(form, form_encoded, b)
+
+    def _issue_locked(self, form: dict[str, str], form_encoded: bool, b: Behaviour) -> Reply:
+        if not form_encoded:
+            return _oauth_error(400, "invalid_request", "body must be application/x-www-form-urlencoded")
+        grant_type = form.get("grant_type", "")
+        if not grant_type:
+            return _oauth_error(400, "invalid_request", "grant_type is required")
+        if grant_type != "client_credentials":
+            return _oauth_error(400, "unsupported_grant_type", "only client_credentials is supported")
+        client = self._clients_by_id.get(form.get("client_id", ""))
+        secret = form.get("client_secret", "")
+        if client is None or not hmac.compare_digest(secret.encode(), client.client_secret.encode()):
+            return _oauth_error(401, "invalid_client", "client authentication failed")
+        if client.revoked:
+            return _oauth_error(401, "invalid_client", "client authentication failed")
+        requested = tuple(dict.fromkeys(form.get("scope", "").split()))
+        denied = [s for s in requested if s not in client.scopes]
+        if denied:
+            return _oauth_error(400, "invalid_scope", "scope not granted: " + " ".join(denied))
+        scopes = requested or client.scopes
+        token = "sim-" + secrets.token_urlsafe(32)
+        self._tokens[token] = IssuedToken(client.account_id, client.client_id, scopes, self.clock() + b.expires_in)
+        self._tokens_issued += 1
+        body: dict[str, Any] = {"token_type": "Bearer", "expires_in": b.expires_in}
+        if b.omit_expires_in:
+            del body["expires_in"]
+        body.update(access_token=token, scope=" ".join(scopes))
+        return 200, body, {}
+
+    # -- REST API --------------------------------------------------------------
+
+    def authorize_api_request(self, headers: dict[str, str], required_scope: str) -> Reply | str:
+        """Count an API request; return the token's account id, or an error reply."""
+        with self._lock:
+            self._api_requests += 1
+            self._last_api_headers = dict(headers)
+            auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+            scheme, _, token = auth.partition(" ")
+            issued = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+            if issued is None or self.clock() >= issued.expires_at:
+                challenge = 'Bearer error="invalid_token"' if auth else "Bearer"
+                return _rest_error(401, "unauthorized", "missing, unknown or expired access token", challenge)
+            if required_scope not in issued.scopes:
+                challenge = f'Bearer error="insufficient_scope", scope="{required_scope}"'
+                return _rest_error(403, "insufficient_scope", f"the token lacks scope {required_scope}", challenge)
+            return issued.account_id
+
+
+def _oauth_error(status: int, error: str, description: str) -> Reply:
+    return status, {"error": error, "error_description": description}, {}
+
+
+def _rest_error(status: int, code: str, message: str, challenge: str) -> Reply:
+    return status, {"status": status, "code": code, "message": message}, {"WWW-Authenticate": challenge}
