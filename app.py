@@ -20,6 +20,7 @@ from auth.identity import IdentityVerifier
 from auth.tokens import TokenService
 from auth.trackunit import TrackunitAuth
 from config import Config
+from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
 from vault.seal import Sealer
 from vault.store import KeySpace, connect
@@ -36,6 +37,7 @@ class Services:
     identity: IdentityVerifier
     accounts: AccountRepository
     tokens: TokenService
+    trackunit_api: TrackunitApi
 
 
 def build_services(config: Config, client: redis.Redis | None = None) -> Services:
@@ -58,6 +60,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         identity=IdentityVerifier(config.jwks_url, audience=config.identity_audience),
         accounts=accounts,
         tokens=tokens,
+        trackunit_api=TrackunitApi(),
     )
 
 
@@ -69,6 +72,7 @@ def create_app(config: Config | Mapping[str, str] | None = None, *, redis_client
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = tunables.MAX_BODY_BYTES
     app.json.sort_keys = False
+    app.url_map.merge_slashes = False  # never answer a redirect; the proxy refuses '//host' paths itself
     app.extensions["vault"] = build_services(config, redis_client)
     api.init_app(app)
     _quiet_libraries()

@@ -25,6 +25,10 @@ class InvalidRequest(VaultError):
     status, code, message = 400, "invalid_request", "The request is malformed."
 
 
+class InvalidPath(VaultError):
+    status, code, message = 400, "invalid_path", "The proxied path is not allowed."
+
+
 class InvalidScope(VaultError):
     status, code, message = 400, "invalid_scope", "A requested scope is not in the app's manifest."
 
@@ -70,6 +74,11 @@ class RecordUnreadable(VaultError):
 
 class AuthError(VaultError):
     status, code, message = 502, "auth_error", "Trackunit's token endpoint gave an unexpected answer."
+
+
+class UpstreamUnavailable(VaultError):
+    status, code, message = 503, "upstream_unavailable", "Trackunit's API could not be reached."
+    retry_after = 5
 
 
 class StoreUnavailable(VaultError):

@@ -43,3 +43,13 @@ JWKS_TIMEOUT = 3.0
 JWKS_CACHE_SECONDS = 300
 JWKS_REFRESH_COOLDOWN = 30.0  # an unknown kid refetches the JWKS at most this often
 IDENTITY_LEEWAY = 60  # seconds of clock skew accepted on exp/nbf/iat
+
+# Proxy to Trackunit's API ----------------------------------------------------
+PROXY_MAX_BODY_BYTES = 1024 * 1024  # request bodies are JSON documents; buffered so PUT can be retried
+PROXY_CONNECT_TIMEOUT = 3.0
+PROXY_READ_TIMEOUT = 30.0  # per socket read; large answers stream through
+PROXY_RETRIES = 2  # 429/5xx on GET, HEAD, PUT, DELETE only
+PROXY_BACKOFF_FACTOR = 0.25
+PROXY_BACKOFF_JITTER = 0.25
+PROXY_RETRY_AFTER_MAX = 5
+PROXY_CHUNK_BYTES = 64 * 1024

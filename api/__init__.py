@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import accounts, apikeys, callback, errors, health, tokens
+from api import accounts, apikeys, callback, errors, health, proxy, tokens
 
 
 def init_app(app: Flask) -> None:
@@ -16,3 +16,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(callback.bp)
     app.register_blueprint(accounts.bp)
     app.register_blueprint(tokens.bp)
+    app.register_blueprint(proxy.bp)

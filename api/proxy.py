@@ -1,0 +1,88 @@
+"""`/v1/accounts/<id>/proxy/<path>`: call Trackunit's API for an account without handling a token.
+
+Errors of the vault itself carry `Token-Vault-Error: <code>`; an upstream
+answer never does, so a caller can always tell the two apart.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from werkzeug.routing import PathConverter
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
+
+import tunables
+from api.errors import error_response
+from errors import PayloadTooLarge, VaultError
+from proxy.paths import upstream_url
+from proxy.upstream import forwarded_headers
+
+log = logging.getLogger(__name__)
+bp = Blueprint("proxy", __name__, url_prefix="/v1/accounts")
+
+
+class AnyPath(PathConverter):
+    """Like `path`, but also matches '' and a leading '/', so '//host' reaches our own refusal."""
+
+    regex = ".*"
+    part_isolating = False
+
+
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("anypath", AnyPath))
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+MARKER = "/proxy/"
+
+
+@bp.errorhandler(VaultError)
+def _vault_error(exc: VaultError) -> Response:
+    response = error_response(exc)
+    response.headers["Token-Vault-Error"] = exc.code
+    return response
+
+
+def _raw_path() -> tuple[str, str]:
+    """The path after `/proxy/` and the query, exactly as the caller sent them (still encoded)."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.full_path
+    path, _, query = raw.partition("?")
+    index = path.find(MARKER)
+    return (path[index + len(MARKER):] if index >= 0 else ""), query
+
+
+def _body() -> bytes | None:
+    if request.content_length is not None and request.content_length > tunables.PROXY_MAX_BODY_BYTES:
+        raise PayloadTooLarge()
+    request.max_content_length = tunables.PROXY_MAX_BODY_BYTES
+    data = request.get_data(cache=False)
+    return data or None
+
+
+@bp.route("/<account_id>/proxy/<anypath:path>", methods=METHODS)
+def proxy(account_id: str, path: str):
+    services = current_app.extensions["vault"]
+    raw_path, raw_query = _raw_path()
+    url = upstream_url(services.config.api_url, raw_path, raw_query)
+    scope = request.headers.get("Trackunit-Scope")
+    body = _body()
+    started = time.monotonic()
+
+    token = services.tokens.get_token(account_id, scope)
+    upstream = services.trackunit_api.send(request.method, url, forwarded_headers(request.headers, token.access_token), body)
+    if upstream.status == 401 and token.source == "cache":
+        # The cached token was refused (revoked early, say): one forced refresh, one retry.
+        upstream.close()
+        token = services.tokens.get_token(account_id, scope, force_refresh=True)
+        upstream = services.trackunit_api.send(
+            request.method, url, forwarded_headers(request.headers, token.access_token), body
+        )
+    log.info(
+        "proxy %s %s for account %s by API key %s: upstream %s in %.0f ms",
+        request.method, raw_path.split("?")[0][:200], account_id, g.api_key_name, upstream.status,
+        (time.monotonic() - started) * 1000,
+    )
+    response = Response(stream_with_context(upstream.body), status=upstream.status)
+    response.headers.clear()
+    for name, value in upstream.headers:
+        response.headers.add(name, value)
+    response.call_on_close(upstream.close)
+    return response

@@ -1,0 +1,58 @@
+"""`trackunit_session`: a requests.Session bound to Trackunit's API, with the vault's auth, timeouts and retries."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Union
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .auth import VaultAuth
+
+DEFAULT_API_URL = "https://iris.trackunit.com"
+DEFAULT_TIMEOUT = (5.0, 30.0)
+
+
+class TrackunitSession(requests.Session):
+    """A session whose relative URLs are joined to `base_url` and whose requests always have a timeout."""
+
+    def __init__(self, base_url: str, *, timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
+        super().__init__()
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def request(self, method: str, url: Union[str, bytes], *args: Any, **kwargs: Any) -> requests.Response:
+        url = url.decode() if isinstance(url, bytes) else url
+        if not url.startswith(("http://", "https://")):
+            url = f"{self.base_url}/{url.lstrip('/')}"
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(method, url, *args, **kwargs)
+
+
+def trackunit_session(
+    vault_url: str,
+    api_key: str,
+    account_id: str,
+    scopes: Optional[Union[str, Iterable[str]]] = None,
+    *,
+    api_url: str = DEFAULT_API_URL,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    retries: int = 3,
+) -> TrackunitSession:
+    """A session that calls `api_url` for `account_id`; 429/5xx on idempotent methods are retried
+    with backoff, honouring `Retry-After`; POST and PATCH are never retried."""
+    session = TrackunitSession(api_url, timeout=timeout)
+    session.auth = VaultAuth(vault_url, api_key, account_id, scopes)
+    retry = Retry(
+        total=retries,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
+        backoff_factor=0.5,
+        backoff_jitter=0.5,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

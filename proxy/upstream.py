@@ -1,0 +1,113 @@
+"""Forwarding one request to Trackunit's API with the account's token, and streaming the answer back.
+
+Only an allow-list of headers crosses in either direction: the caller's
+`Authorization` (our API key), cookies and hop-by-hop headers never reach
+Trackunit, and `Set-Cookie` never comes back. Redirects are never followed.
+429 and 5xx are retried (urllib3 `Retry`, honouring `Retry-After`) only for
+idempotent methods; POST and PATCH are sent once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Mapping
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+import tunables
+from errors import UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+FORWARD_REQUEST = ("Content-Type", "Accept", "Accept-Encoding", "Accept-Language", "TU-PREVIEW",
+                   "If-None-Match", "If-Modified-Since")
+_RESPONSE_EXACT = frozenset({
+    "content-type", "content-encoding", "content-length", "content-language", "content-disposition",
+    "retry-after", "link", "etag", "last-modified", "location", "vary", "cache-control",
+    "x-total-count", "x-request-id", "x-correlation-id",
+})
+_RESPONSE_PREFIXES = ("x-ratelimit-", "ratelimit", "x-rate-limit-", "x-page", "x-total")
+
+
+def build_session() -> requests.Session:
+    retry = Retry(
+        total=tunables.PROXY_RETRIES,
+        connect=tunables.PROXY_RETRIES,  # nothing was sent: safe for every method
+        read=0,
+        status=tunables.PROXY_RETRIES,
+        other=0,
+        redirect=0,
+        allowed_methods=IDEMPOTENT,
+        status_forcelist=frozenset({429, 500, 502, 503, 504}),
+        backoff_factor=tunables.PROXY_BACKOFF_FACTOR,
+        backoff_jitter=tunables.PROXY_BACKOFF_JITTER,
+        respect_retry_after_header=True,
+        retry_after_max=tunables.PROXY_RETRY_AFTER_MAX,
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    session.trust_env = False
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+@dataclasses.dataclass
+class UpstreamResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: Iterator[bytes]
+    close: callable
+
+
+def forwarded_headers(incoming: Mapping[str, str], token: str) -> dict[str, str]:
+    headers = {name: incoming[name] for name in FORWARD_REQUEST if incoming.get(name)}
+    headers.setdefault("Accept-Encoding", "identity")  # requests would add gzip; pass the caller's choice only
+    headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def returned_headers(upstream: Mapping[str, str]) -> list[tuple[str, str]]:
+    return [
+        (name, value) for name, value in upstream.items()
+        if name.lower() in _RESPONSE_EXACT or name.lower().startswith(_RESPONSE_PREFIXES)
+    ]
+
+
+class TrackunitApi:
+    """Sends requests to TRACKUNIT_API_URL (the URL is built and checked by proxy.paths)."""
+
+    def __init__(self, session: requests.Session | None = None) -> None:
+        self.session = session or build_session()
+
+    def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
+        try:
+            response = self.session.request(
+                method, url, headers=headers, data=body or None, stream=True, allow_redirects=False,
+                timeout=(tunables.PROXY_CONNECT_TIMEOUT, tunables.PROXY_READ_TIMEOUT),
+            )
+        except requests.RequestException as exc:
+            log.warning("Trackunit API unreachable: %s", type(exc).__name__)
+            raise UpstreamUnavailable() from None
+        return UpstreamResponse(
+            status=response.status_code,
+            headers=returned_headers(response.headers),
+            body=_stream(response),
+            close=response.close,
+        )
+
+
+def _stream(response: requests.Response) -> Iterator[bytes]:
+    """The body as sent (still compressed if it was), chunk by chunk; never all in memory."""
+    try:
+        yield from response.raw.stream(tunables.PROXY_CHUNK_BYTES, decode_content=False)
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        # Headers are already sent: all we can do is end the body early and say so in the log.
+        log.warning("Trackunit API answer broke off: %s", type(exc).__name__)
+    finally:
+        response.close()
