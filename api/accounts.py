@@ -31,7 +31,8 @@ def account_json(record: AccountRecord) -> dict:
 @bp.get("")
 def list_accounts():
     raw_limit = request.args.get("limit", str(tunables.DEFAULT_PAGE_SIZE))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= tunables.MAX_PAGE_SIZE:
+    # isdigit() alone accepts '²' or '٣' (int() fails on the first): ASCII digits only.
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= tunables.MAX_PAGE_SIZE:
         raise InvalidRequest(f"limit must be a whole number from 1 to {tunables.MAX_PAGE_SIZE}.")
     cursor = request.args.get("cursor") or None
     records, next_cursor = current_app.extensions["vault"].accounts.page(int(raw_limit), cursor)

@@ -7,6 +7,8 @@ The JWKS is cached and refetched (rate-limited) when an unknown `kid` appears.
 """
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import jwt
@@ -29,8 +31,11 @@ class IdentityVerifier:
             cache_jwk_set=True,
             lifespan=tunables.JWKS_CACHE_SECONDS,
             timeout=tunables.JWKS_TIMEOUT,
-            cooldown_duration=tunables.JWKS_REFRESH_COOLDOWN,
         )
+        # PyJWKClient's own cooldown also starts at every routine fetch, so a key rotated within
+        # 30 s of one would be refused; unknown kids are rate-limited here instead (see _may_refetch).
+        self._refetch_lock = threading.Lock()
+        self._last_refetch: float | None = None
 
     def verify(self, token: str | None) -> dict[str, Any]:
         """The verified claims, or InvalidIdentity / IdentityUnavailable."""
@@ -64,7 +69,12 @@ class IdentityVerifier:
     def _signing_key(self, kid: str | None) -> jwt.PyJWK:
         try:
             if kid is not None:
-                return self.jwks.get_signing_key(kid)
+                key = self.jwks.match_kid(self.jwks.get_signing_keys(), kid)
+                if key is None and self._may_refetch():
+                    key = self.jwks.match_kid(self.jwks.get_signing_keys(refresh=True), kid)
+                if key is None:
+                    raise InvalidIdentity("The Trackunit-Identity token is signed by an unknown key.")
+                return key
             # No kid: accept only when the JWKS holds exactly one signing key.
             keys = self.jwks.get_jwk_set().keys
             if len(keys) != 1:
@@ -74,6 +84,15 @@ class IdentityVerifier:
             raise IdentityUnavailable() from None
         except (jwt.PyJWKClientError, jwt.PyJWKSetError):
             raise InvalidIdentity("The Trackunit-Identity token is signed by an unknown key.") from None
+
+    def _may_refetch(self) -> bool:
+        """An unknown kid refetches the JWKS at most once per JWKS_REFRESH_COOLDOWN (routine fetches do not count)."""
+        with self._refetch_lock:
+            now = time.monotonic()
+            if self._last_refetch is not None and now - self._last_refetch < tunables.JWKS_REFRESH_COOLDOWN:
+                return False
+            self._last_refetch = now
+            return True
 
 
 def _algorithms_for(key: jwt.PyJWK) -> list[str]:

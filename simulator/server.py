@@ -37,7 +37,7 @@ class ServerThread:
             connect_host = f"[{connect_host}]"
         self.url: str = f"http://{connect_host}:{self.port}"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"simulator-server-{self.port}", daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"simulator-server-{self.port}", daemon=True
         )
 
     def __repr__(self) -> str:

@@ -25,7 +25,7 @@ from vault.store import KeySpace, store_errors
 
 log = logging.getLogger(__name__)
 
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # Trackunit ids are UUIDs; this is the outer bound
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # Trackunit ids are UUIDs; this is the outer bound
 ACTIVE = "active"
 REVOKED = "revoked"
 
@@ -83,7 +83,7 @@ class AccountRecord:
 
 
 def valid_account_id(account_id: str) -> bool:
-    return bool(ACCOUNT_ID.match(account_id))
+    return bool(ACCOUNT_ID.fullmatch(account_id))
 
 
 class AccountRepository:
