@@ -6,7 +6,6 @@ the environment is read; tests pass a `Config` or a mapping of variables.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Mapping
 
@@ -14,6 +13,8 @@ import redis
 from flask import Flask
 
 import api
+import logs
+import cli
 import tunables
 from api.apikeys import ApiKeyChecker
 from auth.identity import IdentityVerifier
@@ -69,17 +70,12 @@ def create_app(config: Config | Mapping[str, str] | None = None, *, redis_client
         config = Config.from_env(os.environ)
     elif not isinstance(config, Config):
         config = Config.from_env(config)
+    logs.configure(config.secrets)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = tunables.MAX_BODY_BYTES
     app.json.sort_keys = False
     app.url_map.merge_slashes = False  # never answer a redirect; the proxy refuses '//host' paths itself
     app.extensions["vault"] = build_services(config, redis_client)
     api.init_app(app)
-    _quiet_libraries()
+    cli.init_app(app)
     return app
-
-
-def _quiet_libraries() -> None:
-    # urllib3 logs request lines at DEBUG; keep it (and requests) from ever logging bodies or URLs with secrets.
-    for name in ("urllib3", "requests"):
-        logging.getLogger(name).setLevel(logging.WARNING)

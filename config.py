@@ -81,6 +81,9 @@ class Config:
     token_expiry_margin: int = DEFAULT_TOKEN_EXPIRY_MARGIN
     revoked_retry_after: int = DEFAULT_REVOKED_RETRY_AFTER
     key_prefix: str = DEFAULT_KEY_PREFIX
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
+    #: Every configured secret as written, for the logging redaction net.
+    secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Config":
@@ -99,7 +102,18 @@ class Config:
             token_expiry_margin=_int(env, "TOKEN_EXPIRY_MARGIN", DEFAULT_TOKEN_EXPIRY_MARGIN, 0),
             revoked_retry_after=_int(env, "REVOKED_RETRY_AFTER", DEFAULT_REVOKED_RETRY_AFTER, 1),
             key_prefix=_key_prefix(env),
+            metrics_token=env.get("METRICS_TOKEN") or None,
+            secrets=_secrets(env),
         )
+
+
+def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    values = [env.get("VAULT_KEY", ""), env.get("METRICS_TOKEN", "")]
+    values += env.get("VAULT_PREVIOUS_KEYS", "").split(",")
+    values += [entry.partition(":")[2] or entry for entry in env.get("API_KEYS", "").split(",")]
+    password = urlsplit(env.get("REDIS_URL", "")).password
+    values.append(password or "")
+    return tuple(v.strip() for v in values if v and v.strip())
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import accounts, apikeys, callback, errors, health, proxy, tokens
+from api import accounts, apikeys, callback, errors, health, proxy, requestlog, tokens
 
 
 def init_app(app: Flask) -> None:
+    requestlog.init_app(app)
     errors.init_app(app)
     app.before_request(apikeys.guard_v1)
     app.register_blueprint(health.bp)

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, request
 
 import tunables
 from errors import AccountNotFound, InvalidRequest
+from api.requestlog import audit
 from vault.accounts import AccountRecord
 
-log = logging.getLogger(__name__)
 bp = Blueprint("accounts", __name__, url_prefix="/v1/accounts")
 
 
@@ -51,5 +50,5 @@ def show_account(account_id: str):
 def delete_account(account_id: str):
     if not current_app.extensions["vault"].accounts.delete(account_id):
         raise AccountNotFound()
-    log.info("account %s deleted by API key %s", account_id, g.api_key_name)
+    audit("account_deleted", account_id=account_id)
     return "", 204

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from typing import Any
 
 from flask import Blueprint, current_app, request
 
 from errors import InvalidIdentity, InvalidRequest, UnknownApp, UnsupportedMediaType
+from api.requestlog import audit
 from vault.accounts import Credentials, valid_account_id
 
-log = logging.getLogger(__name__)
 bp = Blueprint("callback", __name__)
 
 MAX_FIELD = 1024
@@ -77,11 +76,11 @@ def appinstall():
     if message.type == INSTALLED:
         creds = Credentials(client_id=message.client_id or "", client_secret=message.client_secret or "")
         replaced = services.accounts.install(message.account_id, message.iris_app_id, creds)
-        log.info("account %s %s", message.account_id, "re-installed" if replaced else "installed")
+        audit("credentials_stored", account_id=message.account_id, replaced=replaced, via="callback")
         return {"status": "stored", "account_id": message.account_id, "replaced": replaced}
     if message.type == UNINSTALLED:
         deleted = services.accounts.delete(message.account_id)
-        log.info("account %s uninstalled by callback (%s)", message.account_id, "deleted" if deleted else "absent")
+        audit("account_deleted", account_id=message.account_id, existed=deleted, via="callback")
         return {"status": "deleted", "account_id": message.account_id}
-    log.info("account %s: ignored callback of type %r", message.account_id, message.type[:32])
+    audit("callback_ignored", account_id=message.account_id, type=message.type[:32], via="callback")
     return {"status": "ignored"}, 202

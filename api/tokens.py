@@ -1,13 +1,12 @@
 """`GET /v1/accounts/<id>/token`: a Bearer token for an account, from the cache when possible."""
 from __future__ import annotations
 
-import logging
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, request
 
+from api.requestlog import audit
 from errors import InvalidRequest
 
-log = logging.getLogger(__name__)
 bp = Blueprint("tokens", __name__, url_prefix="/v1/accounts")
 
 _TRUE = ("true", "1", "yes")
@@ -22,7 +21,7 @@ def get_token(account_id: str):
     token = current_app.extensions["vault"].tokens.get_token(
         account_id, request.args.get("scope"), force_refresh=force in _TRUE
     )
-    log.info("token for account %s (%s) to API key %s: %s", account_id, token.scope, g.api_key_name, token.source)
+    audit("token_issued", account_id=account_id, scopes=token.scope, source=token.source)
     response = current_app.json.response(
         {
             "access_token": token.access_token,
