@@ -26,3 +26,23 @@ def on_starting(server):
     except ConfigError as exc:
         print(f"iris-token-vault: configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):  # samples of a previous run would be counted again
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
+# Prometheus multiprocess mode: every worker writes its samples under this
+# directory and /metrics merges them. It must be set before any worker imports
+# prometheus_client, and emptied when the server starts.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="itv-prometheus-")
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

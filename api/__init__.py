@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import accounts, apikeys, callback, errors, health, proxy, requestlog, tokens
+from api import accounts, apikeys, callback, errors, health, metrics, proxy, requestlog, tokens
 
 
 def init_app(app: Flask) -> None:
@@ -14,6 +14,7 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     app.before_request(apikeys.guard_v1)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(callback.bp)
     app.register_blueprint(accounts.bp)
     app.register_blueprint(tokens.bp)

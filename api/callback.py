@@ -12,7 +12,9 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from errors import InvalidIdentity, InvalidRequest, UnknownApp, UnsupportedMediaType
+from errors import InvalidIdentity, InvalidRequest, UnknownApp, UnsupportedMediaType, VaultError
+import metrics
+from api.errors import error_response
 from api.requestlog import audit
 from vault.accounts import Credentials, valid_account_id
 
@@ -55,6 +57,12 @@ def _text(body: dict, field: str) -> str:
     return value
 
 
+@bp.errorhandler(VaultError)
+def _count_error(exc: VaultError):
+    metrics.CALLBACKS.labels(exc.code).inc()
+    return error_response(exc)
+
+
 @bp.post("/appinstall")
 def appinstall():
     services = current_app.extensions["vault"]
@@ -76,11 +84,14 @@ def appinstall():
     if message.type == INSTALLED:
         creds = Credentials(client_id=message.client_id or "", client_secret=message.client_secret or "")
         replaced = services.accounts.install(message.account_id, message.iris_app_id, creds)
+        metrics.CALLBACKS.labels("stored").inc()
         audit("credentials_stored", account_id=message.account_id, replaced=replaced, via="callback")
         return {"status": "stored", "account_id": message.account_id, "replaced": replaced}
     if message.type == UNINSTALLED:
         deleted = services.accounts.delete(message.account_id)
+        metrics.CALLBACKS.labels("deleted").inc()
         audit("account_deleted", account_id=message.account_id, existed=deleted, via="callback")
         return {"status": "deleted", "account_id": message.account_id}
+    metrics.CALLBACKS.labels("ignored").inc()
     audit("callback_ignored", account_id=message.account_id, type=message.type[:32], via="callback")
     return {"status": "ignored"}, 202

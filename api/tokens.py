@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, request
 
+import metrics
+from api.errors import error_response
 from api.requestlog import audit
-from errors import InvalidRequest
+from errors import InvalidRequest, VaultError
 
 bp = Blueprint("tokens", __name__, url_prefix="/v1/accounts")
 
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no", "")
+
+
+@bp.errorhandler(VaultError)
+def _count_error(exc: VaultError):
+    metrics.TOKEN_REQUESTS.labels(exc.code).inc()
+    return error_response(exc)
 
 
 @bp.get("/<account_id>/token")
@@ -21,6 +29,7 @@ def get_token(account_id: str):
     token = current_app.extensions["vault"].tokens.get_token(
         account_id, request.args.get("scope"), force_refresh=force in _TRUE
     )
+    metrics.TOKEN_REQUESTS.labels("cache_hit" if token.source == "cache" else "fetched").inc()
     audit("token_issued", account_id=account_id, scopes=token.scope, source=token.source)
     response = current_app.json.response(
         {

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import re
+import time
 from collections.abc import Sequence
 
 import requests
@@ -18,8 +19,9 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+import metrics
 import tunables
-from errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted
+from errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted, VaultError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,18 @@ class TrackunitAuth:
 
     def fetch_token(self, client_id: str, client_secret: str, scopes: Sequence[str]) -> TokenGrant:
         """POST the seed's request; raise ScopeNotGranted, CredentialsRevoked, AuthUnavailable or AuthError."""
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return self._fetch(client_id, client_secret, scopes)
+        except VaultError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            metrics.TRACKUNIT_SECONDS.observe(time.monotonic() - started)
+            metrics.TRACKUNIT_CALLS.labels(outcome).inc()
+
+    def _fetch(self, client_id: str, client_secret: str, scopes: Sequence[str]) -> TokenGrant:
         form = {
             "grant_type": "client_credentials",
             "client_id": client_id,

@@ -29,7 +29,7 @@ ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # Trackunit ids are UUIDs; thi
 ACTIVE = "active"
 REVOKED = "revoked"
 
-# KEYS: account hash, account cache set, index. ARGV: app, sealed cred, now, account id.
+# KEYS: account hash, account cache set, index, revoked set. ARGV: app, sealed cred, now, account id.
 _INSTALL = """
 local existed = redis.call('EXISTS', KEYS[1])
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
@@ -39,24 +39,27 @@ redis.call('HSETNX', KEYS[1], 'installed', ARGV[3])
 redis.call('HDEL', KEYS[1], 'revoked_until')
 redis.call('HINCRBY', KEYS[1], 'gen', 1)
 redis.call('ZADD', KEYS[3], 0, ARGV[4])
+redis.call('SREM', KEYS[4], ARGV[4])
 return existed
 """
 
-# KEYS: account hash, account cache set, index. ARGV: account id.
+# KEYS: account hash, account cache set, index, revoked set. ARGV: account id.
 _DELETE = """
 local existed = redis.call('EXISTS', KEYS[1])
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
 return existed
 """
 
-# KEYS: account hash, account cache set. ARGV: generation, revoked until, now.
+# KEYS: account hash, account cache set, revoked set. ARGV: generation, revoked until, now, account id.
 _REVOKE = """
 if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked_until', ARGV[2], 'updated', ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
 return 1
 """
 
@@ -86,6 +89,11 @@ def valid_account_id(account_id: str) -> bool:
     return bool(ACCOUNT_ID.fullmatch(account_id))
 
 
+def credentials_aad(app_id: str, account_id: str) -> bytes:
+    """The associated data that binds sealed credentials to their app and account (also used by rotation)."""
+    return associated_data("credentials", app_id, account_id)
+
+
 class AccountRepository:
     """Install, read, page through and delete accounts (the Redis client is passed in)."""
 
@@ -106,7 +114,7 @@ class AccountRepository:
         self._revoke = client.register_script(_REVOKE)
 
     def _aad(self, app_id: str, account_id: str) -> bytes:
-        return associated_data("credentials", app_id, account_id)
+        return credentials_aad(app_id, account_id)
 
     def install(self, account_id: str, app_id: str, creds: Credentials) -> bool:
         """Store (or replace) an account's credentials and drop its cached tokens; True if it existed."""
@@ -115,7 +123,8 @@ class AccountRepository:
         now = int(self.clock())
         with store_errors():
             existed = self._install(
-                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index],
+                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index,
+                      self.keys.revoked],
                 args=[app_id, sealed, now, account_id],
             )
         return bool(existed)
@@ -149,7 +158,8 @@ class AccountRepository:
         """Remove every trace of the account; True if it was installed."""
         with store_errors():
             existed = self._delete(
-                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index],
+                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index,
+                      self.keys.revoked],
                 args=[account_id],
             )
         return bool(existed)
@@ -158,8 +168,8 @@ class AccountRepository:
         """Mark revoked and drop cached tokens, unless the account was re-installed meanwhile."""
         with store_errors():
             done = self._revoke(
-                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache")],
-                args=[generation, until, int(self.clock())],
+                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.revoked],
+                args=[generation, until, int(self.clock()), account_id],
             )
         return bool(done)
 
@@ -178,6 +188,15 @@ class AccountRepository:
         records = [r for r in (_record(a, v) for a, v in zip(page_ids, rows)) if r is not None]
         next_cursor = encode_cursor(page_ids[-1]) if len(ids) > limit else None
         return records, next_cursor
+
+    def counts(self) -> tuple[int, int]:
+        """(installed accounts, revoked accounts), each one O(1) Redis call."""
+        with store_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zcard(self.keys.index)
+            pipe.scard(self.keys.revoked)
+            total, revoked = pipe.execute()
+        return int(total), int(revoked)
 
     def ping(self) -> bool:
         with store_errors():

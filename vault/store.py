@@ -56,6 +56,11 @@ class KeySpace:
         """Sorted set of every installed account id (score 0, ordered by id)."""
         return f"{self.prefix}:accounts"
 
+    @property
+    def revoked(self) -> str:
+        """Set of the ids of revoked accounts (so counting them is O(1))."""
+        return f"{self.prefix}:revoked"
+
     def key_for(self, account_id: str, *parts: str) -> str:
         """`{prefix}:account:{<id>}` (the account's hash) or a key below it."""
         return ":".join((f"{self.prefix}:account:{{{account_id}}}", *parts))

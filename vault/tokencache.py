@@ -23,8 +23,8 @@ from vault.store import KeySpace, store_errors
 
 log = logging.getLogger(__name__)
 
-# KEYS: account hash, account cache set, slot key.
-# ARGV: generation, value, ttl in ms, "1" to mark the account active, now.
+# KEYS: account hash, account cache set, slot key, revoked set.
+# ARGV: generation, value, ttl in ms, "1" to mark the account active, now, account id.
 _PUT = """
 if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
@@ -32,9 +32,15 @@ redis.call('SADD', KEYS[2], KEYS[3])
 if ARGV[4] == '1' and redis.call('HGET', KEYS[1], 'status') ~= 'active' then
   redis.call('HSET', KEYS[1], 'status', 'active', 'updated', ARGV[5])
   redis.call('HDEL', KEYS[1], 'revoked_until')
+  redis.call('SREM', KEYS[4], ARGV[6])
 end
 return 1
 """
+
+
+def token_aad(app_id: str, account_id: str, slot: str) -> bytes:
+    """The associated data that binds a sealed token to its app, account and slot (also used by rotation)."""
+    return associated_data("token", app_id, account_id, slot)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +81,7 @@ class TokenCache:
         self._put = client.register_script(_PUT)
 
     def _aad(self, account_id: str, slot: str) -> bytes:
-        return associated_data("token", self.app_id, account_id, slot)
+        return token_aad(self.app_id, account_id, slot)
 
     def get(self, account_id: str, slot: str) -> CachedToken | None:
         with store_errors():
@@ -123,8 +129,9 @@ class TokenCache:
                     self.keys.key_for(account_id),
                     self.keys.key_for(account_id, "cache"),
                     self.keys.key_for(account_id, kind, slot),
+                    self.keys.revoked,
                 ],
-                args=[generation, value, max(1, ttl_ms), "1" if activate else "0", int(self.clock())],
+                args=[generation, value, max(1, ttl_ms), "1" if activate else "0", int(self.clock()), account_id],
             )
         return bool(done)
 
