@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -98,7 +99,7 @@ class TokenService:
         slot = scope_id(scopes)
         cached = self.cache.get(account_id, slot)
         now = self.clock()
-        if cached is not None and not force_refresh and cached.remaining(now) > 0:
+        if cached is not None and not force_refresh and cached.cached_until > now:
             if now >= cached.refresh_from:
                 self._refresh_ahead(account_id, scopes, slot)
             return self._issue(account_id, cached, "cache", now)
@@ -117,7 +118,7 @@ class TokenService:
         try:
             cached, failure = self.cache.peek(account_id, slot)
             now = self.clock()
-            if cached is not None and cached.remaining(now) > 0 and (seen is None or cached != seen):
+            if cached is not None and cached.cached_until > now and (seen is None or cached != seen):
                 return self._issue(account_id, cached, "cache", now)
             _raise_shared(failure)
             record, creds = self._gate(account_id, slot, check_failure=False)
@@ -145,11 +146,12 @@ class TokenService:
         try:
             grant = self.trackunit.fetch_token(creds.client_id, creds.client_secret, scopes)
         except CredentialsRevoked:
-            until = int(self.clock()) + self.revoked_retry_after
+            now = self.clock()
+            until = math.ceil(now + self.revoked_retry_after)  # whole seconds, never shorter than configured
             self.accounts.revoke(account_id, generation, until)
             log.warning("account %s: Trackunit refused its credentials; revoked for %ss", account_id,
                         self.revoked_retry_after)
-            raise CredentialsRevoked(retry_after=self.revoked_retry_after) from None
+            raise CredentialsRevoked(retry_after=math.ceil(until - now)) from None
         except ScopeNotGranted as exc:
             self._share_failure(record, slot, exc, tunables.FAILURE_TTL_SCOPE_NOT_GRANTED)
             raise

@@ -113,7 +113,7 @@ class TrackunitAuth:
 def _interpret(response: requests.Response) -> TokenGrant:
     status = response.status_code
     body = _json_body(response)
-    if status in RETRY_STATUSES:
+    if status in RETRY_STATUSES or status >= 500:  # every 5xx is "down" to the caller; the usual ones were retried
         raise AuthUnavailable(
             f"Trackunit's token endpoint answered {status}.",
             retry_after=_retry_after(response.headers.get("Retry-After")),

@@ -1,0 +1,367 @@
+"""GET /v1/accounts/<id>/token through the Flask test client, against a real Redis and the simulator over HTTP.
+
+Trackunit's side is observed through the simulator's counters (`sim.token_requests`,
+`sim.last_token_request`); the cache through the real Redis keyspace.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from app import create_app
+from config import Config
+from simulator.server import ServerThread
+from tests.conftest import APP_ID
+
+ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
+OTHER = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+PREFIX = "test"  # KEY_PREFIX of the env fixture
+TOKEN_FIELDS = {"access_token", "token_type", "expires_in", "scope", "account_id"}
+
+
+# Helpers ---------------------------------------------------------------------------------------
+
+
+class QuickServer(ServerThread):
+    """The simulator on a real socket, polled every 20 ms so that stopping it after each test is immediate."""
+
+    def __init__(self, app) -> None:
+        super().__init__(app, log_requests=False)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        daemon=True)
+
+
+@pytest.fixture
+def sim_server(sim_app):
+    """Overrides the conftest fixture (same simulator, same HTTP) only to cut ~0.5 s of teardown per test."""
+    server = QuickServer(sim_app).start()
+    yield server
+    server.shutdown()
+
+
+def install(client, sim, account_id: str = ACCOUNT, scopes=("asset.view", "account.view")) -> dict:
+    """Install as Trackunit does: new credentials at the simulator, the INSTALLED callback signed with its key."""
+    creds = sim.add_account(account_id, scopes, APP_ID)
+    body = {"type": "INSTALLED", "irisAppId": APP_ID, "accountId": account_id,
+            "clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
+    identity = sim.identity_token({"irisAppId": APP_ID, "accountId": account_id})
+    response = client.post("/appinstall", json=body, headers={"Trackunit-Identity": identity})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return creds
+
+
+def get_token(client, headers, account_id: str = ACCOUNT, **params):
+    return client.get(f"/v1/accounts/{account_id}/token", query_string=params, headers=headers)
+
+
+def ok_token(client, headers, account_id: str = ACCOUNT, **params) -> dict:
+    response = get_token(client, headers, account_id, **params)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def error_code(response) -> str:
+    return response.get_json()["error"]["code"]
+
+
+def token_keys(r, account_id: str = ACCOUNT) -> list[bytes]:
+    return r.keys(f"{PREFIX}:account:{{{account_id}}}:token:*")
+
+
+def account_keys(r, account_id: str = ACCOUNT) -> list[bytes]:
+    return r.keys(f"{PREFIX}:account:{{{account_id}}}*")
+
+
+def only_token_key(r, account_id: str = ACCOUNT) -> bytes:
+    keys = token_keys(r, account_id)
+    assert len(keys) == 1, keys
+    return keys[0]
+
+
+def every_stored_byte_string(r) -> list[bytes]:
+    """Every value Redis holds: strings, hash fields and values, set and sorted-set members."""
+    values: list[bytes] = []
+    for key in r.keys("*"):
+        kind = r.type(key)
+        if kind == b"string":
+            values.append(r.get(key))
+        elif kind == b"hash":
+            for field, value in r.hgetall(key).items():
+                values += [field, value]
+        elif kind == b"set":
+            values += list(r.smembers(key))
+        elif kind == b"zset":
+            values += list(r.zrange(key, 0, -1))
+        else:
+            values.append(r.dump(key))
+    return values
+
+
+# Shape of the answer ---------------------------------------------------------------------------
+
+
+def test_token_answer_shape_and_no_store(client, auth_headers, sim, sim_server, redis_client):
+    install(client, sim, ACCOUNT)
+    response = get_token(client, auth_headers)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert set(body) == TOKEN_FIELDS
+    assert body["token_type"] == "Bearer"
+    assert body["account_id"] == ACCOUNT
+    assert body["scope"] == "account.view asset.view"
+    assert isinstance(body["expires_in"], int) and 3290 <= body["expires_in"] <= 3300
+    assert response.headers["Cache-Control"] == "no-store"
+    assert sim.token_requests == 1
+    # The token is one Trackunit accepts for this account.
+    assets = requests.get(f"{sim_server.url}/api/asset/v1/assets",
+                          headers={"Authorization": f"Bearer {body['access_token']}"}, timeout=10)
+    assert assets.status_code == 200
+    assert {a["accountId"] for a in assets.json()["content"]} == {ACCOUNT}
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-the-key-0123456789"},
+                                     {"Authorization": "Basic dGVzdA=="}])
+def test_api_key_required(client, sim, headers):
+    install(client, sim, ACCOUNT)
+    response = get_token(client, headers)
+    assert response.status_code == 401
+    assert error_code(response) == "unauthorized"
+    assert "access_token" not in response.get_data(as_text=True)
+    assert sim.token_requests == 0
+
+
+def test_exactly_the_seeds_request(client, auth_headers, sim):
+    creds = install(client, sim, ACCOUNT)
+    ok_token(client, auth_headers, scope="asset.view,account.view")
+    assert sim.last_token_request == {
+        "grant_type": "client_credentials",
+        "client_id": creds["clientId"],
+        "scope": "account.view asset.view",
+        "content_type": "application/x-www-form-urlencoded",
+    }
+
+
+def test_no_scope_asks_for_the_required_app_scopes(client, auth_headers, sim):
+    install(client, sim, ACCOUNT, scopes=("asset.view", "account.view", "account.alert.view"))
+    body = ok_token(client, auth_headers)
+    assert sim.last_token_request["scope"] == "account.view asset.view"  # not the optional account.alert.view
+    assert body["scope"] == "account.view asset.view"
+    # An optional scope the account granted is available when asked for.
+    body = ok_token(client, auth_headers, scope="account.alert.view")
+    assert sim.last_token_request["scope"] == "account.alert.view"
+    assert body["scope"] == "account.alert.view"
+    assert sim.token_requests == 2
+
+
+@pytest.mark.parametrize("scope", ["account.user.manage", "asset.view account.user.manage", "asset.view,bogus?"])
+def test_scope_outside_the_manifest_is_400_without_calling_trackunit(client, auth_headers, sim, scope):
+    install(client, sim, ACCOUNT)
+    response = get_token(client, auth_headers, scope=scope)
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_scope"
+    assert sim.token_requests == 0
+
+
+def test_optional_scope_not_granted_is_403(client, auth_headers, sim, redis_client):
+    install(client, sim, ACCOUNT, scopes=("asset.view", "account.view"))
+    response = get_token(client, auth_headers, scope="account.alert.view")
+    assert response.status_code == 403
+    assert error_code(response) == "scope_not_granted"
+    assert sim.token_requests == 1
+    assert sim.last_token_request["scope"] == "account.alert.view"
+    assert token_keys(redis_client) == []
+    # The required scopes still work for the account.
+    ok_token(client, auth_headers)
+    assert sim.token_requests == 2
+
+
+def test_unknown_account_is_404(client, auth_headers, sim):
+    install(client, sim, ACCOUNT)
+    for account_id in (OTHER, "no such account!"):
+        response = get_token(client, auth_headers, account_id)
+        assert response.status_code == 404
+        assert error_code(response) == "account_not_found"
+    assert sim.token_requests == 0
+
+
+def test_force_refresh_must_be_a_boolean(client, auth_headers, sim):
+    install(client, sim, ACCOUNT)
+    response = get_token(client, auth_headers, force_refresh="maybe")
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_request"
+    assert sim.token_requests == 0
+
+
+# The cache ----------------------------------------------------------------------------------------
+
+
+def test_one_slot_per_normalised_scope_set(client, auth_headers, sim, redis_client):
+    install(client, sim, ACCOUNT)
+    spellings = ["asset.view account.view", "account.view,asset.view", "asset.view, account.view asset.view",
+                 "account.view  account.view,asset.view"]
+    tokens = {ok_token(client, auth_headers, scope=s)["access_token"] for s in spellings}
+    assert len(tokens) == 1
+    assert sim.token_requests == 1
+    only_token_key(redis_client)
+    # The default scope set is the same set, so the same slot.
+    assert ok_token(client, auth_headers)["access_token"] in tokens
+    assert sim.token_requests == 1
+    # A different set is a different slot; another account is another slot.
+    ok_token(client, auth_headers, scope="asset.view")
+    assert sim.token_requests == 2
+    assert len(token_keys(redis_client)) == 2
+
+
+def test_accounts_do_not_share_tokens(client, auth_headers, sim, redis_client):
+    install(client, sim, ACCOUNT)
+    install(client, sim, OTHER)
+    first = ok_token(client, auth_headers, ACCOUNT)
+    second = ok_token(client, auth_headers, OTHER)
+    assert first["access_token"] != second["access_token"]
+    assert second["account_id"] == OTHER
+    assert sim.token_requests == 2
+    only_token_key(redis_client, ACCOUNT)
+    only_token_key(redis_client, OTHER)
+
+
+def test_cached_token_is_sealed_in_redis(client, auth_headers, sim, redis_client):
+    creds = install(client, sim, ACCOUNT, scopes=("asset.view", "account.view", "account.alert.view"))
+    tokens = [ok_token(client, auth_headers)["access_token"],
+              ok_token(client, auth_headers, scope="account.alert.view")["access_token"]]
+    assert len(token_keys(redis_client)) == 2
+    stored = every_stored_byte_string(redis_client)
+    assert stored
+    for secret in [*tokens, creds["clientSecret"]]:
+        needle = secret.encode()
+        assert not any(needle in value for value in stored), "a secret is stored in clear in Redis"
+
+
+def test_cache_ttl_is_expires_in_minus_margin(client, auth_headers, sim, redis_client):
+    install(client, sim, ACCOUNT)  # simulator: expires_in 3600; env: TOKEN_EXPIRY_MARGIN default 300
+    body = ok_token(client, auth_headers)
+    pttl = redis_client.pttl(only_token_key(redis_client))
+    assert 3_290_000 < pttl <= 3_300_000
+    assert body["expires_in"] <= pttl / 1000 + 1
+
+
+def test_short_lifetime_shrinks_the_margin_to_half(client, auth_headers, sim, redis_client):
+    install(client, sim, ACCOUNT)
+    sim.configure(expires_in=100)  # margin 300 cannot apply: at most half, so 50 s of cache
+    body = ok_token(client, auth_headers)
+    pttl = redis_client.pttl(only_token_key(redis_client))
+    assert 45_000 < pttl <= 50_000
+    assert 45 <= body["expires_in"] <= 50
+
+
+def test_missing_expires_in_is_treated_as_300_seconds(client, auth_headers, sim, redis_client):
+    install(client, sim, ACCOUNT)
+    sim.configure(omit_expires_in=True)  # 300 s with margin 300 → margin 150
+    body = ok_token(client, auth_headers)
+    pttl = redis_client.pttl(only_token_key(redis_client))
+    assert 145_000 < pttl <= 150_000
+    assert 145 <= body["expires_in"] <= 150
+
+
+def test_expires_in_is_the_remaining_cache_ttl(client, auth_headers, sim, redis_client):
+    install(client, sim, ACCOUNT)
+    first = ok_token(client, auth_headers)
+    key = only_token_key(redis_client)
+    before = redis_client.pttl(key)
+    second = ok_token(client, auth_headers)
+    after = redis_client.pttl(key)
+    assert second["access_token"] == first["access_token"]
+    # Never more than Redis still holds it, and within a second of it.
+    assert after / 1000 - 1 <= second["expires_in"] <= before / 1000 + 0.01
+    time.sleep(1.1)
+    later = ok_token(client, auth_headers)
+    assert later["access_token"] == first["access_token"]
+    assert later["expires_in"] < second["expires_in"]
+    assert later["expires_in"] <= redis_client.pttl(key) / 1000 + 0.01
+    assert sim.token_requests == 1
+
+
+def test_force_refresh_replaces_the_cached_token(client, auth_headers, sim, redis_client):
+    install(client, sim, ACCOUNT)
+    old = ok_token(client, auth_headers)["access_token"]
+    assert ok_token(client, auth_headers)["access_token"] == old
+    assert sim.token_requests == 1
+    new = ok_token(client, auth_headers, force_refresh="true")["access_token"]
+    assert new != old
+    assert sim.token_requests == 2
+    # The new token replaced the old one in the same slot.
+    assert ok_token(client, auth_headers)["access_token"] == new
+    assert ok_token(client, auth_headers, scope="account.view,asset.view")["access_token"] == new
+    assert sim.token_requests == 2
+    only_token_key(redis_client)
+    # force_refresh=false is a plain cached read.
+    assert ok_token(client, auth_headers, force_refresh="false")["access_token"] == new
+    assert sim.token_requests == 2
+
+
+def test_deleting_the_account_drops_its_tokens(client, auth_headers, sim, redis_client):
+    install(client, sim, ACCOUNT)
+    install(client, sim, OTHER)
+    ok_token(client, auth_headers, ACCOUNT)
+    ok_token(client, auth_headers, ACCOUNT, scope="asset.view")
+    kept = ok_token(client, auth_headers, OTHER)["access_token"]
+    assert len(token_keys(redis_client)) == 2
+    response = client.delete(f"/v1/accounts/{ACCOUNT}", headers=auth_headers)
+    assert response.status_code == 204
+    assert account_keys(redis_client) == []
+    response = get_token(client, auth_headers, ACCOUNT)
+    assert response.status_code == 404
+    assert error_code(response) == "account_not_found"
+    assert sim.token_requests == 3
+    # The other account keeps its cached token.
+    assert ok_token(client, auth_headers, OTHER)["access_token"] == kept
+    assert sim.token_requests == 3
+
+
+def test_reinstalling_the_account_drops_its_tokens(client, auth_headers, sim, redis_client):
+    first = install(client, sim, ACCOUNT)
+    old = ok_token(client, auth_headers)["access_token"]
+    ok_token(client, auth_headers, scope="asset.view")
+    assert len(token_keys(redis_client)) == 2
+    second = install(client, sim, ACCOUNT)
+    assert second["clientId"] != first["clientId"]
+    assert token_keys(redis_client) == []
+    new = ok_token(client, auth_headers)["access_token"]
+    assert new != old
+    assert sim.token_requests == 3
+    assert sim.last_token_request["client_id"] == second["clientId"]
+
+
+# Refresh ahead ---------------------------------------------------------------------------------
+
+
+def test_refresh_ahead_serves_the_old_token_while_one_background_refresh_runs(env, auth_headers, sim):
+    """expires_in 3 s, margin 0: cached 3 s, refreshed ahead in the last 0.3 s (10% of the lifetime)."""
+    app = create_app(Config.from_env({**env, "TOKEN_EXPIRY_MARGIN": "0"}))
+    client = app.test_client()
+    install(client, sim, ACCOUNT)
+    sim.configure(expires_in=3, delay=0.1)  # the refresh takes a while, so it is observably in flight
+    tokens = [ok_token(client, auth_headers)["access_token"]]
+    assert sim.token_requests == 1
+    observations = []  # (calls before the request, index of the token served, calls after)
+    deadline = time.monotonic() + 20
+    while len(tokens) < 3 and time.monotonic() < deadline:
+        before = sim.token_requests
+        token = ok_token(client, auth_headers)["access_token"]
+        after = sim.token_requests
+        if token != tokens[-1]:
+            assert token not in tokens, "an older token was served again"
+            tokens.append(token)
+        observations.append((before, tokens.index(token), after))
+        time.sleep(0.02)
+    assert len(tokens) == 3, "the token never rolled over twice"
+    for index in (0, 1):
+        # While the refresh was in flight at Trackunit, requests were answered with the old token.
+        in_flight = [o for o in observations if o[1] == index and o[0] == index + 2]
+        assert in_flight, f"no request got token {index} while its refresh was in flight: {observations}"
+    # One Trackunit call per rollover, never more.
+    assert all(after <= index + 2 for _, index, after in observations), observations
+    time.sleep(0.3)
+    assert sim.token_requests == 3
