@@ -18,11 +18,13 @@ import cli
 import tunables
 from api.apikeys import ApiKeyChecker
 from auth.identity import IdentityVerifier
+from auth.localcache import LocalTokenCache
 from auth.tokens import TokenService
 from auth.trackunit import TrackunitAuth
 from config import Config
 from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
+from vault.invalidation import InvalidationListener
 from vault.seal import Sealer
 from vault.store import KeySpace, connect
 from vault.tokencache import TokenCache
@@ -39,13 +41,21 @@ class Services:
     accounts: AccountRepository
     tokens: TokenService
     trackunit_api: TrackunitApi
+    listener: InvalidationListener
+
+    def close(self) -> None:
+        """Stop background threads (tests create many apps; a server process simply exits)."""
+        self.listener.stop()
 
 
 def build_services(config: Config, client: redis.Redis | None = None) -> Services:
     client = client if client is not None else connect(config.redis_url, tls_verify=config.redis_tls_verify)
     sealer = Sealer(config.keyring)
     keys = KeySpace(config.key_prefix)
-    accounts = AccountRepository(client, sealer, keys)
+    local = LocalTokenCache()
+    listener = InvalidationListener(client, keys.channel, on_change=local.invalidate, on_lost=local.clear)
+    local.bind(listener.fresh)
+    accounts = AccountRepository(client, sealer, keys, on_change=local.invalidate)
     tokens = TokenService(
         accounts,
         TokenCache(client, sealer, keys, config.iris_app_id),
@@ -53,6 +63,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         config.app_scopes,
         expiry_margin=config.token_expiry_margin,
         revoked_retry_after=config.revoked_retry_after,
+        local=local,
     )
     return Services(
         config=config,
@@ -62,6 +73,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         accounts=accounts,
         tokens=tokens,
         trackunit_api=TrackunitApi(),
+        listener=listener,
     )
 
 

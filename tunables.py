@@ -53,3 +53,14 @@ PROXY_BACKOFF_FACTOR = 0.25
 PROXY_BACKOFF_JITTER = 0.25
 PROXY_RETRY_AFTER_MAX = 5
 PROXY_CHUNK_BYTES = 64 * 1024
+
+# In-process token cache (per worker) ------------------------------------------
+LOCAL_CACHE_MAX_ACCOUNTS = 10_000
+# A worker serves from memory only while its invalidation subscription has
+# proven itself this recently (a PING answered on the subscribed connection):
+# every invalidation published before that PING has been applied, so no
+# worker serves a dropped token for longer than this (plus a round trip).
+INVALIDATION_MAX_STALENESS = 0.8
+INVALIDATION_PING_INTERVAL = 0.2
+INVALIDATION_RECONNECT_DELAY = 0.5
+INVALIDATION_IDLE_STOP = 60.0  # a worker that served no token for this long stops listening

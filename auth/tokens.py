@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -20,6 +21,7 @@ from collections.abc import Callable
 import redis
 
 import tunables
+from auth.localcache import LocalTokenCache
 from auth.scopes import requested_scopes, scope_id
 from auth.trackunit import TokenGrant, TrackunitAuth
 from config import AppScopes
@@ -78,6 +80,7 @@ class TokenService:
         *,
         expiry_margin: int,
         revoked_retry_after: int,
+        local: LocalTokenCache | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.accounts = accounts
@@ -87,6 +90,10 @@ class TokenService:
         self.expiry_margin = expiry_margin
         self.revoked_retry_after = revoked_retry_after
         self.clock = clock
+        # Without a listener to keep it honest, memory is never trusted (fresh() is False).
+        self.local = local if local is not None else LocalTokenCache(lambda: False)
+        # Parsing and hashing a scope parameter is pure: remember the common ones.
+        self._slot = functools.lru_cache(maxsize=256)(self._parse_scope)
         self._refreshing: set[tuple[str, str]] = set()
         self._refreshing_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -95,15 +102,35 @@ class TokenService:
     # The request path ----------------------------------------------------------------
 
     def get_token(self, account_id: str, scope: str | None = None, *, force_refresh: bool = False) -> IssuedToken:
-        scopes = requested_scopes(scope, self.app_scopes)
-        slot = scope_id(scopes)
+        scopes, slot = self._slot(scope)
+        if not force_refresh:
+            now = self.clock()
+            cached = self.local.get(account_id, slot, now)
+            if cached is not None:
+                return self._serve(account_id, scopes, slot, cached, now)
+        epoch = self.local.epoch
         cached = self.cache.get(account_id, slot)
         now = self.clock()
         if cached is not None and not force_refresh and cached.cached_until > now:
-            if now >= cached.refresh_from:
-                self._refresh_ahead(account_id, scopes, slot)
-            return self._issue(account_id, cached, "cache", now)
-        return self._fetch_once(account_id, scopes, slot, seen=cached if force_refresh else None)
+            self.local.remember(account_id, slot, cached, epoch)
+            return self._serve(account_id, scopes, slot, cached, now)
+        if not force_refresh:
+            return self._fetch_once(account_id, scopes, slot, seen=None)
+        self.local.invalidate(account_id)
+        try:
+            return self._fetch_once(account_id, scopes, slot, seen=cached)
+        finally:
+            # Again after the new token is stored: whatever this process read before it is forgotten.
+            self.local.invalidate(account_id)
+
+    def _parse_scope(self, scope: str | None) -> tuple[tuple[str, ...], str]:
+        scopes = requested_scopes(scope, self.app_scopes)
+        return scopes, scope_id(scopes)
+
+    def _serve(self, account_id: str, scopes: tuple[str, ...], slot: str, cached: CachedToken, now: float) -> IssuedToken:
+        if now >= cached.refresh_from:
+            self._refresh_ahead(account_id, scopes, slot)
+        return self._issue(account_id, cached, "cache", now)
 
     def _fetch_once(
         self, account_id: str, scopes: tuple[str, ...], slot: str, *, seen: CachedToken | None

@@ -75,7 +75,9 @@ def env(redis_server, redis_client, sim_server) -> dict[str, str]:
 
 @pytest.fixture
 def app(env):
-    return create_app(Config.from_env(env))
+    app = create_app(Config.from_env(env))
+    yield app
+    app.extensions["vault"].close()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # Trackunit ids are UUIDs; thi
 ACTIVE = "active"
 REVOKED = "revoked"
 
-# KEYS: account hash, account cache set, index, revoked set. ARGV: app, sealed cred, now, account id.
+# KEYS: account hash, account cache set, index, revoked set. ARGV: app, sealed cred, now, account id, channel.
 _INSTALL = """
 local existed = redis.call('EXISTS', KEYS[1])
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
@@ -40,26 +40,29 @@ redis.call('HDEL', KEYS[1], 'revoked_until')
 redis.call('HINCRBY', KEYS[1], 'gen', 1)
 redis.call('ZADD', KEYS[3], 0, ARGV[4])
 redis.call('SREM', KEYS[4], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
 return existed
 """
 
-# KEYS: account hash, account cache set, index, revoked set. ARGV: account id.
+# KEYS: account hash, account cache set, index, revoked set. ARGV: account id, channel.
 _DELETE = """
 local existed = redis.call('EXISTS', KEYS[1])
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
 return existed
 """
 
-# KEYS: account hash, account cache set, revoked set. ARGV: generation, revoked until, now, account id.
+# KEYS: account hash, account cache set, revoked set. ARGV: generation, revoked until, now, account id, channel.
 _REVOKE = """
 if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked_until', ARGV[2], 'updated', ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
 return 1
 """
 
@@ -104,8 +107,10 @@ class AccountRepository:
         keys: KeySpace,
         *,
         clock: Callable[[], float] = time.time,
+        on_change: Callable[[str], None] = lambda account_id: None,
     ) -> None:
         self.redis = client
+        self.on_change = on_change  # this process's own memory hears of a change at once
         self.sealer = sealer
         self.keys = keys
         self.clock = clock
@@ -125,8 +130,9 @@ class AccountRepository:
             existed = self._install(
                 keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index,
                       self.keys.revoked],
-                args=[app_id, sealed, now, account_id],
+                args=[app_id, sealed, now, account_id, self.keys.channel],
             )
+        self.on_change(account_id)
         return bool(existed)
 
     def get(self, account_id: str) -> AccountRecord | None:
@@ -160,8 +166,9 @@ class AccountRepository:
             existed = self._delete(
                 keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index,
                       self.keys.revoked],
-                args=[account_id],
+                args=[account_id, self.keys.channel],
             )
+        self.on_change(account_id)
         return bool(existed)
 
     def revoke(self, account_id: str, generation: str, until: int) -> bool:
@@ -169,8 +176,9 @@ class AccountRepository:
         with store_errors():
             done = self._revoke(
                 keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.revoked],
-                args=[generation, until, int(self.clock()), account_id],
+                args=[generation, until, int(self.clock()), account_id, self.keys.channel],
             )
+        self.on_change(account_id)
         return bool(done)
 
     def page(self, limit: int, cursor: str | None) -> tuple[list[AccountRecord], str | None]:

@@ -57,6 +57,11 @@ class KeySpace:
         return f"{self.prefix}:accounts"
 
     @property
+    def channel(self) -> str:
+        """Pub/sub channel on which every account change is announced (the message is the account id)."""
+        return f"{self.prefix}:invalidate"
+
+    @property
     def revoked(self) -> str:
         """Set of the ids of revoked accounts (so counting them is O(1))."""
         return f"{self.prefix}:revoked"

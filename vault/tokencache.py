@@ -24,7 +24,8 @@ from vault.store import KeySpace, store_errors
 log = logging.getLogger(__name__)
 
 # KEYS: account hash, account cache set, slot key, revoked set.
-# ARGV: generation, value, ttl in ms, "1" to mark the account active, now, account id.
+# ARGV: generation, value, ttl in ms, "1" for a token (mark the account active, announce it), now,
+#       account id, channel.
 _PUT = """
 if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
@@ -34,6 +35,7 @@ if ARGV[4] == '1' and redis.call('HGET', KEYS[1], 'status') ~= 'active' then
   redis.call('HDEL', KEYS[1], 'revoked_until')
   redis.call('SREM', KEYS[4], ARGV[6])
 end
+if ARGV[4] == '1' then redis.call('PUBLISH', ARGV[7], ARGV[6]) end
 return 1
 """
 
@@ -131,7 +133,8 @@ class TokenCache:
                     self.keys.key_for(account_id, kind, slot),
                     self.keys.revoked,
                 ],
-                args=[generation, value, max(1, ttl_ms), "1" if activate else "0", int(self.clock()), account_id],
+                args=[generation, value, max(1, ttl_ms), "1" if activate else "0", int(self.clock()), account_id,
+                      self.keys.channel],
             )
         return bool(done)
 

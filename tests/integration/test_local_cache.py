@@ -1,0 +1,106 @@
+"""The in-process token cache: hits skip Redis, and no worker serves a dropped token past the bound."""
+import concurrent.futures
+import time
+
+import pytest
+import requests
+
+from tests.support.gunicorn import GunicornServer
+
+ACCOUNT = "acc-local"
+
+
+def redis_gets(redis_client) -> int:
+    return int(redis_client.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+
+def wait_until_memory_is_trusted(client, auth_headers, redis_client):
+    """The listener starts with the first token request; wait for hits that skip Redis."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        before = redis_gets(redis_client)
+        client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers)
+        if redis_gets(redis_client) == before:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the in-process cache never took over")
+
+
+def test_hits_are_served_from_memory(client, install, auth_headers, redis_client, sim):
+    install(ACCOUNT)
+    first = client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).get_json()
+    wait_until_memory_is_trusted(client, auth_headers, redis_client)
+    before = redis_gets(redis_client)
+    for _ in range(50):
+        body = client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).get_json()
+        assert body["access_token"] == first["access_token"]
+        assert 0 < body["expires_in"] <= first["expires_in"]
+    assert redis_gets(redis_client) - before == 0
+    assert sim.token_requests == 1
+
+
+def test_this_process_forgets_at_once_on_delete_reinstall_and_force_refresh(client, install, auth_headers,
+                                                                           redis_client):
+    install(ACCOUNT)
+    old = client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).get_json()["access_token"]
+    wait_until_memory_is_trusted(client, auth_headers, redis_client)
+
+    new = client.get(f"/v1/accounts/{ACCOUNT}/token?force_refresh=true", headers=auth_headers).get_json()
+    assert new["access_token"] != old
+    assert client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).get_json()["access_token"] == \
+        new["access_token"]
+
+    install(ACCOUNT)  # re-install through the callback (another thread of the same app)
+    after = client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).get_json()["access_token"]
+    assert after not in (old, new["access_token"])
+
+    assert client.delete(f"/v1/accounts/{ACCOUNT}", headers=auth_headers).status_code == 204
+    assert client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).status_code == 404
+
+
+def test_memory_is_not_trusted_while_redis_is_down(client, install, auth_headers, redis_client, redis_server):
+    install(ACCOUNT)
+    client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers)
+    wait_until_memory_is_trusted(client, auth_headers, redis_client)
+    redis_server.stop()
+    time.sleep(1.0)  # the staleness bound
+    response = client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers)
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "store_unavailable"
+
+
+@pytest.mark.slow
+def test_every_worker_stops_serving_a_dropped_token_within_one_second(env, install, auth_headers):
+    server = GunicornServer(env, workers=4, threads=4).start()
+    url = f"{server.url}/v1/accounts/{ACCOUNT}/token"
+    try:
+        install(ACCOUNT)
+        old = requests.get(url, headers=auth_headers, timeout=20).json()["access_token"]
+
+        def hit(_):
+            r = requests.get(url, headers=auth_headers, timeout=20)  # a new connection each: any worker
+            return r.status_code, (r.json().get("access_token") if r.status_code == 200 else None)
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            for _ in range(3):  # warm every worker's memory
+                assert {s for s, _t in pool.map(hit, range(64))} == {200}
+                time.sleep(0.3)
+
+            with requests.Session() as session:  # keep-alive: the same worker
+                refreshed = session.get(url + "?force_refresh=true", headers=auth_headers, timeout=20).json()
+                assert refreshed["access_token"] != old
+                for _ in range(20):  # the worker that refreshed never hands out the old token again
+                    assert session.get(url, headers=auth_headers, timeout=20).json()["access_token"] != old
+
+            time.sleep(1.0)
+            tokens = {t for _s, t in pool.map(hit, range(200))}
+            assert tokens == {refreshed["access_token"]}
+
+            with requests.Session() as session:
+                assert session.delete(f"{server.url}/v1/accounts/{ACCOUNT}", headers=auth_headers,
+                                      timeout=20).status_code == 204
+                assert session.get(url, headers=auth_headers, timeout=20).status_code == 404
+            time.sleep(1.0)
+            assert {s for s, _t in pool.map(hit, range(200))} == {404}
+    finally:
+        server.stop()

@@ -1,0 +1,109 @@
+"""Hearing about account changes made by other processes: a Redis pub/sub subscription.
+
+Every script that changes an account (install, delete, revoke, a new cached
+token) publishes the account id on the deployment's channel, atomically with
+the change. Each worker listens in a thread and tells its in-memory cache.
+Liveness is proven, not assumed: the listener PINGs on the subscribed
+connection, and Redis answers in order, so once the answer to a PING sent at
+time T arrives, every invalidation published before T has been handled.
+`fresh()` says whether that happened recently enough to trust memory.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+import tunables
+
+log = logging.getLogger(__name__)
+
+
+class InvalidationListener:
+    def __init__(
+        self,
+        client: redis.Redis,
+        channel: str,
+        on_change: Callable[[str], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.on_change = on_change
+        self.on_lost = on_lost
+        self._confirmed = float("-inf")  # monotonic send time of the last answered PING
+        self._used = 0.0  # monotonic time of the last fresh() call
+        self._pid = 0
+        self._start_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def fresh(self) -> bool:
+        """True while memory may be trusted; starts the listener in this process if needed."""
+        self._used = time.monotonic()
+        if self._pid != os.getpid():
+            self._start()
+            return False
+        return time.monotonic() - self._confirmed < tunables.INVALIDATION_MAX_STALENESS
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()  # threads do not survive fork: one listener per process
+            self._confirmed = float("-inf")
+            threading.Thread(target=self._run, name="itv-invalidation", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        reported = False
+        while not self._stop.is_set() and not self._idle():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.channel)
+                reported = False
+                self._listen(pubsub)
+            except (redis.exceptions.RedisError, OSError, ValueError) as exc:
+                self._confirmed = float("-inf")
+                self.on_lost()
+                if not reported:  # once per outage, not every reconnect attempt
+                    log.warning("invalidation subscription lost (%s); memory cache off until it is back",
+                                type(exc).__name__)
+                    reported = True
+                self._stop.wait(tunables.INVALIDATION_RECONNECT_DELAY)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:  # closing a broken connection may fail too
+                    pass
+        # Idle or stopped: forget, so the next fresh() starts a new listener (memory untrusted until then).
+        self._confirmed = float("-inf")
+        self.on_lost()
+        with self._start_lock:
+            self._pid = 0
+
+    def _idle(self) -> bool:
+        return time.monotonic() - self._used > tunables.INVALIDATION_IDLE_STOP
+
+    def _listen(self, pubsub: redis.client.PubSub) -> None:
+        next_ping = 0.0
+        while not self._stop.is_set() and not self._idle():
+            now = time.monotonic()
+            if now >= next_ping:
+                pubsub.ping(message=repr(now))
+                next_ping = now + tunables.INVALIDATION_PING_INTERVAL
+            message = pubsub.get_message(timeout=tunables.INVALIDATION_PING_INTERVAL)
+            if message is None:
+                continue
+            data = message.get("data")
+            if isinstance(data, bytes):
+                data = data.decode()
+            if message["type"] == "message":
+                self.on_change(data)
+            elif message["type"] == "pong" and data:
+                self._confirmed = max(self._confirmed, float(data))
