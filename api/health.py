@@ -1,9 +1,13 @@
-"""Liveness (`/healthz`: the process serves) and readiness (`/readyz`: Redis answers)."""
+"""Liveness (`/healthz`: the process serves) and readiness (`/readyz`: Redis answers, safely configured)."""
 from __future__ import annotations
 
 from flask import Blueprint, current_app
 
 bp = Blueprint("health", __name__)
+
+# Under allkeys-* Redis may evict credential records when memory runs out; volatile-* and
+# noeviction only ever drop keys with a TTL (cached tokens) or refuse writes.
+DANGEROUS_POLICY_PREFIX = "allkeys-"
 
 
 @bp.get("/healthz")
@@ -13,5 +17,12 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    current_app.extensions["vault"].accounts.ping()  # StoreUnavailable → 503
-    return {"status": "ready"}
+    accounts = current_app.extensions["vault"].accounts
+    accounts.ping()  # StoreUnavailable -> 503
+    body: dict = {"status": "ready"}
+    policy = accounts.eviction_policy()
+    if policy and policy.startswith(DANGEROUS_POLICY_PREFIX):
+        body["warnings"] = [
+            f"Redis maxmemory-policy is {policy}: it may evict credential records. Use noeviction."
+        ]
+    return body

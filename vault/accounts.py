@@ -206,6 +206,11 @@ class AccountRepository:
             total, revoked = pipe.execute()
         return int(total), int(revoked)
 
+    def eviction_policy(self) -> str | None:
+        """Redis's maxmemory-policy (from INFO, which managed Redis allows where CONFIG is not)."""
+        with store_errors():
+            return self.redis.info("memory").get("maxmemory_policy")
+
     def ping(self) -> bool:
         with store_errors():
             return bool(self.redis.ping())
