@@ -22,6 +22,7 @@ class GunicornServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"itv-gunicorn-{self.port}.log"
         self.process: subprocess.Popen | None = None
+        self.exit_code: int | None = None
 
     def start(self) -> "GunicornServer":
         procfile = (ROOT / "Procfile").read_text().split("web:", 1)[1].strip().split()
@@ -50,8 +51,9 @@ class GunicornServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=30)
+                self.exit_code = self.process.wait(timeout=30)  # Heroku kills 30 s after SIGTERM
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.exit_code = self.process.wait()
         self.process = None
         self._log.close()

@@ -1,0 +1,55 @@
+"""A whole flow under gunicorn: no secret the simulator or the configuration handed out reaches any log line."""
+import json
+
+import requests
+
+from tests.conftest import API_KEY, APP_ID, VAULT_KEY
+from tests.support.gunicorn import GunicornServer
+
+ACCOUNT = "acc-logs"
+
+
+def test_full_flow_logs_no_secret_and_sigterm_exits_cleanly(env, sim_server, sim):
+    server = GunicornServer(env, workers=2, threads=4).start()
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    base = f"{server.url}/v1/accounts/{ACCOUNT}"
+    secrets = {API_KEY, VAULT_KEY}
+    try:
+        def install():
+            result = requests.post(f"{sim_server.url}/_sim/install", json={
+                "callbackUrl": f"{server.url}/appinstall", "accountId": ACCOUNT, "irisAppId": APP_ID,
+                "scopes": ["asset.view", "account.view"]}, timeout=20).json()
+            assert result["callbackStatus"] == 200, result
+            secrets.update({result["clientSecret"], result["identityToken"]})
+
+        def token(**params):
+            r = requests.get(f"{base}/token", params=params, headers=auth, timeout=20)
+            if r.status_code == 200:
+                secrets.add(r.json()["access_token"])
+            return r
+
+        install()
+        assert token().status_code == 200
+        assert token(force_refresh="true").status_code == 200
+        assert token(scope="asset.view").status_code == 200
+        r = requests.get(f"{base}/proxy/api/asset/v1/assets?size=5", headers=auth, timeout=20)
+        assert r.status_code == 200
+        requests.post(f"{sim_server.url}/_sim/accounts/{ACCOUNT}/revoke", timeout=5)
+        assert token(force_refresh="true").status_code == 410
+        install()  # re-install with new credentials
+        assert token().status_code == 200
+        assert requests.get(f"{base}/token", headers={"Authorization": "Bearer wrong-key-0123456789"},
+                            timeout=10).status_code == 401
+        assert requests.delete(base, headers=auth, timeout=10).status_code == 204
+    finally:
+        server.stop()
+    assert server.process is None and server.exit_code == 0  # SIGTERM: a clean, prompt exit
+
+    log = server.log()
+    assert "credentials_stored" in log and "token_issued" in log  # the audit lines are there
+    leaks = [s for s in secrets if s in log]
+    assert not leaks, f"{len(leaks)} secret(s) found in the logs"
+    json_lines = [line for line in log.splitlines() if line.startswith("{")]
+    assert json_lines and all(isinstance(json.loads(line), dict) for line in json_lines)
+    issued = [json.loads(line) for line in json_lines if '"token_issued"' in line]
+    assert issued and all(line["key_name"] == "ops" and line["account_id"] == ACCOUNT for line in issued)
