@@ -1,12 +1,26 @@
-"""Operator commands: `flask --app app vault ...` and `flask --app app accounts ...`."""
+"""Operator commands: `flask --app app vault ...` and `flask --app app accounts ...`.
+
+    flask --app app vault keygen        a new VAULT_KEY (also: python -m cli keygen, with no configuration)
+    flask --app app vault rotate        re-seal every record under VAULT_KEY (reads old ones with VAULT_PREVIOUS_KEYS)
+    flask --app app vault check         open every record; exit 1 if any does not open
+    flask --app app accounts list|show ID|delete ID
+
+Flask builds the app (and so reads and validates the whole configuration)
+before it looks up any app command, so every `flask ...` command needs the
+service's environment; `python -m cli keygen` is the one that needs none.
+No command ever prints a secret or sealed bytes.
+"""
 from __future__ import annotations
 
-import click
 from flask import Flask
-from flask.cli import AppGroup
 
-vault_group = AppGroup("vault", help="Sealing keys and sealed records.")
-accounts_group = AppGroup("accounts", help="Installed accounts.")
+from cli import account_commands, vault_commands
+from cli.groups import accounts_group, vault_group
+
+__all__ = ["accounts_group", "init_app", "vault_group"]
+
+# Importing these modules registers their commands on the groups.
+COMMAND_MODULES = (vault_commands, account_commands)
 
 
 def init_app(app: Flask) -> None:
