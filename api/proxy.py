@@ -5,26 +5,26 @@ answer never does, so a caller can always tell the two apart.
 """
 from __future__ import annotations
 
-import logging
 import time
 
 from werkzeug.routing import PathConverter
-from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from flask import Blueprint, Response, current_app, request, stream_with_context
 
+import metrics
 import tunables
 from api.errors import error_response
+from api.requestlog import audit
 from errors import PayloadTooLarge, VaultError
 from proxy.paths import upstream_url
 from proxy.upstream import forwarded_headers
 
-log = logging.getLogger(__name__)
 bp = Blueprint("proxy", __name__, url_prefix="/v1/accounts")
 
 
 class AnyPath(PathConverter):
     """Like `path`, but also matches '' and a leading '/', so '//host' reaches our own refusal."""
 
-    regex = ".*"
+    regex = r"[\s\S]*"  # also a decoded CR/LF ('.' stops at a newline): '%0a' reaches the refusal, not a 404
     part_isolating = False
 
 
@@ -36,6 +36,7 @@ MARKER = "/proxy/"
 
 @bp.errorhandler(VaultError)
 def _vault_error(exc: VaultError) -> Response:
+    metrics.PROXY_REQUESTS.labels(exc.code).inc()
     response = error_response(exc)
     response.headers["Token-Vault-Error"] = exc.code
     return response
@@ -52,8 +53,12 @@ def _raw_path() -> tuple[str, str]:
 def _body() -> bytes | None:
     if request.content_length is not None and request.content_length > tunables.PROXY_MAX_BODY_BYTES:
         raise PayloadTooLarge()
-    request.max_content_length = tunables.PROXY_MAX_BODY_BYTES
+    # A body without Content-Length (chunked) is cut at max_content_length by werkzeug, not
+    # refused: read one byte past the cap so that a longer body is told apart and refused.
+    request.max_content_length = tunables.PROXY_MAX_BODY_BYTES + 1
     data = request.get_data(cache=False)
+    if len(data) > tunables.PROXY_MAX_BODY_BYTES:
+        raise PayloadTooLarge()
     return data or None
 
 
@@ -75,10 +80,10 @@ def proxy(account_id: str, path: str):
         upstream = services.trackunit_api.send(
             request.method, url, forwarded_headers(request.headers, token.access_token), body
         )
-    log.info(
-        "proxy %s %s for account %s by API key %s: upstream %s in %.0f ms",
-        request.method, raw_path.split("?")[0][:200], account_id, g.api_key_name, upstream.status,
-        (time.monotonic() - started) * 1000,
+    metrics.PROXY_REQUESTS.labels(f"{upstream.status // 100}xx").inc()
+    audit(
+        "proxy_call", account_id=account_id, method=request.method, path=raw_path[:200],
+        upstream_status=upstream.status, duration_ms=round((time.monotonic() - started) * 1000, 1),
     )
     response = Response(stream_with_context(upstream.body), status=upstream.status)
     response.headers.clear()

@@ -59,5 +59,6 @@ def _check_decoded(text: str) -> None:
         raise InvalidPath("The path contains characters that are not allowed (e.g. '@', '\\', controls).")
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", text):
         raise InvalidPath("The path must not be an absolute URL.")
-    if any(segment in (".", "..") for segment in text.split("/")):
+    # "..;x" too: servlet containers drop ';' path parameters and then see "..".
+    if any(segment.split(";", 1)[0] in (".", "..") for segment in text.split("/")):
         raise InvalidPath("The path must not contain '.' or '..' segments.")

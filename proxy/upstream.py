@@ -9,12 +9,16 @@ idempotent methods; POST and PATCH are sent once.
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import logging
+import re
+import time
 from collections.abc import Iterator, Mapping
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 import tunables
@@ -33,8 +37,28 @@ _RESPONSE_EXACT = frozenset({
 _RESPONSE_PREFIXES = ("x-ratelimit-", "ratelimit", "x-rate-limit-", "x-page", "x-total")
 
 
+class BudgetRetry(Retry):
+    """urllib3's Retry, except that a Retry-After longer than `retry_after_max` (or unreadable)
+    ends the retries and the answer goes back as it is: urllib3 would sleep the capped time and
+    retry sooner than Trackunit asked (or fail on an unreadable header)."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        header = response.headers.get("Retry-After") if response is not None else None
+        if header and self.respect_retry_after_header and _retry_after_seconds(header) > self.retry_after_max:
+            raise MaxRetryError(_pool, url, ResponseError("Retry-After is beyond the request budget"))
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def _retry_after_seconds(header: str) -> float:
+    """Seconds to wait per a Retry-After value; infinite when unreadable."""
+    if re.fullmatch(r"\s*[0-9]+\s*", header):
+        return int(header)
+    parsed = email.utils.parsedate_tz(header)
+    return email.utils.mktime_tz(parsed) - time.time() if parsed else float("inf")
+
+
 def build_session() -> requests.Session:
-    retry = Retry(
+    retry = BudgetRetry(
         total=tunables.PROXY_RETRIES,
         connect=tunables.PROXY_RETRIES,  # nothing was sent: safe for every method
         read=0,
@@ -87,9 +111,12 @@ class TrackunitApi:
 
     def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
         try:
-            response = self.session.request(
-                method, url, headers=headers, data=body or None, stream=True, allow_redirects=False,
-                timeout=(tunables.PROXY_CONNECT_TIMEOUT, tunables.PROXY_READ_TIMEOUT),
+            # Straight to the adapter (retries included), not Session.send: the session would read a
+            # redirect's body to find the next hop even when not following it, and would keep
+            # Trackunit's cookies and send them with every later call, for any account.
+            prepared = self.session.prepare_request(requests.Request(method, url, headers=headers, data=body or None))
+            response = self.session.get_adapter(prepared.url).send(
+                prepared, stream=True, timeout=(tunables.PROXY_CONNECT_TIMEOUT, tunables.PROXY_READ_TIMEOUT),
             )
         except requests.RequestException as exc:
             log.warning("Trackunit API unreachable: %s", type(exc).__name__)

@@ -12,9 +12,15 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .keys import SigningKey
-from .state import DEFAULT_APP_ID, DEFAULT_SCOPES, Reply, SimulatorState, assets_for
+from .state import DEFAULT_APP_ID, DEFAULT_SCOPES, Reply, SimulatorState, assets_for, large_body
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+VIEW_SCOPE = "asset.view"
+MANAGE_SCOPE = "account.asset.manage"
+MAX_LARGE_BYTES = 256 * 1024 * 1024
+LARGE_CHUNK = 64 * 1024
+#: Headers on every REST API answer, so a proxy's pass-back and drop lists can be checked.
+API_HEADERS = {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "99", "Keep-Alive": "timeout=5, max=100"}
 
 
 def _reply(status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None) -> Response:
@@ -61,6 +67,25 @@ def _scopes(body: dict[str, Any]) -> list[str]:
     return value
 
 
+def _is_api() -> bool:
+    """The REST API (``/api/...``) as opposed to the JWKS, the token endpoint and ``/_sim``."""
+    return request.path.startswith("/api/") and not request.path.startswith("/api/marketplace/")
+
+
+def _raw_path() -> str:
+    """The path as the client sent it (still percent-encoded) when the server tells us."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    return raw.partition("?")[0] if raw else request.path
+
+
+def _api_request(state: SimulatorState, required_scope: str | None) -> Reply | str:
+    """Record the request, then: the injected failure, 401/403, or the token's account id."""
+    return state.api_request(
+        request.method, _raw_path(), request.query_string.decode("latin-1"), dict(request.headers),
+        request.get_data(cache=True), required_scope,
+    )
+
+
 def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None = None) -> Flask:
     """Build a fresh simulator; its state is ``app.extensions["simulator"]``."""
     app = Flask("simulator")
@@ -83,9 +108,10 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
             "name": "Trackunit simulator",
             "token_url": "/apptoken",
             "jwks_url": "/api/marketplace/jwks",
-            "api": ["/api/asset/v1/assets"],
+            "api": ["/api/asset/v1/assets", "/api/asset/v1/assets/<id>", "/api/test/v1/large?bytes=N",
+                    "/api/test/v1/redirect?to=URL"],
             "control": ["/_sim/accounts", "/_sim/accounts/<id>/revoke", "/_sim/identity", "/_sim/install",
-                        "/_sim/behaviour", "/_sim/reset", "/_sim/stats"],
+                        "/_sim/behaviour", "/_sim/api-behaviour", "/_sim/api-log", "/_sim/reset", "/_sim/stats"],
         })
 
     @app.get("/api/marketplace/jwks")
@@ -107,13 +133,68 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
         status, body, headers = state.answer_token_request(form, form_encoded)
         return _reply(status, body, {**_NO_STORE, **headers})
 
+    @app.after_request
+    def api_headers(response: Response) -> Response:
+        """Every REST API answer carries a cookie, rate-limit, pagination and a hop-by-hop header."""
+        if _is_api():
+            response.headers.update(API_HEADERS)
+            response.headers["Link"] = f'<{request.path}?page=1&size=100>; rel="next"'
+            response.set_cookie("sim", "1", path="/")
+        return response
+
     @app.get("/api/asset/v1/assets")
     def assets() -> Response:
-        outcome: Reply | str = state.authorize_api_request(dict(request.headers), "asset.view")
+        outcome = _api_request(state, VIEW_SCOPE)
         if not isinstance(outcome, str):
             return _reply(*outcome)
         content = assets_for(outcome)
         return _reply(200, {"content": content, "page": 0, "size": len(content), "totalElements": len(content)})
+
+    @app.post("/api/asset/v1/assets", endpoint="create_asset")
+    @app.route("/api/asset/v1/assets/<asset_id>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def asset(asset_id: str | None = None) -> Response:
+        """Echoes what arrived, so a test can check that the method, path, query and body came through as sent."""
+        outcome = _api_request(state, VIEW_SCOPE if request.method in ("GET", "HEAD") else MANAGE_SCOPE)
+        if not isinstance(outcome, str):
+            return _reply(*outcome)
+        status = 201 if request.method == "POST" and asset_id is None else 200
+        return _reply(status, {
+            "method": request.method,
+            "path": _raw_path(),
+            "query": request.query_string.decode("latin-1"),
+            "body": request.get_data(cache=True).decode("utf-8", errors="replace"),
+            "contentType": request.content_type,
+            "accountId": outcome,
+            "assetId": asset_id,
+        })
+
+    @app.get("/api/test/v1/large")
+    def large() -> Response:
+        """``bytes`` of deterministic content (``simulator.state.large_body``), streamed in chunks."""
+        outcome = _api_request(state, None)
+        if not isinstance(outcome, str):
+            return _reply(*outcome)
+        size = request.args.get("bytes", "")
+        if not size.isdigit() or int(size) > MAX_LARGE_BYTES:
+            return _error(400, "invalid_request", f"bytes must be an integer in [0, {MAX_LARGE_BYTES}]")
+        total = int(size)
+
+        def chunks():
+            for offset in range(0, total, LARGE_CHUNK):
+                yield large_body(min(LARGE_CHUNK, total - offset), offset)
+
+        return Response(chunks(), status=200, mimetype="application/octet-stream")
+
+    @app.get("/api/test/v1/redirect")
+    def redirect() -> Response:
+        """302 to ``to``, wherever it points (for checking that nobody follows it blindly)."""
+        outcome = _api_request(state, None)
+        if not isinstance(outcome, str):
+            return _reply(*outcome)
+        target = request.args.get("to", "")
+        if not target:
+            return _error(400, "invalid_request", "to is required")
+        return _reply(302, {"status": 302, "location": target}, {"Location": target})
 
     @app.post("/_sim/accounts")
     def add_account() -> Response:
@@ -174,6 +255,21 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
             return _reply(200, state.configure(**_json_body()))
         except ValueError as exc:
             raise _BadRequest(str(exc)) from exc
+
+    @app.post("/_sim/api-behaviour")
+    def api_behaviour() -> Response:
+        try:
+            return _reply(200, state.configure_api(**_json_body()))
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from exc
+
+    @app.get("/_sim/api-log")
+    def api_log() -> Response:
+        return _reply(200, {"requests": [
+            {"method": r.method, "path": r.path, "query": r.query, "headers": r.headers,
+             "body": r.body.decode("utf-8", errors="replace")}
+            for r in state.api_log
+        ]})
 
     @app.post("/_sim/reset")
     def reset() -> Response:

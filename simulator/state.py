@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import http
 import secrets
 import string
+import re
 import threading
 import time
 import uuid
@@ -80,6 +82,56 @@ class Behaviour:
     retry_after: str | None = None
     fail_count: int | None = None
     malformed: bool = False
+
+
+@dataclasses.dataclass
+class ApiBehaviour:
+    """Injected misbehaviour of the REST API (``/api/...`` but the JWKS); the defaults are a healthy server."""
+
+    fail_status: int | None = None
+    fail_body: dict[str, Any] | str | None = None
+    retry_after: str | None = None
+    fail_count: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiRequest:
+    """One request to the REST API, as received (path and query still percent-encoded)."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.monotonic() when it arrived
+
+    def header(self, name: str) -> str | None:
+        """A header's value, whatever the case of its name; None if absent."""
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+
+def default_api_fail_body(status: int) -> dict[str, Any]:
+    """Trackunit's REST error shape for an injected failure."""
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    code = re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_") or "error"
+    return {"status": status, "code": code, "message": f"injected failure: {phrase}"}
+
+
+LARGE_PATTERN = bytes(i % 251 for i in range(251 * 261))  # 251 is prime: chunk edges never line up with it
+
+
+def large_body(size: int, offset: int = 0) -> bytes:
+    """``size`` bytes of the deterministic content of ``/api/test/v1/large``, from ``offset``."""
+    out = bytearray()
+    start = offset % 251
+    while len(out) < size:
+        take = min(size - len(out), len(LARGE_PATTERN) - start)
+        out += LARGE_PATTERN[start:start + take]
+        start = 0
+    return bytes(out)
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -154,6 +206,9 @@ class SimulatorState:
         self._api_requests = 0
         self._last_token_request: dict[str, Any] | None = None
         self._last_api_headers: dict[str, str] | None = None
+        self._api_behaviour = ApiBehaviour()
+        self._api_requests_by_method: dict[str, int] = {}
+        self._api_log: list[ApiRequest] = []
         old_release = getattr(self, "_release", None)
         self._release = threading.Event()
         if old_release is not None:
@@ -186,8 +241,30 @@ class SimulatorState:
         with self._lock:
             return dataclasses.asdict(self._behaviour)
 
+    def configure_api(self, /, **changes: Any) -> dict[str, Any]:
+        """Change the REST API's behaviour (``fail_status``, ``fail_count``, ``retry_after``,
+        ``fail_body``), like ``configure`` does for ``/apptoken``: ``None`` restores a default,
+        ``fail_status`` alone means "fail until reset", and bad input raises ``ValueError``."""
+        if "fail_status" in changes and "fail_count" not in changes:
+            changes["fail_count"] = None
+        checked = {}
+        for name, value in changes.items():
+            if name not in ApiBehaviour.__dataclass_fields__:
+                raise ValueError(f"unknown API behaviour field: {name}")
+            checked[name] = getattr(ApiBehaviour(), name) if value is None else _check_behaviour(name, value)
+        with self._lock:
+            for name, value in checked.items():
+                setattr(self._api_behaviour, name, value)
+            return dataclasses.asdict(self._api_behaviour)
+
+    @property
+    def api_behaviour(self) -> dict[str, Any]:
+        with self._lock:
+            return dataclasses.asdict(self._api_behaviour)
+
     def reset(self) -> None:
-        """Behaviour and counters back to defaults; accounts and tokens are kept."""
+        """Behaviour (token endpoint and API), counters and the API log back to defaults;
+        accounts and tokens are kept."""
         with self._lock:
             self._reset_locked()
 
@@ -197,6 +274,7 @@ class SimulatorState:
                 "token_requests": self._token_requests,
                 "token_requests_by_client": dict(self._token_requests_by_client),
                 "api_requests": self._api_requests,
+                "api_requests_by_method": dict(self._api_requests_by_method),
                 "tokens_issued": self._tokens_issued,
                 "last_token_request": dict(self._last_token_request) if self._last_token_request else None,
             }
@@ -220,6 +298,18 @@ class SimulatorState:
     def api_requests(self) -> int:
         with self._lock:
             return self._api_requests
+
+    @property
+    def api_requests_by_method(self) -> dict[str, int]:
+        """REST API requests counted by HTTP method, e.g. ``{"GET": 3, "POST": 1}``."""
+        with self._lock:
+            return dict(self._api_requests_by_method)
+
+    @property
+    def api_log(self) -> list[ApiRequest]:
+        """Every REST API request since the last reset, oldest first (a copy)."""
+        with self._lock:
+            return list(self._api_log)
 
     @property
     def last_token_request(self) -> dict[str, Any] | None:
@@ -290,6 +380,16 @@ class SimulatorState:
             self._tokens = {k: dataclasses.replace(t, expires_at=now) for k, t in self._tokens.items()}
             return len(self._tokens)
 
+    def reject_token(self, token: str) -> bool:
+        """Forget one issued token: the API answers 401 to it from now on. False if unknown."""
+        with self._lock:
+            return self._tokens.pop(token, None) is not None
+
+    def tokens_of(self, account_id: str) -> list[str]:
+        """The tokens issued to an account that are still known (expired ones included)."""
+        with self._lock:
+            return [k for k, t in self._tokens.items() if t.account_id == account_id]
+
     # -- identity ------------------------------------------------------------
 
     def identity_token(
@@ -359,18 +459,40 @@ class SimulatorState:
 
     # -- REST API --------------------------------------------------------------
 
-    def authorize_api_request(self, headers: dict[str, str], required_scope: str) -> Reply | str:
-        """Count an API request; return the token's account id, or an error reply."""
+    def authorize_api_request(self, headers: dict[str, str], required_scope: str | None) -> Reply | str:
+        """Count an API request; return the token's account id, or an error reply.
+
+        Kept for callers that have only the headers; ``api_request`` records the whole request.
+        """
+        return self.api_request("GET", "", "", headers, b"", required_scope)
+
+    def api_request(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, required_scope: str | None
+    ) -> Reply | str:
+        """Record and count one REST API request, then decide: an injected failure, 401 (no
+        valid token), 403 (``required_scope`` missing; ``None`` = any valid token), or the
+        token's account id."""
         with self._lock:
             self._api_requests += 1
+            self._api_requests_by_method[method] = self._api_requests_by_method.get(method, 0) + 1
             self._last_api_headers = dict(headers)
+            self._api_log.append(ApiRequest(method, path, query, dict(headers), bytes(body), time.monotonic()))
+            b = self._api_behaviour
+            if b.fail_status is not None and (b.fail_count is None or b.fail_count > 0):
+                if b.fail_count is not None:
+                    b.fail_count -= 1
+                body_out = b.fail_body if b.fail_body is not None else default_api_fail_body(b.fail_status)
+                extra = {"Retry-After": b.retry_after} if b.retry_after is not None else {}
+                if b.fail_status == 401:
+                    extra["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+                return b.fail_status, body_out, extra
             auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
             scheme, _, token = auth.partition(" ")
             issued = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
             if issued is None or self.clock() >= issued.expires_at:
                 challenge = 'Bearer error="invalid_token"' if auth else "Bearer"
                 return _rest_error(401, "unauthorized", "missing, unknown or expired access token", challenge)
-            if required_scope not in issued.scopes:
+            if required_scope is not None and required_scope not in issued.scopes:
                 challenge = f'Bearer error="insufficient_scope", scope="{required_scope}"'
                 return _rest_error(403, "insufficient_scope", f"the token lacks scope {required_scope}", challenge)
             return issued.account_id

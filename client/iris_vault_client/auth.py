@@ -86,6 +86,10 @@ class VaultAuth(AuthBase):
     def _retry_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         if response.status_code != 401 or getattr(response.request, "_vault_retried", False):
             return response
+        if not response.request.headers.get("Authorization", "").startswith("Bearer "):
+            # Not a request that carried our token: e.g. a redirect to another host, for which
+            # requests dropped it. Never refresh for it, nor send that host a token.
+            return response
         body = response.request.body
         if body is not None and not isinstance(body, (bytes, str)):
             return response  # a streamed body cannot be sent twice

@@ -1,6 +1,7 @@
 """`trackunit_session`: a requests.Session bound to Trackunit's API, with the vault's auth, timeouts and retries."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Iterable, Optional, Union
 
 import requests
@@ -11,6 +12,12 @@ from .auth import VaultAuth
 
 DEFAULT_API_URL = "https://iris.trackunit.com"
 DEFAULT_TIMEOUT = (5.0, 30.0)
+# Never sleep longer than this inside one call because Trackunit said Retry-After (urllib3's
+# default would be 6 hours); older urllib3 releases without the option keep their own behaviour.
+RETRY_AFTER_MAX = 30
+_RETRY_AFTER_CAP = (
+    {"retry_after_max": RETRY_AFTER_MAX} if "retry_after_max" in inspect.signature(Retry.__init__).parameters else {}
+)
 
 
 class TrackunitSession(requests.Session):
@@ -51,6 +58,7 @@ def trackunit_session(
         backoff_jitter=0.5,
         respect_retry_after_header=True,
         raise_on_status=False,
+        **_RETRY_AFTER_CAP,
     )
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("http://", adapter)
