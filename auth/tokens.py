@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import redis
 
+import metrics
 import tunables
 from auth.localcache import LocalTokenCache
 from auth.scopes import requested_scopes, scope_id
@@ -139,14 +140,20 @@ class TokenService:
         self._gate(account_id, slot)
         lock = self.cache.lock(account_id, slot, blocking_timeout=tunables.TOKEN_REQUEST_BUDGET)
         with store_errors():
-            acquired = lock.acquire()
+            waited = not lock.acquire(blocking=False)
+            acquired = not waited or lock.acquire()
         if not acquired:
+            metrics.SINGLE_FLIGHT_WAITS.labels("timeout").inc()
             raise AuthUnavailable("Timed out waiting for a token fetch in progress.", retry_after=2)
         try:
             cached, failure = self.cache.peek(account_id, slot)
             now = self.clock()
             if cached is not None and cached.cached_until > now and (seen is None or cached != seen):
+                if waited:
+                    metrics.SINGLE_FLIGHT_WAITS.labels("served").inc()
                 return self._issue(account_id, cached, "cache", now)
+            if waited:
+                metrics.SINGLE_FLIGHT_WAITS.labels("failure_shared" if failure else "fetched").inc()
             _raise_shared(failure)
             record, creds = self._gate(account_id, slot, check_failure=False)
             return self._issue(account_id, self._fetch(record, creds, scopes, slot), "fetched", self.clock())
@@ -241,6 +248,7 @@ class TokenService:
             with self._refreshing_lock:
                 self._refreshing.discard(key)
             return
+        metrics.REFRESH_AHEAD.labels("started").inc()
         self._pool().submit(self._refresh_in_background, lock, account_id, scopes, slot)
 
     def _refresh_in_background(self, lock: redis.lock.Lock, account_id: str, scopes: tuple[str, ...], slot: str) -> None:
@@ -255,8 +263,10 @@ class TokenService:
                 ok = True
                 return
             self._fetch(*loaded, scopes, slot)
+            metrics.REFRESH_AHEAD.labels("refreshed").inc()
             ok = True
         except VaultError as exc:
+            metrics.REFRESH_AHEAD.labels("failed").inc()
             log.warning("account %s: refresh ahead failed (%s); the cached token is served meanwhile",
                         account_id, exc.code)
         except Exception:  # a background thread must never die silently
