@@ -16,10 +16,12 @@ from collections.abc import Iterable
 
 REDACTED = "[redacted]"
 _PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"(?i)((?:client_?secret|access_?token|api_?key|password|vault_key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s&,}]+"),
-    re.compile(r"(?i)(rediss?://[^:/@\s]*:)[^@\s]+(?=@)"),
+    re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.I),
+    re.compile(r"((?:client_?secret|access_?token|api_?key|password|vault_key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s&,}]+", re.I),
+    re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+(?=@)", re.I),
 ]
+# Substrings without which no pattern can match: a cheap test that skips the regexes on the hot path.
+_TRIGGERS = ("bearer", "secret", "access_token", "accesstoken", "apikey", "api_key", "password", "vault_key", "redis")
 # Fields copied from `extra={...}` into the JSON line.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -34,8 +36,10 @@ class Redactor:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        for pattern in _PATTERNS:
-            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+        lowered = text.lower()
+        if any(trigger in lowered for trigger in _TRIGGERS):
+            for pattern in _PATTERNS:
+                text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
         return text
 
 

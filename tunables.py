@@ -33,7 +33,9 @@ TOKEN_REQUEST_BUDGET = 15.0  # seconds a token request may wait in total
 LOCK_TIMEOUT = 30.0  # a killed worker's lock frees itself after this
 LOCK_POLL_INTERVAL = 0.05
 REFRESH_AHEAD_SECONDS = 30.0  # refresh this long before the cache entry expires...
-REFRESH_AHEAD_FRACTION = 0.1  # ...but never earlier than this fraction of its lifetime
+# ...but never earlier than this fraction of its lifetime: each refresh gives up that slice of a
+# lifetime, so upstream calls per cache lifetime stay under 1 / (1 - 0.04) = 1.042.
+REFRESH_AHEAD_FRACTION = 0.04
 REFRESH_BACKOFF_SECONDS = 5  # after a failed refresh-ahead, wait before the next try
 FAILURE_TTL_UNAVAILABLE = 5  # cold waiters share one failure instead of stampeding
 FAILURE_TTL_SCOPE_NOT_GRANTED = 30

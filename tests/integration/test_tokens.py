@@ -338,11 +338,11 @@ def test_reinstalling_the_account_drops_its_tokens(client, auth_headers, sim, re
 
 
 def test_refresh_ahead_serves_the_old_token_while_one_background_refresh_runs(env, auth_headers, sim):
-    """expires_in 6 s, margin 0: cached 6 s, refreshed ahead in the last 0.6 s (10% of the lifetime)."""
+    """expires_in 8 s, margin 0: cached 8 s, refreshed ahead in the last 0.32 s (4% of the lifetime)."""
     app = create_app(Config.from_env({**env, "TOKEN_EXPIRY_MARGIN": "0"}))
     client = app.test_client()
     install(client, sim, ACCOUNT)
-    sim.configure(expires_in=6, delay=0.4)  # the refresh takes a while, so it is observably in flight
+    sim.configure(expires_in=8, delay=0.2)  # the refresh takes a while, so it is observably in flight
     tokens = [ok_token(client, auth_headers)["access_token"]]
     assert sim.token_requests == 1
     observations = []  # (calls before the request, index of the token served, calls after)

@@ -26,13 +26,13 @@ SCOPES = ("account.view", "asset.view")
     [
         (3600, 300, 3300, 30.0),  # Trackunit's usual answer: 5 minutes early, refresh in the last 30 s
         (3600, 0, 3600, 30.0),
-        (601, 300, 301, 30.0),
-        (600, 300, 300, 30.0),
-        (300, 300, 150, 15.0),  # the default lifetime when expires_in is missing
-        (100, 300, 50, 5.0),  # a margin longer than the lifetime shrinks to half of it
-        (4, 0, 4, 0.4),  # short-lived: refresh ahead in the last 10%
-        (2, 300, 1, 0.1),
-        (1, 300, 1, 0.1),  # margin floor(1/2) = 0: still cached for its whole second
+        (1051, 300, 751, 30.0),  # 4% of 751 s is just over 30 s: capped
+        (600, 300, 300, 12.0),  # 4% of the cache lifetime
+        (300, 300, 150, 6.0),  # the default lifetime when expires_in is missing
+        (100, 300, 50, 2.0),  # a margin longer than the lifetime shrinks to half of it
+        (25, 0, 25, 1.0),  # short-lived: refresh ahead in the last 4%
+        (2, 300, 1, 0.04),
+        (1, 300, 1, 0.04),  # margin floor(1/2) = 0: still cached for its whole second
     ],
 )
 def test_cache_lifetime_table(expires_in, margin, ttl, window):
