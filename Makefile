@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test demo simulator clean
+.PHONY: run test demo simulator bench bench-smoke clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.11)")'
@@ -29,6 +29,16 @@ demo: $(STAMP)
 ## simulator: only the Trackunit simulator, on port 5001
 simulator: $(STAMP)
 	$(BIN)/python -m simulator serve --port 5001
+
+## bench: the benchmark of issue 5 (redis-server, simulator, gunicorn, wrk; a few minutes; see bench/README.md)
+bench: $(STAMP)
+	@scripts/ensure-redis-server
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## bench-smoke: the same in a few seconds, counts asserted, no throughput threshold
+bench-smoke: $(STAMP)
+	@scripts/ensure-redis-server
+	$(BIN)/python bench/run.py --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,32 @@
+"""`bench/run.py --smoke` end to end, as `make bench-smoke` runs it.
+
+The smoke run starts its own redis-server, simulator and gunicorn (free ports),
+installs a few hundred accounts and runs every section of the benchmark
+briefly. It exits non-zero when a count is wrong (the stampede's single
+Trackunit call, one call per rollover, every answer a 2xx, paging complete);
+throughput is not judged. Without wrk it falls back to a Python load loop.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bench_smoke_run_passes_and_reports_a_single_stampede_call():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    output = result.stdout + "\n--- stderr ---\n" + result.stderr[-4000:]
+    assert result.returncode == 0, output
+    assert re.search(r"^\| 3 +\| stampede: Trackunit token calls .*\| 1 +\| exactly 1 +\| ok +\|$",
+                     result.stdout, re.M), output
+    assert "load generator:" in result.stderr, output
+    assert "counts: all correct" in result.stdout, output
