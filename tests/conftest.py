@@ -8,7 +8,7 @@ import requests
 
 from app import create_app
 from config import Config
-from simulator import create_simulator, serve_in_thread
+from simulator import SigningKey, create_simulator, serve_in_thread
 from tests.support.redis_server import RedisServer
 
 VAULT_KEY = base64.b64encode(bytes(range(32))).decode()
@@ -40,9 +40,16 @@ def redis_client(redis_server):
     client.close()
 
 
+@pytest.fixture(scope="session")
+def signing_key():
+    """One RSA key for every simulator of the run (making one takes ~0.1 s)."""
+    return SigningKey()
+
+
 @pytest.fixture
-def sim_app():
-    return create_simulator()
+def sim_app(signing_key):
+    """A fresh simulator (accounts, counters, behaviour) for each test."""
+    return create_simulator(signing_key=signing_key)
 
 
 @pytest.fixture
@@ -53,7 +60,7 @@ def sim(sim_app):
 
 @pytest.fixture
 def sim_server(sim_app):
-    server = serve_in_thread(sim_app)
+    server = serve_in_thread(sim_app, log_requests=False)
     yield server
     server.shutdown()
 
@@ -93,7 +100,7 @@ def auth_headers() -> dict[str, str]:
 @pytest.fixture
 def vault_server(app):
     """The app served over real HTTP (a thread), for the simulator's callbacks."""
-    server = serve_in_thread(app)
+    server = serve_in_thread(app, log_requests=False)
     yield server
     server.shutdown()
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from simulator import SigningKey, create_simulator
 from tests.conftest import API_KEY
-from tests.integration.test_proxy import Elsewhere, QuickServer
+from tests.integration.test_proxy import Elsewhere
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
 sys.path.insert(0, str(CLIENT_DIR))
@@ -35,31 +34,6 @@ ASSETS = "/api/asset/v1/assets"
 @pytest.fixture
 def env(env):
     return {**env, "APP_SCOPES": f"asset.view account.view {MANAGE}? account.alert.view?"}
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> SigningKey:
-    return SigningKey()
-
-
-@pytest.fixture
-def sim_app(signing_key):
-    """A fresh simulator for each test, all sharing one RSA key (making one takes ~0.1 s)."""
-    return create_simulator(signing_key=signing_key)
-
-
-@pytest.fixture
-def sim_server(sim_app):
-    server = QuickServer(sim_app).start()
-    yield server
-    server.shutdown()
-
-
-@pytest.fixture
-def vault_server(app):
-    server = QuickServer(app).start()
-    yield server
-    server.shutdown()
 
 
 @pytest.fixture

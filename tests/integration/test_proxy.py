@@ -19,8 +19,6 @@ import threading
 import pytest
 
 import tunables
-from simulator import SigningKey, create_simulator
-from simulator.server import ServerThread
 from simulator.state import large_body
 from tests.conftest import API_KEY
 
@@ -33,15 +31,6 @@ WRITE = {**KEY, "Trackunit-Scope": f"asset.view {MANAGE}", "Content-Type": "appl
 
 
 # Servers ---------------------------------------------------------------------------------------
-
-
-class QuickServer(ServerThread):
-    """A ServerThread polled every 20 ms, so that stopping it after each test is immediate."""
-
-    def __init__(self, app) -> None:
-        super().__init__(app, log_requests=False)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
 
 
 class Elsewhere:
@@ -80,31 +69,6 @@ class Elsewhere:
 def env(env):
     """The conftest environment, with a write scope in the manifest (optional, like a real app's)."""
     return {**env, "APP_SCOPES": f"asset.view account.view {MANAGE}? account.alert.view?"}
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> SigningKey:
-    return SigningKey()
-
-
-@pytest.fixture
-def sim_app(signing_key):
-    """A fresh simulator for each test, all sharing one RSA key (making one takes ~0.1 s)."""
-    return create_simulator(signing_key=signing_key)
-
-
-@pytest.fixture
-def sim_server(sim_app):
-    server = QuickServer(sim_app).start()
-    yield server
-    server.shutdown()
-
-
-@pytest.fixture
-def vault_server(app):
-    server = QuickServer(app).start()
-    yield server
-    server.shutdown()
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ Trackunit's side is observed through the simulator's counters (`sim.token_reques
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -13,8 +12,7 @@ import requests
 
 from app import create_app
 from config import Config
-from simulator.server import ServerThread
-from tests.conftest import APP_ID
+from tests.support.flows import get_token, install, ok_token
 
 ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 OTHER = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
@@ -23,44 +21,6 @@ TOKEN_FIELDS = {"access_token", "token_type", "expires_in", "scope", "account_id
 
 
 # Helpers ---------------------------------------------------------------------------------------
-
-
-class QuickServer(ServerThread):
-    """The simulator on a real socket, polled every 20 ms so that stopping it after each test is immediate."""
-
-    def __init__(self, app) -> None:
-        super().__init__(app, log_requests=False)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
-
-
-@pytest.fixture
-def sim_server(sim_app):
-    """Overrides the conftest fixture (same simulator, same HTTP) only to cut ~0.5 s of teardown per test."""
-    server = QuickServer(sim_app).start()
-    yield server
-    server.shutdown()
-
-
-def install(client, sim, account_id: str = ACCOUNT, scopes=("asset.view", "account.view")) -> dict:
-    """Install as Trackunit does: new credentials at the simulator, the INSTALLED callback signed with its key."""
-    creds = sim.add_account(account_id, scopes, APP_ID)
-    body = {"type": "INSTALLED", "irisAppId": APP_ID, "accountId": account_id,
-            "clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
-    identity = sim.identity_token({"irisAppId": APP_ID, "accountId": account_id})
-    response = client.post("/appinstall", json=body, headers={"Trackunit-Identity": identity})
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return creds
-
-
-def get_token(client, headers, account_id: str = ACCOUNT, **params):
-    return client.get(f"/v1/accounts/{account_id}/token", query_string=params, headers=headers)
-
-
-def ok_token(client, headers, account_id: str = ACCOUNT, **params) -> dict:
-    response = get_token(client, headers, account_id, **params)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()
 
 
 def error_code(response) -> str:

@@ -3,7 +3,6 @@
 """
 from __future__ import annotations
 
-import threading
 
 import pytest
 
@@ -11,7 +10,6 @@ import tunables
 from auth.tokens import cache_lifetime
 from auth.trackunit import TokenGrant, TrackunitAuth
 from errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted
-from simulator.server import ServerThread
 from tests.support.redis_server import free_port
 
 ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
@@ -53,23 +51,6 @@ def test_cache_lifetime_invariants(margin):
 
 
 # TrackunitAuth against the simulator -----------------------------------------------------------------
-
-
-class QuickServer(ServerThread):
-    """The simulator on a real socket, polled every 20 ms so that stopping it after each test is immediate."""
-
-    def __init__(self, app) -> None:
-        super().__init__(app, log_requests=False)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
-
-
-@pytest.fixture
-def sim_server(sim_app):
-    """Overrides the conftest fixture (same simulator, same HTTP) only to cut ~0.5 s of teardown per test."""
-    server = QuickServer(sim_app).start()
-    yield server
-    server.shutdown()
 
 
 @pytest.fixture
