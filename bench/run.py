@@ -907,6 +907,10 @@ class Bench:
         self.sim.behaviour(expires_in=s.economy_expires_in, delay=None)
         log(f"upstream economy: {len(accounts)} accounts x {len(SCOPE_SETS)} scope sets, expires_in "
             f"{s.economy_expires_in} s (cached {ttl} s), {s.economy_seconds} s of load")
+        # Fill every slot first: the one cold fetch per slot is not an upstream cost of keeping it
+        # warm, and counting it would add 1 / lifetimes to the ratio whatever the service does.
+        for path in paths:
+            requests.get(self.base + path, headers=self.headers, timeout=20).raise_for_status()
         before = self.sim.token_requests()
         started = time.monotonic()
         result = self.load.run(self.base, paths, s.economy_seconds, max(4, min(s.connections, 8)))
@@ -918,7 +922,7 @@ class Bench:
         ratio = calls / (lifetimes * len(paths))
         floor = ttl / (ttl - window)
         prod_ttl, prod_window = cache_lifetime(3600, 300)
-        r.row("5", "upstream economy: Trackunit calls / (cache lifetimes x accounts x scope sets)",
+        r.row("5", "upstream economy: Trackunit calls / (cache lifetimes x accounts x scope sets), slots warm",
               f"{ratio:.3f} ({calls} calls / ({lifetimes:.1f} x {len(accounts)} x {len(SCOPE_SETS)}))", "<= 1.05",
               self.judged(ratio <= 1.05))
         r.row("5", "  where lifetime = auth.tokens.cache_lifetime(expires_in, TOKEN_EXPIRY_MARGIN)[0]",
