@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import accounts, apikeys, callback, errors, health, metrics, proxy, requestlog, tokens
+from api import accounts, apikeys, callback, errors, health, metrics, openapi, proxy, requestlog, tokens
 
 
 def init_app(app: Flask) -> None:
@@ -19,3 +19,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(accounts.bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(proxy.bp)
+    app.register_blueprint(openapi.bp)
