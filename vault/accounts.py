@@ -1,7 +1,8 @@
 """Installed accounts: one Redis hash each, sealed credentials, and an index to page through.
 
 The hash holds `app`, `cred` (the sealed client id and secret), `status`,
-`gen` (bumped by every install, so a token fetched with old credentials is
+`gen` (a fresh number from one deployment-wide counter at every install and
+revocation, never reused even after a delete, so a token fetched with old credentials is
 never stored for new ones), `installed`, `updated` and, while revoked,
 `revoked_until`. Each multi-key change is one Lua script, so an account is
 never seen half-installed or half-deleted.
@@ -29,7 +30,8 @@ ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # Trackunit ids are UUIDs; thi
 ACTIVE = "active"
 REVOKED = "revoked"
 
-# KEYS: account hash, account cache set, index, revoked set. ARGV: app, sealed cred, now, account id, channel.
+# KEYS: account hash, account cache set, index, revoked set, generation counter.
+# ARGV: app, sealed cred, now, account id, channel.
 _INSTALL = """
 local existed = redis.call('EXISTS', KEYS[1])
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
@@ -37,7 +39,7 @@ redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'app', ARGV[1], 'cred', ARGV[2], 'status', 'active', 'updated', ARGV[3])
 redis.call('HSETNX', KEYS[1], 'installed', ARGV[3])
 redis.call('HDEL', KEYS[1], 'revoked_until')
-redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('HSET', KEYS[1], 'gen', redis.call('INCR', KEYS[5]))
 redis.call('ZADD', KEYS[3], 0, ARGV[4])
 redis.call('SREM', KEYS[4], ARGV[4])
 redis.call('PUBLISH', ARGV[5], ARGV[4])
@@ -55,12 +57,15 @@ redis.call('PUBLISH', ARGV[2], ARGV[1])
 return existed
 """
 
-# KEYS: account hash, account cache set, revoked set. ARGV: generation, revoked until, now, account id, channel.
+# KEYS: account hash, account cache set, revoked set, generation counter.
+# ARGV: generation, revoked until, now, account id, channel.
 _REVOKE = """
 if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked_until', ARGV[2], 'updated', ARGV[3])
+-- A new generation: a fetch still in flight with the refused credentials cannot cache its token.
+redis.call('HSET', KEYS[1], 'gen', redis.call('INCR', KEYS[4]))
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('PUBLISH', ARGV[5], ARGV[4])
 return 1
@@ -129,7 +134,7 @@ class AccountRepository:
         with store_errors():
             existed = self._install(
                 keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index,
-                      self.keys.revoked],
+                      self.keys.revoked, self.keys.generation],
                 args=[app_id, sealed, now, account_id, self.keys.channel],
             )
         self.on_change(account_id)
@@ -175,7 +180,8 @@ class AccountRepository:
         """Mark revoked and drop cached tokens, unless the account was re-installed meanwhile."""
         with store_errors():
             done = self._revoke(
-                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.revoked],
+                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.revoked,
+                      self.keys.generation],
                 args=[generation, until, int(self.clock()), account_id, self.keys.channel],
             )
         self.on_change(account_id)

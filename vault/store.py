@@ -62,6 +62,11 @@ class KeySpace:
         return f"{self.prefix}:invalidate"
 
     @property
+    def generation(self) -> str:
+        """Counter handing out account generations (never reused, unlike a per-hash counter)."""
+        return f"{self.prefix}:generation"
+
+    @property
     def revoked(self) -> str:
         """Set of the ids of revoked accounts (so counting them is O(1))."""
         return f"{self.prefix}:revoked"

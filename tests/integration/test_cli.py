@@ -117,7 +117,8 @@ class WebProcess(threading.Thread):
                         self.deleted.add(i)
                     elif kind == "refresh":
                         value = f"token-{i}-v{version}"
-                        assert self.tokens.put(account(i), "1", SLOT, cached(value, 30_000))
+                        assert self.tokens.put(account(i), self.accounts.get(account(i)).generation, SLOT,
+                                               cached(value, 30_000))
                         self.token_values[i] = value
                     self.done += 1
                     self.started_writing.set()

@@ -63,7 +63,12 @@ def install_many(r, n: int, key: str = OLD_KEY, *, tokens_every: int = 0) -> Non
     for i in range(n):
         repo.install(account(i), APP_ID, creds(i))
         if tokens_every and i % tokens_every == 0:
-            assert cache.put(account(i), "1", SLOT, cached(f"token-{i}-v0", 10_000 + i))
+            assert cache.put(account(i), generation(r, i), SLOT, cached(f"token-{i}-v0", 10_000 + i))
+
+
+def generation(r, i: int) -> str:
+    """The account's current generation (what a fetch read before caching its token)."""
+    return r.hget(KEYS.key_for(account(i)), "gen").decode()
 
 
 def token_key(i: int) -> str:
@@ -87,7 +92,7 @@ def count(report, outcome: str, kind: str, key_id: str) -> int:
 
 def test_rotate_reseals_credentials_and_tokens_and_changes_nothing_else(redis_client):
     install_many(redis_client, 30, tokens_every=3)
-    repository(redis_client, OLD_KEY).revoke(account(4), "1", int(time.time()) + 60)
+    repository(redis_client, OLD_KEY).revoke(account(4), generation(redis_client, 4), int(time.time()) + 60)
     hashes = {account(i): redis_client.hgetall(KEYS.key_for(account(i))) for i in range(30)}
     others = {key: redis_client.dump(key) for key in redis_client.scan_iter(count=1000)
               if b":token:" not in key and not key.endswith(b"}")}  # index and cache sets
@@ -149,7 +154,8 @@ def test_records_changed_while_rotating_are_never_clobbered_nor_brought_back(red
         for i in range(5, 10):
             web.delete(account(i))
         for i in range(10, 15):
-            assert web_tokens.put(account(i), "1", SLOT, cached(f"token-{i}-v1", 20_000))  # a refresh
+            assert web_tokens.put(account(i), generation(redis_client, i), SLOT,
+                                  cached(f"token-{i}-v1", 20_000))  # a refresh
         for i in range(15, 20):
             redis_client.delete(token_key(i))  # a token expiring
         lagging.install(account(20), APP_ID, creds(20, 2))  # changed, but still under the old key

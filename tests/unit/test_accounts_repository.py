@@ -50,8 +50,17 @@ def test_install_and_delete_drop_cached_tokens(repo, cache, redis):
     assert cache.get("a1", "slot") is None
     assert cache.put("a1", "2", "slot", token())
     assert repo.delete("a1") is True
-    assert redis.keys("*") == []
+    assert redis.keys("*") == [b"t:generation"]  # the deployment-wide counter; nothing of the account
     assert repo.delete("a1") is False
+
+
+def test_generations_are_never_reused_after_delete(repo, cache):
+    repo.install("a1", "@org/app", Credentials("cid", "s"))
+    old = repo.get("a1").generation
+    repo.delete("a1")
+    repo.install("a1", "@org/app", Credentials("cid", "s2"))
+    assert repo.get("a1").generation != old
+    assert cache.put("a1", old, "slot", token()) is False  # a fetch from before the delete
 
 
 def test_put_is_refused_for_an_old_generation(repo, cache):
@@ -66,7 +75,11 @@ def test_revoke_then_put_reactivates(repo, cache):
     cache.put("a1", "1", "slot", token())
     assert repo.revoke("a1", "1", until=1_700_000_060)
     assert repo.get("a1").status == "revoked" and cache.get("a1", "slot") is None
-    assert cache.put("a1", "1", "slot", token())
+    # A fetch that was in flight with the refused credentials does not bring the account back...
+    assert cache.put("a1", "1", "slot", token()) is False
+    assert repo.get("a1").status == "revoked"
+    # ...the probe after the cool-down (which read the new generation) does.
+    assert cache.put("a1", repo.get("a1").generation, "slot", token())
     assert repo.get("a1").status == "active" and repo.get("a1").revoked_until is None
 
 
