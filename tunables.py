@@ -45,6 +45,7 @@ JWKS_TIMEOUT = 3.0
 JWKS_CACHE_SECONDS = 300
 JWKS_REFRESH_COOLDOWN = 30.0  # an unknown kid refetches the JWKS at most this often
 IDENTITY_LEEWAY = 60  # seconds of clock skew accepted on exp/nbf/iat
+IDENTITY_REPLAY_WINDOW = 24 * 3600  # how long a used identity token stays tied to its message (at most)
 
 # Proxy to Trackunit's API ----------------------------------------------------
 PROXY_MAX_BODY_BYTES = 1024 * 1024  # request bodies are JSON documents; buffered so PUT can be retried

@@ -7,13 +7,16 @@ Nothing is written unless every check passed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import time
 from typing import Any
 
 from flask import Blueprint, current_app, request
 
 from errors import InvalidIdentity, InvalidRequest, UnknownApp, UnsupportedMediaType, VaultError
 import metrics
+import tunables
 from api.errors import error_response
 from api.requestlog import audit
 from vault.accounts import Credentials, valid_account_id
@@ -63,6 +66,16 @@ def _count_error(exc: VaultError):
     return error_response(exc)
 
 
+def _bind(services, token: str, raw: bytes, claims: dict) -> None:
+    """A replay of the same message is fine (Trackunit retries); the same token with another body is not."""
+    expires = claims.get("exp")
+    ttl = int(expires - time.time()) + tunables.IDENTITY_LEEWAY if isinstance(expires, (int, float)) else 0
+    ttl = min(ttl if ttl > 0 else tunables.IDENTITY_REPLAY_WINDOW, tunables.IDENTITY_REPLAY_WINDOW)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    if not services.accounts.bind_identity(digest, hashlib.sha256(raw).hexdigest(), ttl):
+        raise InvalidIdentity("This Trackunit-Identity token was already used with another message.")
+
+
 @bp.post("/appinstall")
 def appinstall():
     services = current_app.extensions["vault"]
@@ -80,6 +93,8 @@ def appinstall():
             raise InvalidIdentity(f"The identity's {claim} does not match the body.")
     if message.iris_app_id != services.config.iris_app_id:
         raise UnknownApp()
+    if message.type in (INSTALLED, UNINSTALLED):
+        _bind(services, request.headers["Trackunit-Identity"], raw, claims)
 
     if message.type == INSTALLED:
         creds = Credentials(client_id=message.client_id or "", client_secret=message.client_secret or "")

@@ -401,7 +401,8 @@ class SimulatorState:
     ) -> str:
         """A ``Trackunit-Identity`` JWT; a claim given as ``None`` is left out."""
         now = int(self.clock())
-        merged = {"iss": ISSUER, "iat": now, "exp": now + expires_in, **(claims or {})}
+        # A unique jti: two messages signed in the same second never share a token.
+        merged = {"iss": ISSUER, "iat": now, "exp": now + expires_in, "jti": uuid.uuid4().hex, **(claims or {})}
         return self.signing_key.sign({k: v for k, v in merged.items() if v is not None}, headers=headers)
 
     # -- /apptoken -----------------------------------------------------------

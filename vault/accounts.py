@@ -212,6 +212,19 @@ class AccountRepository:
             total, revoked = pipe.execute()
         return int(total), int(revoked)
 
+    def bind_identity(self, token_digest: str, body_digest: str, ttl: int) -> bool:
+        """Tie a verified identity token to the one message it came with; False if it came with another.
+
+        Trackunit's token does not cover the body, so without this a captured token could
+        carry other credentials, or an UNINSTALLED, until it expires.
+        """
+        key = f"{self.keys.prefix}:identity:{token_digest}"
+        with store_errors():
+            if self.redis.set(key, body_digest, nx=True, ex=max(1, ttl)):
+                return True
+            stored = self.redis.get(key)
+        return stored is None or stored.decode() == body_digest
+
     def eviction_policy(self) -> str | None:
         """Redis's maxmemory-policy (from INFO, which managed Redis allows where CONFIG is not)."""
         with store_errors():
