@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 import metrics
 import tunables
+from httpretry import BudgetRetry, retry_after_seconds
 from errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted, VaultError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class TokenGrant:
 
 def build_session() -> requests.Session:
     """A session whose POSTs to the token endpoint are retried with backoff."""
-    retry = Retry(
+    retry = BudgetRetry(
         total=tunables.TRACKUNIT_RETRIES,
         connect=tunables.TRACKUNIT_RETRIES,
         read=tunables.TRACKUNIT_RETRIES,
@@ -166,6 +166,7 @@ def _grant(body: object) -> TokenGrant:
 
 
 def _retry_after(value: str | None) -> int | None:
-    if value and value.strip().isdigit():
-        return min(int(value.strip()), 3600)
-    return None
+    if not value:
+        return None
+    seconds = retry_after_seconds(value)
+    return None if seconds == float("inf") else min(max(1, int(seconds)), 3600)

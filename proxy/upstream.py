@@ -9,20 +9,16 @@ idempotent methods; POST and PATCH are sent once.
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import logging
-import re
-import time
 from collections.abc import Iterator, Mapping
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, ResponseError
-from urllib3.util.retry import Retry
 
 import tunables
 from errors import UpstreamUnavailable
+from httpretry import BudgetRetry
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +31,6 @@ _RESPONSE_EXACT = frozenset({
     "x-total-count", "x-request-id", "x-correlation-id",
 })
 _RESPONSE_PREFIXES = ("x-ratelimit-", "ratelimit", "x-rate-limit-", "x-page", "x-total")
-
-
-class BudgetRetry(Retry):
-    """urllib3's Retry, except that a Retry-After longer than `retry_after_max` (or unreadable)
-    ends the retries and the answer goes back as it is: urllib3 would sleep the capped time and
-    retry sooner than Trackunit asked (or fail on an unreadable header)."""
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        header = response.headers.get("Retry-After") if response is not None else None
-        if header and self.respect_retry_after_header and _retry_after_seconds(header) > self.retry_after_max:
-            raise MaxRetryError(_pool, url, ResponseError("Retry-After is beyond the request budget"))
-        return super().increment(method, url, response, error, _pool, _stacktrace)
-
-
-def _retry_after_seconds(header: str) -> float:
-    """Seconds to wait per a Retry-After value; infinite when unreadable."""
-    if re.fullmatch(r"\s*[0-9]+\s*", header):
-        return int(header)
-    parsed = email.utils.parsedate_tz(header)
-    return email.utils.mktime_tz(parsed) - time.time() if parsed else float("inf")
 
 
 def build_session() -> requests.Session:

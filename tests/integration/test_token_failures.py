@@ -343,3 +343,13 @@ def test_redis_stopped_and_started_mid_run(client, auth_headers, sim, redis_serv
     assert refreshed != token
     assert sim.token_requests == calls + 1
     assert ok_token(client, auth_headers)["access_token"] == refreshed
+
+
+def test_a_retry_after_beyond_the_budget_is_not_retried_early(client, sim, auth_headers):
+    """Trackunit asks for 60 s: the vault does not come back after 2 s, it tells the caller to wait 60 s."""
+    install(client, sim)
+    sim.configure(fail_status=429, retry_after="60")
+    response = get_token(client, auth_headers)
+    assert_error(response, 503, "auth_unavailable", retry_after=True)
+    assert response.headers["Retry-After"] == "60"
+    assert sim.token_requests == 1
