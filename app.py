@@ -21,7 +21,7 @@ from auth.identity import IdentityVerifier
 from auth.localcache import LocalTokenCache
 from auth.tokens import TokenService
 from auth.trackunit import TrackunitAuth
-from config import Config
+from config import ApiKey, Config
 from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
 from vault.invalidation import InvalidationListener
@@ -42,6 +42,7 @@ class Services:
     tokens: TokenService
     trackunit_api: TrackunitApi
     listener: InvalidationListener
+    metrics_token: ApiKeyChecker | None = None
 
     def close(self) -> None:
         """Stop background threads (tests create many apps; a server process simply exits)."""
@@ -74,6 +75,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         tokens=tokens,
         trackunit_api=TrackunitApi(),
         listener=listener,
+        metrics_token=ApiKeyChecker((ApiKey("metrics", config.metrics_token),)) if config.metrics_token else None,
     )
 
 

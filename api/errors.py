@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
@@ -36,8 +37,9 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _unexpected(exc: Exception) -> Response:
-    # Log the type and where, without the exception's text (it could quote a value).
-    log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+    # The type and where, never the exception's text or its causes' (they could quote a value).
+    where = "".join(traceback.format_tb(exc.__traceback__)[-3:])
+    log.error("unhandled %s\n%s", type(exc).__name__, where)
     return error_response(VaultError())
 
 

@@ -24,6 +24,8 @@ def requested_scopes(raw: str | None, app_scopes: AppScopes) -> tuple[str, ...]:
     if len(raw) > MAX_SCOPE_PARAM:
         raise InvalidScope("Too many scopes requested.")
     scopes = sorted({s for s in _SEPARATORS.split(raw) if s})
+    if not scopes:  # only separators: the same as naming none
+        return requested_scopes(None, app_scopes)
     unknown = [s for s in scopes if s not in app_scopes.all]
     if unknown:
         shown = ", ".join(repr(s[:64]) for s in unknown[:5])

@@ -68,7 +68,7 @@ class InvalidationListener:
                 pubsub.subscribe(self.channel)
                 reported = False
                 self._listen(pubsub)
-            except (redis.exceptions.RedisError, OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure: memory off, reconnect; never a dead listener
                 self._confirmed = float("-inf")
                 self.on_lost()
                 if not reported:  # once per outage, not every reconnect attempt
