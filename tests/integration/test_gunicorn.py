@@ -16,6 +16,7 @@ import tunables
 from tests.conftest import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
 from tests.support.gunicorn import GunicornServer
 from tests.support.redis_server import free_port
+from tests.support.flows import install
 
 ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 CONCURRENCY = 128
@@ -23,17 +24,6 @@ WORKERS = 4
 
 
 # Helpers ---------------------------------------------------------------------------------------
-
-
-def install(client, sim, account_id: str = ACCOUNT) -> dict:
-    """Install as Trackunit does: new credentials at the simulator, the INSTALLED callback signed with its key."""
-    creds = sim.add_account(account_id, ("asset.view", "account.view"), APP_ID)
-    body = {"type": "INSTALLED", "irisAppId": APP_ID, "accountId": account_id,
-            "clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
-    identity = sim.identity_token({"irisAppId": APP_ID, "accountId": account_id})
-    response = client.post("/appinstall", json=body, headers={"Trackunit-Identity": identity})
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return creds
 
 
 @pytest.fixture

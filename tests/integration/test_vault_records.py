@@ -9,7 +9,8 @@ import requests
 
 from app import create_app
 from config import Config
-from tests.conftest import APP_ID, OLD_KEY, VAULT_KEY
+from tests.conftest import OLD_KEY, VAULT_KEY
+from tests.support import flows
 from vault.keys import key_id, parse_key
 from vault.seal import HEADER_SIZE, NONCE_SIZE, Sealer
 from vault.store import KeySpace
@@ -39,17 +40,6 @@ def everything_in(r) -> list[bytes]:
 
 def token_over_http(vault_server, auth_headers, account_id: str) -> requests.Response:
     return requests.get(f"{vault_server.url}/v1/accounts/{account_id}/token", headers=auth_headers, timeout=20)
-
-
-def signed_install(client, sim, account_id: str):
-    """The install callback, signed by the simulator's published key, through `client`."""
-    creds = sim.add_account(account_id)
-    body = {"type": "INSTALLED", "irisAppId": APP_ID, "accountId": account_id,
-            "clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
-    token = sim.identity_token({"irisAppId": APP_ID, "accountId": account_id})
-    response = client.post("/appinstall", json=body, headers={"Trackunit-Identity": token})
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return creds
 
 
 def app_with(env: dict, **overrides: str):
@@ -118,7 +108,7 @@ def test_credentials_copied_onto_another_account_do_not_open(
 
 def test_records_sealed_under_a_previous_key_open_after_rotation(env, sim, redis_client, auth_headers):
     old_app = app_with(env, VAULT_KEY=OLD_KEY).test_client()
-    signed_install(old_app, sim, "acc-1")
+    flows.install(old_app, sim, "acc-1")
     assert stored_key_id(redis_client, "acc-1") == key_id(parse_key(OLD_KEY, "old")).hex()
 
     new_key_only = app_with(env, VAULT_KEY=VAULT_KEY).test_client()
@@ -130,9 +120,9 @@ def test_records_sealed_under_a_previous_key_open_after_rotation(env, sim, redis
 
 
 def test_reinstall_after_rotation_seals_under_the_new_key(env, sim, redis_client, auth_headers):
-    signed_install(app_with(env, VAULT_KEY=OLD_KEY).test_client(), sim, "acc-1")
+    flows.install(app_with(env, VAULT_KEY=OLD_KEY).test_client(), sim, "acc-1")
     rotated = app_with(env, VAULT_KEY=VAULT_KEY, VAULT_PREVIOUS_KEYS=OLD_KEY).test_client()
-    signed_install(rotated, sim, "acc-1")
+    flows.install(rotated, sim, "acc-1")
     assert stored_key_id(redis_client, "acc-1") == key_id(parse_key(VAULT_KEY, "new")).hex()
     new_key_only = app_with(env, VAULT_KEY=VAULT_KEY).test_client()
     assert new_key_only.get("/v1/accounts/acc-1/token", headers=auth_headers).status_code == 200
