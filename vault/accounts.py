@@ -226,9 +226,15 @@ class AccountRepository:
         return stored is None or stored.decode() == body_digest
 
     def eviction_policy(self) -> str | None:
-        """Redis's maxmemory-policy (from INFO, which managed Redis allows where CONFIG is not)."""
+        """Redis's maxmemory-policy (from INFO, which managed Redis allows where CONFIG is not).
+
+        None when the server does not say (a Redis-compatible store without INFO): unknown, not down.
+        """
         with store_errors():
-            return self.redis.info("memory").get("maxmemory_policy")
+            try:
+                return self.redis.info("memory").get("maxmemory_policy")
+            except redis.exceptions.ResponseError:
+                return None
 
     def ping(self) -> bool:
         with store_errors():

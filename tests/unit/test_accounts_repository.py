@@ -108,3 +108,8 @@ def test_swapped_record_does_not_open(repo, redis):
     redis.hset(keys.key_for("a2"), "cred", redis.hget(keys.key_for("a1"), "cred"))
     with pytest.raises(RecordUnreadable):
         repo.load("a2")
+
+
+def test_a_store_without_info_is_ready_with_an_unknown_policy(repo):
+    # fakeredis (the ephemeral store of `make run`) has no INFO: unknown, not unavailable.
+    assert repo.eviction_policy() is None
