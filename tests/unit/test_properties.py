@@ -40,14 +40,13 @@ json_values = st.recursive(
 # the length limits, the account id alphabet.
 edge_texts = st.one_of(
     st.sampled_from(["", "\x00", "x\x1f", "x\x7f", "a\nb", "\x80", "é", "a-b_C9", INSTALLED, UNINSTALLED,
-                     "INSTALLED ", "installed", "@organization/appname"]),
+                     "INSTALLED ", "installed", "@organization/appname", "acc.1", "acc/1", "acc 1", "acc:1"]),
     st.text(alphabet=" \t\r\n\u00a0\u2003\u3000\u2028", min_size=1, max_size=3),
     st.sampled_from([MAX_FIELD - 1, MAX_FIELD, MAX_FIELD + 1]).map(lambda n: "x" * n),
     st.sampled_from([127, 128, 129]).map(lambda n: "a" * n),
     st.from_regex(ACCOUNT_ID, fullmatch=True),
     st.text(max_size=40),
 )
-field_values = st.one_of(edge_texts, json_values)
 valid_text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters=[chr(c) for c in range(0x20)] + ["\x7f"]),
     min_size=1, max_size=MAX_FIELD,
@@ -142,6 +141,30 @@ def test_any_json_value_is_parsed_by_the_rules_or_refused_with_invalid_request(b
 @given(callback_like)
 def test_any_callback_like_object_is_parsed_by_the_rules_or_refused_with_invalid_request(body):
     check_parse(body)
+
+
+# Concrete values at each edge of the rules, tried in every field of valid messages (exhaustively, so
+# that every edge is checked every run): blank and Unicode-blank, control characters, lengths at and
+# just past the limits, account ids one character off the alphabet, and values that are not strings.
+EDGE_VALUES = [
+    "", " ", "\t", "\u00a0", "\u2003 ", "\u3000", "x\x00", "\x1fx", "x\x7f", "a\nb", "\x80", "é", "x" * (MAX_FIELD - 1),
+    "x" * MAX_FIELD, "x" * (MAX_FIELD + 1), "a" * 127, "a" * 128, "a" * 129, "acc.1", "acc/1", "acc 1", "acc:1",
+    "acc@1", "acc+1", "ACC_1-z", INSTALLED, UNINSTALLED, "INSTALLED ", "installed",
+    None, 0, 1.5, True, [], ["x"], {}, {"x": "y"},
+]
+MISSING = object()
+
+
+@settings(PROPERTY, max_examples=50)
+@given(valid_messages)
+def test_a_valid_body_with_any_one_field_at_an_edge_is_parsed_by_the_rules_or_refused(message):
+    body = body_of(message)
+    for field in FIELDS:
+        for value in [*EDGE_VALUES, MISSING]:
+            changed = {**body, field: value}
+            if value is MISSING:
+                del changed[field]
+            check_parse(changed)
 
 
 @PROPERTY
