@@ -12,7 +12,6 @@ from api.requestlog import audit
 from cli.groups import accounts_group, services, stderr, table, vault_errors
 from vault.accounts import valid_account_id
 from vault.rotation import key_id_of
-from vault.store import store_errors
 
 
 def _account_id(ctx, param, value: str) -> str:
@@ -56,8 +55,7 @@ def show_account(account_id: str, as_json: bool) -> None:
     record = s.accounts.get(account_id)
     if record is None:
         raise click.ClickException(f"account {account_id} is not installed")
-    with store_errors():
-        sealed = s.redis.hget(s.accounts.keys.key_for(account_id), "cred")
+    sealed = s.accounts.sealed_credentials(account_id)
     shown = {
         **account_json(record),
         "generation": record.generation,

@@ -1,6 +1,7 @@
 """Installed accounts: one Redis hash each, sealed credentials, and an index to page through.
 
-The hash holds `app`, `cred` (the sealed client id and secret), `status`,
+The hash holds `app`, `cred.0`, `cred.1`, … (the sealed client id and secret, in
+pieces: see `CRED_PIECE`), `status`,
 `gen` (a fresh number from one deployment-wide counter at every install and
 revocation, never reused even after a delete, so a token fetched with old credentials is
 never stored for new ones), `installed`, `updated` and, while revoked,
@@ -16,7 +17,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import redis
 
@@ -30,19 +31,44 @@ ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # Trackunit ids are UUIDs; thi
 ACTIVE = "active"
 REVOKED = "revoked"
 
+# Redis keeps a hash as a compact listpack only while every value fits in
+# `hash-max-listpack-value` (64 bytes by default); otherwise it becomes a hashtable
+# of about twice the memory. A sealed credential is about 130 bytes, so it is
+# stored in pieces of at most this size, `cred.0`, `cred.1`, … (issue 5: ≤ 512 B per record).
+CRED_PIECE = 64
+CRED_FIELD = "cred."
+LEGACY_CRED_FIELD = "cred"  # one field, as written before the pieces; still read, replaced on write
+
+# Lua: the sealed value of an account hash, joined from its pieces (or the legacy field).
+SEALED_LUA = """
+local function sealed_of(key)
+  local parts, n = {}, 0
+  while true do
+    local part = redis.call('HGET', key, 'cred.' .. n)
+    if not part then break end
+    parts[#parts + 1] = part
+    n = n + 1
+  end
+  if n == 0 then return redis.call('HGET', key, 'cred') end
+  return table.concat(parts)
+end
+"""
+
 # KEYS: account hash, account cache set, index, revoked set, generation counter.
-# ARGV: app, sealed cred, now, account id, channel.
+# ARGV: app, now, account id, channel, then field, value pairs of the sealed credentials.
+# The hash is written afresh (keeping only `installed`), so no piece or mark of an earlier install survives.
 _INSTALL = """
 local existed = redis.call('EXISTS', KEYS[1])
+local installed = redis.call('HGET', KEYS[1], 'installed') or ARGV[2]
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'app', ARGV[1], 'cred', ARGV[2], 'status', 'active', 'updated', ARGV[3])
-redis.call('HSETNX', KEYS[1], 'installed', ARGV[3])
-redis.call('HDEL', KEYS[1], 'revoked_until')
-redis.call('HSET', KEYS[1], 'gen', redis.call('INCR', KEYS[5]))
-redis.call('ZADD', KEYS[3], 0, ARGV[4])
-redis.call('SREM', KEYS[4], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[4])
+redis.call('DEL', KEYS[1], KEYS[2])
+local fields = {'app', ARGV[1], 'status', 'active', 'installed', installed, 'updated', ARGV[2],
+                'gen', redis.call('INCR', KEYS[5])}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[3], 0, ARGV[3])
+redis.call('SREM', KEYS[4], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
 return existed
 """
 
@@ -93,6 +119,26 @@ class AccountRecord:
     revoked_until: int | None = None
 
 
+def sealed_fields(sealed: bytes) -> dict[str, bytes]:
+    """The hash fields that hold one sealed value: `cred.0`, `cred.1`, … of at most CRED_PIECE bytes."""
+    return {f"{CRED_FIELD}{n}": sealed[i:i + CRED_PIECE] for n, i in enumerate(range(0, len(sealed), CRED_PIECE))}
+
+
+def sealed_fields_args(sealed: bytes) -> list[bytes | str]:
+    """`sealed_fields` flattened into field, value, … for a script's ARGV."""
+    return [item for pair in sealed_fields(sealed).items() for item in pair]
+
+
+def join_sealed(fields: Mapping[bytes, bytes]) -> bytes | None:
+    """The sealed value from an account hash as HGETALL returns it; None if it has none."""
+    parts = []
+    while (part := fields.get(f"{CRED_FIELD}{len(parts)}".encode())) is not None:
+        parts.append(part)
+    if not parts:
+        return fields.get(LEGACY_CRED_FIELD.encode())
+    return b"".join(parts)
+
+
 def valid_account_id(account_id: str) -> bool:
     return bool(ACCOUNT_ID.fullmatch(account_id))
 
@@ -135,7 +181,7 @@ class AccountRepository:
             existed = self._install(
                 keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index,
                       self.keys.revoked, self.keys.generation],
-                args=[app_id, sealed, now, account_id, self.keys.channel],
+                args=[app_id, now, account_id, self.keys.channel, *sealed_fields_args(sealed)],
             )
         self.on_change(account_id)
         return bool(existed)
@@ -148,11 +194,16 @@ class AccountRepository:
     def load(self, account_id: str) -> tuple[AccountRecord, Credentials] | None:
         """The record and its opened credentials, or None if not installed."""
         with store_errors():
-            values = self.redis.hmget(self.keys.key_for(account_id), (*_SUMMARY_FIELDS, "cred"))
-        record = _record(account_id, values[:-1])
+            fields = self.redis.hgetall(self.keys.key_for(account_id))
+        record = _record(account_id, [fields.get(name.encode()) for name in _SUMMARY_FIELDS])
         if record is None:
             return None
-        return record, self.open_credentials(record, values[-1])
+        return record, self.open_credentials(record, join_sealed(fields))
+
+    def sealed_credentials(self, account_id: str) -> bytes | None:
+        """The sealed credentials as stored (for key ids and tests; never shown), or None."""
+        with store_errors():
+            return join_sealed(self.redis.hgetall(self.keys.key_for(account_id)))
 
     def open_credentials(self, record: AccountRecord, sealed: bytes | None) -> Credentials:
         try:

@@ -1,7 +1,7 @@
 """Key rotation and checking: walk every sealed record of one deployment, re-seal it or open it.
 
 Two kinds of sealed records live under `KEY_PREFIX`:
-- credentials: the `cred` field of each account hash `{prefix}:account:{ID}`;
+- credentials: the `cred.N` pieces of each account hash `{prefix}:account:{ID}`;
 - cached tokens: the strings `{prefix}:account:{ID}:token:<slot>`.
 
 Records are found with SCAN (never KEYS), in batches: one pipeline reads a
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from vault.accounts import credentials_aad
+from vault.accounts import SEALED_LUA, credentials_aad, join_sealed, sealed_fields_args
 from vault.keys import KeyRing
 from vault.seal import HEADER_SIZE, VERSION, SealError, Sealer
 from vault.store import KeySpace, store_errors
@@ -56,12 +56,17 @@ UNKNOWN_KEY_ID = "unknown"  # not a sealed value of a known version: no key id t
 DEFAULT_BATCH = 500
 MAX_ATTEMPTS = 5
 
-# KEYS: account hash. ARGV: app as read, sealed cred as read, new sealed cred.
-_SWAP_CREDENTIALS = """
-if redis.call('HGET', KEYS[1], 'cred') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'app') ~= ARGV[1] then
+# KEYS: account hash. ARGV: app as read, sealed value as read, then the new value's field, value pairs.
+_SWAP_CREDENTIALS = SEALED_LUA + """
+if sealed_of(KEYS[1]) ~= ARGV[2] or redis.call('HGET', KEYS[1], 'app') ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'cred', ARGV[3])
+redis.call('HDEL', KEYS[1], 'cred')
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+local n = #fields / 2  -- the same plaintext seals to the same size, but never leave a stale piece behind
+while redis.call('HDEL', KEYS[1], 'cred.' .. n) == 1 do n = n + 1 end
 return 1
 """
 
@@ -219,7 +224,7 @@ class Rotation:
             pipe = self.redis.pipeline(transaction=False)
             for record in records:
                 if record.kind == CREDENTIALS:
-                    pipe.hmget(record.key, ["app", "cred"])
+                    pipe.hgetall(record.key)
                 else:
                     pipe.get(record.key)
             raw = pipe.execute(raise_on_error=False)
@@ -228,7 +233,7 @@ class Rotation:
             if isinstance(value, Exception):
                 values.append(value)
             elif record.kind == CREDENTIALS:
-                values.append((value[0], value[1]))
+                values.append((value.get(b"app"), join_sealed(value)) if value else (None, None))
             else:
                 values.append((None, value))
         return values
@@ -349,7 +354,7 @@ class Rotation:
                 pipe = self.redis.pipeline(transaction=False)
                 for record, _kid, app, old, new in pending:
                     if record.kind == CREDENTIALS:
-                        self._swap_credentials(keys=[record.key], args=[app, old, new], client=pipe)
+                        self._swap_credentials(keys=[record.key], args=[app, old, *sealed_fields_args(new)], client=pipe)
                     else:
                         self._swap_token(keys=[record.key], args=[old, new], client=pipe)
                 results = pipe.execute()

@@ -15,6 +15,7 @@ from pathlib import Path
 from app import create_app
 from config import Config
 from tests.conftest import APP_ID, OLD_KEY, VAULT_KEY
+from tests.support.records import read_sealed, write_sealed
 from tests.integration.test_rotation import (
     KEYS, NEW_ID, OLD_ID, SLOT, THIRD_KEY, account, cached, creds, install_many, repository, token_cache, token_key,
 )
@@ -241,10 +242,10 @@ def test_rotate_exits_non_zero_when_a_record_does_not_open(env, redis_client):
 def test_check_reports_a_tampered_record_by_account_without_printing_it(env, redis_client, caplog):
     install_many(redis_client, 5, VAULT_KEY, tokens_every=1)
     key = KEYS.key_for(account(3))
-    sealed = redis_client.hget(key, "cred")
+    sealed = read_sealed(redis_client, key)
     tampered = bytearray(sealed)
     tampered[len(tampered) // 2] ^= 0x01
-    redis_client.hset(key, "cred", bytes(tampered))
+    write_sealed(redis_client, key, bytes(tampered))
     caplog.set_level(logging.DEBUG)
 
     text, as_json = check(env), check(env, "--json")

@@ -9,7 +9,8 @@ import redis
 
 from tests.conftest import APP_ID, OLD_KEY, VAULT_KEY
 from auth.scopes import scope_id
-from vault.accounts import AccountRepository, Credentials
+from vault.accounts import CRED_FIELD, AccountRepository, Credentials, join_sealed
+from tests.support.records import read_sealed, write_sealed
 from vault.keys import KeyRing, key_id, parse_key
 from vault.rotation import (
     CHANGED, CREDENTIALS, CURRENT, FAILED, MAX_ATTEMPTS, OPENS, RESEALED, SKIPPED, TOKEN, Rotation,
@@ -79,6 +80,11 @@ def dump_all(r) -> dict[bytes, bytes]:
     return {key: r.dump(key) for key in r.scan_iter(count=1000)}
 
 
+def without_pieces(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """An account hash without its sealed credentials."""
+    return {name: value for name, value in fields.items() if not name.startswith(CRED_FIELD.encode())}
+
+
 def totals(report) -> dict[str, int]:
     return report.as_dict()["totals"]
 
@@ -112,9 +118,9 @@ def test_rotate_reseals_credentials_and_tokens_and_changes_nothing_else(redis_cl
         record, opened = new_only_repo.load(account(i))
         assert opened == creds(i) and opened.client_secret == creds(i).client_secret
         after = redis_client.hgetall(KEYS.key_for(account(i)))
-        assert after.pop(b"cred") != hashes[account(i)].pop(b"cred")
-        assert after == hashes[account(i)]  # status, gen, timestamps, revoked_until untouched
-        assert Sealer.key_id_of(redis_client.hget(KEYS.key_for(account(i)), "cred")) == NEW_ID
+        assert join_sealed(after) != join_sealed(hashes[account(i)])
+        assert without_pieces(after) == without_pieces(hashes[account(i)])  # status, gen, timestamps, revoked_until untouched
+        assert Sealer.key_id_of(read_sealed(redis_client, KEYS.key_for(account(i)))) == NEW_ID
     assert new_only_repo.get(account(4)).status == "revoked"
     for i in range(0, 30, 3):
         assert new_only_cache.get(account(i), SLOT).access_token == f"token-{i}-v0"
@@ -249,10 +255,10 @@ def test_limit_stops_a_rotation_after_that_many_records(redis_client):
 def test_records_that_do_not_open_are_reported_by_account_and_left_untouched(redis_client):
     install_many(redis_client, 6, tokens_every=1)
     repository(redis_client, THIRD_KEY).install(account(0), APP_ID, creds(0))  # a key nobody configured
-    tampered = bytearray(redis_client.hget(KEYS.key_for(account(1)), "cred"))
+    tampered = bytearray(read_sealed(redis_client, KEYS.key_for(account(1))))
     tampered[-1] ^= 0x01
-    redis_client.hset(KEYS.key_for(account(1)), "cred", bytes(tampered))
-    redis_client.hset(KEYS.key_for(account(2)), "cred", redis_client.hget(KEYS.key_for(account(3)), "cred"))
+    write_sealed(redis_client, KEYS.key_for(account(1)), bytes(tampered))
+    write_sealed(redis_client, KEYS.key_for(account(2)), read_sealed(redis_client, KEYS.key_for(account(3))))
     bad_token = bytearray(redis_client.get(token_key(4)))
     bad_token[40] ^= 0x80
     redis_client.set(token_key(4), bytes(bad_token), keepttl=True)

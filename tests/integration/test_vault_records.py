@@ -11,6 +11,7 @@ from app import create_app
 from config import Config
 from tests.conftest import OLD_KEY, VAULT_KEY
 from tests.support import flows
+from tests.support.records import read_sealed, write_sealed
 from vault.keys import key_id, parse_key
 from vault.seal import HEADER_SIZE, NONCE_SIZE, Sealer
 from vault.store import KeySpace
@@ -47,7 +48,7 @@ def app_with(env: dict, **overrides: str):
 
 
 def stored_key_id(r, account_id: str) -> str:
-    return Sealer.key_id_of(r.hget(KEYS.key_for(account_id), "cred"))
+    return Sealer.key_id_of(read_sealed(r, KEYS.key_for(account_id)))
 
 
 def assert_record_unreadable(response) -> None:
@@ -74,7 +75,7 @@ def test_client_secret_is_never_in_redis_a_response_or_a_log_line(
         response.text + json.dumps(dict(response.headers)) for response in [fetched, cached, *shown]]
 
     stored = everything_in(redis_client)
-    assert any(b"cred" == item for item in stored) and any(b":token:" in item for item in stored)
+    assert any(b"cred.0" == item for item in stored) and any(b":token:" in item for item in stored)
     assert not [item for item in stored if secret.encode() in item]
     assert not [item for item in stored if access_token.encode() in item]  # cached tokens are sealed too
     assert not [text for text in responses if secret in text]
@@ -86,8 +87,8 @@ def test_credentials_copied_onto_another_account_do_not_open(
         caplog, install, vault_server, auth_headers, redis_client):
     install("acc-a")
     install("acc-b")
-    sealed = redis_client.hget(KEYS.key_for("acc-a"), "cred")
-    redis_client.hset(KEYS.key_for("acc-b"), "cred", sealed)
+    sealed = read_sealed(redis_client, KEYS.key_for("acc-a"))
+    write_sealed(redis_client, KEYS.key_for("acc-b"), sealed)
     caplog.set_level(logging.DEBUG)
 
     response = token_over_http(vault_server, auth_headers, "acc-b")

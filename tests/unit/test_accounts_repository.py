@@ -3,6 +3,7 @@ import fakeredis
 import pytest
 
 from errors import InvalidRequest, RecordUnreadable
+from tests.support.records import read_sealed, write_sealed
 from vault.accounts import AccountRepository, Credentials
 from vault.keys import KeyRing
 from vault.seal import Sealer
@@ -105,7 +106,7 @@ def test_swapped_record_does_not_open(repo, redis):
     repo.install("a1", "@org/app", Credentials("c1", "s1"))
     repo.install("a2", "@org/app", Credentials("c2", "s2"))
     keys = KeySpace("t")
-    redis.hset(keys.key_for("a2"), "cred", redis.hget(keys.key_for("a1"), "cred"))
+    write_sealed(redis, keys.key_for("a2"), read_sealed(redis, keys.key_for("a1")))
     with pytest.raises(RecordUnreadable):
         repo.load("a2")
 

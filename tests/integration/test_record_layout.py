@@ -1,0 +1,69 @@
+"""How an account hash is laid out in a real Redis: compact, and with no piece of an earlier install left."""
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from tests.conftest import APP_ID, OLD_KEY, VAULT_KEY
+from tests.integration.test_rotation import KEYS, NEW_ID, repository, rotation
+from tests.support.records import read_sealed
+from vault.accounts import CRED_FIELD, CRED_PIECE, Credentials
+from vault.rotation import RESEALED
+from vault.seal import Sealer
+
+RECORD_BUDGET = 512  # bytes of Redis memory per credential record (issue 5)
+
+
+def trackunit_like_credentials() -> Credentials:
+    """Shaped like Trackunit's example: an Okta client id of 20 characters and a 43-character secret."""
+    return Credentials("0oa" + secrets.token_hex(9)[:17], secrets.token_urlsafe(32))
+
+
+def pieces(r, account_id: str) -> list[bytes]:
+    return sorted(name for name in r.hkeys(KEYS.key_for(account_id)) if name.startswith(b"cred"))
+
+
+def test_a_record_is_a_listpack_within_the_memory_budget_on_a_default_redis(redis_client):
+    assert redis_client.config_get("hash-max-listpack-value")["hash-max-listpack-value"] == "64"  # Redis's default
+    repo = repository(redis_client, VAULT_KEY)
+    account_id = str(uuid.uuid4())  # Trackunit's account ids are UUIDs
+    repo.install(account_id, "@trackunit-examples/fleet-insights-app", trackunit_like_credentials())
+
+    key = KEYS.key_for(account_id)
+    assert redis_client.object("encoding", key) == b"listpack"
+    assert redis_client.memory_usage(key, samples=0) <= RECORD_BUDGET
+    assert len(read_sealed(redis_client, key)) > CRED_PIECE  # so the pieces are what keeps it compact
+    assert all(len(redis_client.hget(key, name)) <= CRED_PIECE for name in pieces(redis_client, account_id))
+
+
+def test_a_reinstall_with_a_shorter_secret_leaves_no_piece_of_the_longer_one(redis_client):
+    repo = repository(redis_client, VAULT_KEY)
+    repo.install("acc-1", APP_ID, Credentials("client", "s" * 1000))
+    assert len(pieces(redis_client, "acc-1")) > 16
+    repo.revoke("acc-1", repo.get("acc-1").generation, 2**31)
+
+    repo.install("acc-1", APP_ID, Credentials("client", "short"))
+
+    assert pieces(redis_client, "acc-1") == [b"cred.0", b"cred.1"]
+    record, opened = repo.load("acc-1")
+    assert opened == Credentials("client", "short") and opened.client_secret == "short"
+    assert record.status == "active" and record.revoked_until is None
+    assert redis_client.hget(KEYS.key_for("acc-1"), "revoked_until") is None
+
+
+def test_a_record_written_as_one_field_still_opens_and_rotation_moves_it_to_pieces(redis_client):
+    """Hashes written before the pieces keep working, and `vault rotate` rewrites them in the new layout."""
+    repository(redis_client, OLD_KEY).install("acc-1", APP_ID, Credentials("client-1", "secret-1"))
+    key = KEYS.key_for("acc-1")
+    sealed = read_sealed(redis_client, key)
+    redis_client.hdel(key, *pieces(redis_client, "acc-1"))
+    redis_client.hset(key, "cred", sealed)
+
+    assert repository(redis_client, VAULT_KEY, OLD_KEY).load("acc-1")[1] == Credentials("client-1", "secret-1")
+    report = rotation(redis_client, VAULT_KEY, OLD_KEY).rotate()
+
+    assert report.total(RESEALED) == 1
+    assert pieces(redis_client, "acc-1") == [f"{CRED_FIELD}{n}".encode() for n in range(len(pieces(redis_client, "acc-1")))]
+    assert b"cred" not in redis_client.hkeys(key)
+    assert Sealer.key_id_of(read_sealed(redis_client, key)) == NEW_ID
+    assert repository(redis_client, VAULT_KEY).load("acc-1")[1] == Credentials("client-1", "secret-1")

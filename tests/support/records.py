@@ -1,0 +1,20 @@
+"""Read and overwrite the sealed credentials of an account hash, as tests that tamper with them need."""
+from __future__ import annotations
+
+import redis
+
+from vault.accounts import CRED_FIELD, LEGACY_CRED_FIELD, join_sealed, sealed_fields
+
+
+def read_sealed(r: redis.Redis, key: str) -> bytes | None:
+    return join_sealed(r.hgetall(key))
+
+
+def write_sealed(r: redis.Redis, key: str, sealed: bytes) -> None:
+    """Replace the stored pieces with those of `sealed` (whatever their number)."""
+    stale = [name for name in r.hkeys(key) if name.startswith(CRED_FIELD.encode()) or name == LEGACY_CRED_FIELD.encode()]
+    pipe = r.pipeline()
+    if stale:
+        pipe.hdel(key, *stale)
+    pipe.hset(key, mapping=sealed_fields(sealed))
+    pipe.execute()
