@@ -28,15 +28,20 @@ class ApiKeyChecker:
 
 
 def guard_v1() -> None:
-    """An app-wide `before_request` hook: every `/v1` path, even an unknown one, needs a key."""
-    if request.path == "/v1" or request.path.startswith("/v1/"):
-        require_api_key()
-        check_account_id()
+    """An app-wide `before_request` hook: every `/v1` path, even an unknown one, needs a key.
+
+    It runs before every request, the token hit included, so it looks the request up once.
+    """
+    req = request._get_current_object()
+    path = req.path
+    if path == "/v1" or path.startswith("/v1/"):
+        require_api_key(req.environ.get("HTTP_AUTHORIZATION", ""))
+        check_account_id((req.view_args or {}).get("account_id"))
 
 
-def require_api_key() -> None:
-    """Set `g.api_key_name` or refuse with 401."""
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+def require_api_key(authorization: str) -> None:
+    """Set `g.api_key_name` from the `Authorization` header's value, or refuse with 401."""
+    scheme, _, presented = authorization.partition(" ")
     name = None
     if scheme.lower() == "bearer" and presented.strip():
         name = current_app.extensions["vault"].api_keys.name_for(presented.strip())
@@ -45,8 +50,7 @@ def require_api_key() -> None:
     g.api_key_name = name
 
 
-def check_account_id() -> None:
+def check_account_id(account_id: str | None) -> None:
     """An id that cannot have been installed is not found (and never reaches a Redis key name)."""
-    account_id = (request.view_args or {}).get("account_id")
     if account_id is not None and not valid_account_id(account_id):
         raise AccountNotFound()

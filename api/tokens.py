@@ -1,8 +1,14 @@
-"""`GET /v1/accounts/<id>/token`: a Bearer token for an account, from the cache when possible."""
+"""`GET /v1/accounts/<id>/token`: a Bearer token for an account, from the cache when possible.
+
+This is the hot path (issue 5: a hit should cost about what `/healthz` costs), so
+the view reads the request once, skips query parsing when there is no query,
+serialises with `json.dumps` directly and builds the response in one step.
+"""
 from __future__ import annotations
 
+import json
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request
 
 import metrics
 from api.errors import error_response
@@ -13,6 +19,9 @@ bp = Blueprint("tokens", __name__, url_prefix="/v1/accounts")
 
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no", "")
+_NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
+_HITS = metrics.TOKEN_REQUESTS.labels("cache_hit")
+_FETCHES = metrics.TOKEN_REQUESTS.labels("fetched")
 
 
 @bp.errorhandler(VaultError)
@@ -23,23 +32,24 @@ def _count_error(exc: VaultError):
 
 @bp.get("/<account_id>/token")
 def get_token(account_id: str):
-    force = request.args.get("force_refresh", "").lower()
-    if force not in _TRUE + _FALSE:
-        raise InvalidRequest("force_refresh must be true or false.")
-    token = current_app.extensions["vault"].tokens.get_token(
-        account_id, request.args.get("scope"), force_refresh=force in _TRUE
-    )
-    metrics.TOKEN_REQUESTS.labels("cache_hit" if token.source == "cache" else "fetched").inc()
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    force, scope = "", None
+    if req.query_string:
+        force = req.args.get("force_refresh", "").lower()
+        if force not in _TRUE + _FALSE:
+            raise InvalidRequest("force_refresh must be true or false.")
+        scope = req.args.get("scope")
+    token = current_app.extensions["vault"].tokens.get_token(account_id, scope, force_refresh=force in _TRUE)
+    (_HITS if token.source == "cache" else _FETCHES).inc()
     audit("token_issued", account_id=account_id, scopes=token.scope, source=token.source)
-    response = current_app.json.response(
+    body = json.dumps(
         {
             "access_token": token.access_token,
             "token_type": token.token_type,
             "expires_in": token.expires_in,
             "scope": token.scope,
             "account_id": token.account_id,
-        }
+        },
+        separators=(",", ":"),
     )
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
+    return Response(body, headers=_NO_STORE, mimetype="application/json")
