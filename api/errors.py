@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 def error_response(exc: VaultError) -> Response:
     response = jsonify({"error": {"code": exc.code, "message": exc.message}})
+    response.vault_error_code = exc.code  # type: ignore[attr-defined]  # tells the vault's own errors apart (proxy)
     response.status_code = exc.status
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)

@@ -5,6 +5,7 @@ answer never does, so a caller can always tell the two apart.
 """
 from __future__ import annotations
 
+import re
 import time
 
 from werkzeug.routing import PathConverter
@@ -32,13 +33,25 @@ bp.record_once(lambda state: state.app.url_map.converters.setdefault("anypath", 
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 MARKER = "/proxy/"
+_PROXY_PATH = re.compile(r"/v1/accounts/[^/]+/proxy/")
 
 
 @bp.errorhandler(VaultError)
 def _vault_error(exc: VaultError) -> Response:
     metrics.PROXY_REQUESTS.labels(exc.code).inc()
-    response = error_response(exc)
-    response.headers["Token-Vault-Error"] = exc.code
+    return error_response(exc)
+
+
+@bp.after_app_request
+def _mark_vault_errors(response: Response) -> Response:
+    """`Token-Vault-Error` on every error of the vault itself under a proxy path.
+
+    App-wide, not only in this blueprint: werkzeug's routing refuses a method the proxy
+    does not serve (405) before any blueprint is chosen, and that is the vault's answer too.
+    """
+    code = getattr(response, "vault_error_code", None)
+    if code is not None and _PROXY_PATH.match(request.path):
+        response.headers["Token-Vault-Error"] = code
     return response
 
 

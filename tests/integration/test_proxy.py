@@ -311,6 +311,22 @@ def test_without_a_valid_api_key_it_is_401_unauthorized(vault_server, sim, accou
     assert (sim.token_requests, sim.api_requests) == (0, 0)
 
 
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "PROPFIND"])
+def test_a_method_the_proxy_does_not_serve_is_the_vaults_405_with_its_marker(vault_server, sim, account, method):
+    # Refused by routing, before any blueprint is chosen: still the vault's answer, so still marked.
+    answer = proxy(vault_server, method, "api/asset/v1/assets")
+    refused(answer, 405, "method_not_allowed")
+    assert set(answer.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST", "PUT", "PATCH", "DELETE"}
+    refused(proxy(vault_server, method, "api/asset/v1/assets", headers={}), 401, "unauthorized")
+    assert (sim.token_requests, sim.api_requests) == (0, 0)
+
+
+def test_errors_outside_the_proxy_carry_no_proxy_marker(vault_server, sim, account):
+    answer = send(vault_server, "TRACE", f"/v1/accounts/{ACCOUNT}/token", KEY)
+    assert answer.status == 405 and answer.json()["error"]["code"] == "method_not_allowed"
+    assert answer.vault_error is None
+
+
 @pytest.mark.parametrize("account_id", [UNKNOWN, "not an id!", "x" * 300])
 def test_an_unknown_account_is_404_account_not_found(vault_server, sim, account, account_id):
     refused(proxy(vault_server, "GET", "api/asset/v1/assets", account_id=account_id.replace(" ", "%20")),
