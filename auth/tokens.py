@@ -96,6 +96,7 @@ class TokenService:
         # Parsing and hashing a scope parameter is pure: remember the common ones.
         self._slot = functools.lru_cache(maxsize=256)(self._parse_scope)
         self._refreshing: set[tuple[str, str]] = set()
+        self._next_attempt: dict[tuple[str, str], float] = {}  # monotonic time before which not to try the lock
         self._refreshing_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._executor_pid = 0
@@ -117,9 +118,11 @@ class TokenService:
             return self._serve(account_id, scopes, slot, cached, now)
         if not force_refresh:
             return self._fetch_once(account_id, scopes, slot, seen=None)
+        if cached is not None and cached.cached_until > now and _forced_recently(cached, now):
+            return self._issue(account_id, cached, "cache", now)
         self.local.invalidate(account_id)
         try:
-            return self._fetch_once(account_id, scopes, slot, seen=cached)
+            return self._fetch_once(account_id, scopes, slot, seen=cached, forced=True)
         finally:
             # Again after the new token is stored: whatever this process read before it is forgotten.
             self.local.invalidate(account_id)
@@ -134,7 +137,7 @@ class TokenService:
         return self._issue(account_id, cached, "cache", now)
 
     def _fetch_once(
-        self, account_id: str, scopes: tuple[str, ...], slot: str, *, seen: CachedToken | None
+        self, account_id: str, scopes: tuple[str, ...], slot: str, *, seen: CachedToken | None, forced: bool = False
     ) -> IssuedToken:
         """Single-flight: under the slot's lock, fetch unless someone else just did."""
         self._gate(account_id, slot)
@@ -148,7 +151,9 @@ class TokenService:
         try:
             cached, failure = self.cache.peek(account_id, slot)
             now = self.clock()
-            if cached is not None and cached.cached_until > now and (seen is None or cached != seen):
+            if cached is not None and cached.cached_until > now and (
+                seen is None or cached != seen or (forced and _forced_recently(cached, now))
+            ):
                 if waited:
                     metrics.SINGLE_FLIGHT_WAITS.labels("served").inc()
                 return self._issue(account_id, cached, "cache", now)
@@ -156,7 +161,8 @@ class TokenService:
                 metrics.SINGLE_FLIGHT_WAITS.labels("failure_shared" if failure else "fetched").inc()
             _raise_shared(failure)
             record, creds = self._gate(account_id, slot, check_failure=False)
-            return self._issue(account_id, self._fetch(record, creds, scopes, slot), "fetched", self.clock())
+            token = self._fetch(record, creds, scopes, slot, forced=forced)
+            return self._issue(account_id, token, "fetched", self.clock())
         finally:
             _release(lock)
 
@@ -173,7 +179,7 @@ class TokenService:
         return record, creds
 
     def _fetch(
-        self, record: AccountRecord, creds: Credentials, scopes: tuple[str, ...], slot: str
+        self, record: AccountRecord, creds: Credentials, scopes: tuple[str, ...], slot: str, *, forced: bool = False
     ) -> CachedToken:
         """Ask Trackunit, then cache the token, or record what went wrong."""
         account_id, generation = record.account_id, record.generation
@@ -192,13 +198,13 @@ class TokenService:
         except (AuthUnavailable, AuthError) as exc:
             self._share_failure(record, slot, exc, tunables.FAILURE_TTL_UNAVAILABLE)
             raise
-        token = self._cacheable(grant, scopes)
+        token = self._cacheable(grant, scopes, forced=forced)
         if not self.cache.put(account_id, generation, slot, token):
             # Deleted or re-installed while we fetched: these credentials are no longer the account's.
             raise AuthUnavailable("The account changed during the token fetch; retry.", retry_after=1)
         return token
 
-    def _cacheable(self, grant: TokenGrant, scopes: tuple[str, ...]) -> CachedToken:
+    def _cacheable(self, grant: TokenGrant, scopes: tuple[str, ...], *, forced: bool = False) -> CachedToken:
         now = self.clock()
         ttl, window = cache_lifetime(grant.expires_in, self.expiry_margin)
         return CachedToken(
@@ -207,6 +213,7 @@ class TokenService:
             scope=grant.scope or " ".join(scopes),
             cached_until=now + ttl,
             refresh_from=now + ttl - window,
+            forced_at=now if forced else None,
         )
 
     def _share_failure(self, record: AccountRecord, slot: str, exc: VaultError, ttl: int) -> None:
@@ -235,7 +242,7 @@ class TokenService:
         """Start one background refresh per slot across all processes; never wait for it."""
         key = (account_id, slot)
         with self._refreshing_lock:
-            if key in self._refreshing:
+            if key in self._refreshing or self._next_attempt.get(key, 0.0) > time.monotonic():
                 return
             self._refreshing.add(key)
         lock = self.cache.lock(account_id, slot)
@@ -245,9 +252,15 @@ class TokenService:
         except VaultError:
             acquired = False
         if not acquired:
+            # Someone else refreshes (or backs off after a failure): do not ask Redis on every hit meanwhile.
             with self._refreshing_lock:
                 self._refreshing.discard(key)
+                if len(self._next_attempt) >= tunables.LOCAL_CACHE_MAX_ACCOUNTS:
+                    self._next_attempt.clear()
+                self._next_attempt[key] = time.monotonic() + tunables.REFRESH_ATTEMPT_INTERVAL
             return
+        with self._refreshing_lock:
+            self._next_attempt.pop(key, None)
         metrics.REFRESH_AHEAD.labels("started").inc()
         self._pool().submit(self._refresh_in_background, lock, account_id, scopes, slot)
 
@@ -289,6 +302,16 @@ class TokenService:
             self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="refresh")
             self._executor_pid = os.getpid()
         return self._executor
+
+
+def _forced_recently(token: CachedToken, now: float) -> bool:
+    """A token that a forced refresh fetched moments ago is served to the next forced refresh too.
+
+    A client retrying `force_refresh=true` in a loop (or many clients after one upstream 401)
+    costs Trackunit one call per slot per FORCED_REFRESH_INTERVAL, not one per request. A forced
+    refresh of a token that was fetched normally always calls Trackunit.
+    """
+    return token.forced_at is not None and now - token.forced_at < tunables.FORCED_REFRESH_INTERVAL
 
 
 def _raise_shared(failure: Failure | None) -> None:

@@ -5,11 +5,13 @@ Trackunit's side is observed through the simulator's counters (`sim.token_reques
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 import requests
 
+import tunables
 from app import create_app
 from config import Config
 from tests.support.flows import get_token, install, ok_token
@@ -325,3 +327,51 @@ def test_refresh_ahead_serves_the_old_token_while_one_background_refresh_runs(en
     assert all(after <= index + 2 for _, index, after in observations), observations
     time.sleep(0.5)
     assert sim.token_requests == 3
+
+
+# Caps on calls ---------------------------------------------------------------------------------
+
+
+def test_forced_refreshes_in_a_row_call_trackunit_once_per_interval(client, auth_headers, sim, monkeypatch):
+    monkeypatch.setattr(tunables, "FORCED_REFRESH_INTERVAL", 1.0)
+    install(client, sim, ACCOUNT)
+    fetched = ok_token(client, auth_headers)["access_token"]
+    forced = ok_token(client, auth_headers, force_refresh="true")["access_token"]  # a fetched token: always refreshed
+    assert forced != fetched and sim.token_requests == 2
+    # A client retrying force_refresh in a loop gets the token the first one fetched, without a call.
+    assert {ok_token(client, auth_headers, force_refresh="true")["access_token"] for _ in range(10)} == {forced}
+    assert sim.token_requests == 2
+    time.sleep(1.1)
+    again = ok_token(client, auth_headers, force_refresh="true")["access_token"]
+    assert again not in (fetched, forced) and sim.token_requests == 3
+    assert ok_token(client, auth_headers)["access_token"] == again
+
+
+def test_hits_in_the_refresh_window_ask_redis_for_the_refresh_lock_at_most_once_per_interval(
+        app, client, auth_headers, sim, redis_client, monkeypatch):
+    monkeypatch.setattr(tunables, "REFRESH_ATTEMPT_INTERVAL", 0.5)
+    install(client, sim, ACCOUNT)
+    first = ok_token(client, auth_headers)["access_token"]
+    tokens = app.extensions["vault"].tokens
+    slot = only_token_key(redis_client).decode().rsplit(":token:", 1)[1]
+    cached = tokens.cache.get(ACCOUNT, slot)
+    generation = redis_client.hget(f"{PREFIX}:account:{{{ACCOUNT}}}", "gen").decode()
+    # Put the cached token in its refresh-ahead window while "another process" holds the slot's lock.
+    assert tokens.cache.put(ACCOUNT, generation, slot, dataclasses.replace(cached, refresh_from=time.time() - 1))
+    held = tokens.cache.lock(ACCOUNT, slot)
+    assert held.acquire(blocking=False)
+    attempts = []
+    real_lock = tokens.cache.lock
+    monkeypatch.setattr(tokens.cache, "lock", lambda *a, **k: attempts.append(a) or real_lock(*a, **k))
+
+    served = {ok_token(client, auth_headers)["access_token"] for _ in range(20)}
+    assert served == {first} and len(attempts) == 1 and sim.token_requests == 1
+
+    held.release()
+    time.sleep(0.6)
+    assert ok_token(client, auth_headers)["access_token"] == first  # the refresh runs in the background
+    assert len(attempts) == 2
+    deadline = time.monotonic() + 10
+    while sim.token_requests < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sim.token_requests == 2
