@@ -26,6 +26,10 @@ TRACKUNIT_BACKOFF_JITTER = 0.25
 TRACKUNIT_BACKOFF_MAX = 1.0
 TRACKUNIT_RETRY_AFTER_MAX = 2  # seconds we are willing to sleep inside one request
 MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
+# The read timeout bounds each socket read, not the body: a body dripping one byte per read
+# would outlast the single-flight lock. The whole body must arrive within this.
+TRACKUNIT_BODY_DEADLINE = 5.0
+BODY_READ_CHUNK = 8 * 1024
 DEFAULT_EXPIRES_IN = 300  # when Trackunit omits expires_in: assume short, never forever
 
 # Token cache and single-flight ------------------------------------------------

@@ -132,17 +132,35 @@ def _interpret(response: requests.Response) -> TokenGrant:
 
 def _json_body(response: requests.Response) -> object:
     try:
-        raw = response.raw.read(tunables.MAX_TOKEN_RESPONSE_BYTES + 1, decode_content=True)
+        raw = _read_bounded(response)
     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
         # urllib3 errors (a read timeout mid-body) surface here as their own types.
         log.warning("token endpoint answer could not be read: %s", type(exc).__name__)
         raise AuthUnavailable("Trackunit's token endpoint answer could not be read.") from None
-    if len(raw) > tunables.MAX_TOKEN_RESPONSE_BYTES:
+    if raw is None:
         return None
     try:
         return json.loads(raw)
     except ValueError:
         return None
+
+
+def _read_bounded(response: requests.Response) -> bytes | None:
+    """The body, or None if it is over MAX_TOKEN_RESPONSE_BYTES; AuthUnavailable past the deadline."""
+    deadline = time.monotonic() + tunables.TRACKUNIT_BODY_DEADLINE
+    chunks: list[bytes] = []
+    size = 0
+    # read1: at most one socket read per call (each bounded by the read timeout), so the deadline is checked
+    # between reads; read() would keep reading until it has the whole amount.
+    while chunk := response.raw.read1(tunables.BODY_READ_CHUNK, decode_content=True):
+        size += len(chunk)
+        if size > tunables.MAX_TOKEN_RESPONSE_BYTES:
+            return None
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            log.warning("token endpoint answer still arriving after %ss: given up", tunables.TRACKUNIT_BODY_DEADLINE)
+            raise AuthUnavailable("Trackunit's token endpoint answered too slowly.")
+    return b"".join(chunks)
 
 
 def _grant(body: object) -> TokenGrant:

@@ -3,6 +3,9 @@
 """
 from __future__ import annotations
 
+import socket
+import threading
+import time
 
 import pytest
 
@@ -205,3 +208,47 @@ def test_transient_failure_then_success(auth, creds, sim):
 def test_unreachable_endpoint_is_unavailable(creds):
     auth = TrackunitAuth(f"http://127.0.0.1:{free_port()}/apptoken")
     refused(auth, creds, AuthUnavailable)
+
+
+class DrippingEndpoint:
+    """A token endpoint that sends its headers at once, then its body one byte at a time.
+
+    Each byte comes well inside the read timeout, so only a deadline on the whole body stops the read.
+    """
+
+    def __init__(self, body_size: int = 200, interval: float = 0.05) -> None:
+        self.body_size, self.interval = body_size, interval
+        self.sent = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/apptoken"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % self.body_size)
+            try:
+                for _ in range(self.body_size):
+                    conn.sendall(b" ")
+                    self.sent += 1
+                    time.sleep(self.interval)
+            except OSError:  # the client hung up
+                pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_body_that_drips_in_is_given_up_at_the_deadline(monkeypatch):
+    monkeypatch.setattr(tunables, "TRACKUNIT_BODY_DEADLINE", 0.5)
+    endpoint = DrippingEndpoint(body_size=200, interval=0.05)  # 10 s in all, a byte every 50 ms
+    try:
+        with pytest.raises(AuthUnavailable):
+            TrackunitAuth(endpoint.url).fetch_token("client", "secret", SCOPES)
+        endpoint.thread.join(timeout=15)
+        assert 0 < endpoint.sent < 100  # the client stopped reading long before the end of the body
+    finally:
+        endpoint.close()
