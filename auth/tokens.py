@@ -160,23 +160,31 @@ class TokenService:
             if waited:
                 metrics.SINGLE_FLIGHT_WAITS.labels("failure_shared" if failure else "fetched").inc()
             _raise_shared(failure)
-            record, creds = self._gate(account_id, slot, check_failure=False)
+            record, creds = self._load(account_id)
             token = self._fetch(record, creds, scopes, slot, forced=forced)
             return self._issue(account_id, token, "fetched", self.clock())
         finally:
             _release(lock)
 
-    def _gate(self, account_id: str, slot: str, *, check_failure: bool = True) -> tuple[AccountRecord, Credentials]:
-        """Refuse early: unknown account, revoked within its cool-down, a shared recent failure."""
-        if check_failure:
-            _raise_shared(self.cache.peek(account_id, slot)[1])
+    def _gate(self, account_id: str, slot: str) -> None:
+        """Refuse early, before queueing on the lock: a shared recent failure, unknown account, revoked.
+
+        Reads the record's summary only: the credentials are opened once, under the lock.
+        """
+        _raise_shared(self.cache.peek(account_id, slot)[1])
+        self._check_record(self.accounts.get(account_id))
+
+    def _load(self, account_id: str) -> tuple[AccountRecord, Credentials]:
+        """The record and its credentials, checked again under the lock (it may have changed meanwhile)."""
         loaded = self.accounts.load(account_id)
-        if loaded is None:
+        self._check_record(loaded[0] if loaded else None)
+        return loaded
+
+    def _check_record(self, record: AccountRecord | None) -> None:
+        if record is None:
             raise AccountNotFound()
-        record, creds = loaded
         if record.status == REVOKED and record.revoked_until and self.clock() < record.revoked_until:
             raise CredentialsRevoked(retry_after=int(record.revoked_until - self.clock()) + 1)
-        return record, creds
 
     def _fetch(
         self, record: AccountRecord, creds: Credentials, scopes: tuple[str, ...], slot: str, *, forced: bool = False
