@@ -9,6 +9,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+import click
 import redis
 from flask import Flask
 
@@ -21,7 +22,7 @@ from auth.identity import IdentityVerifier
 from auth.localcache import LocalTokenCache
 from auth.tokens import TokenService
 from auth.trackunit import TrackunitAuth
-from config import ApiKey, Config
+from config import ApiKey, Config, ConfigError
 from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
 from vault.invalidation import InvalidationListener
@@ -79,9 +80,19 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     )
 
 
+def _config_from_environment() -> Config:
+    """The configuration from `os.environ`; under `flask --app app …` an error is one line, not a traceback."""
+    try:
+        return Config.from_env(os.environ)
+    except ConfigError as exc:
+        if click.get_current_context(silent=True) is None:
+            raise  # wsgi.py and gunicorn's on_starting print it their own way
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
 def create_app(config: Config | Mapping[str, str] | None = None, *, redis_client: redis.Redis | None = None) -> Flask:
     if config is None:
-        config = Config.from_env(os.environ)
+        config = _config_from_environment()
     elif not isinstance(config, Config):
         config = Config.from_env(config)
     logs.configure(config.secrets)

@@ -80,6 +80,14 @@ def test_keygen_needs_no_configuration():
     assert flask.returncode != 0 and "REDIS_URL is missing" in flask.stderr and not flask.stdout.strip()
 
 
+def test_flask_app_factory_without_configuration_says_what_is_missing_in_one_line():
+    # `flask --app app` calls create_app() itself: a missing variable is one line, never a traceback.
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "vault", "check"], cwd=ROOT,
+                          env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and not done.stdout.strip()
+    assert done.stderr.strip() == "Error: configuration error: REDIS_URL is missing"
+
+
 # vault rotate -----------------------------------------------------------------------------------------
 
 
