@@ -42,7 +42,6 @@ REFRESH_AHEAD_SECONDS = 30.0  # refresh this long before the cache entry expires
 REFRESH_AHEAD_FRACTION = 0.04
 REFRESH_BACKOFF_SECONDS = 5  # after a failed refresh-ahead, wait before the next try
 REFRESH_ATTEMPT_INTERVAL = 1.0  # a process asks Redis for a slot's refresh-ahead lock at most this often
-FORCED_REFRESH_INTERVAL = 5.0  # a forced refresh calls Trackunit at most once per slot this often
 FAILURE_TTL_UNAVAILABLE = 5  # cold waiters share one failure instead of stampeding
 FAILURE_TTL_SCOPE_NOT_GRANTED = 30
 

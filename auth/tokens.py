@@ -118,11 +118,9 @@ class TokenService:
             return self._serve(account_id, scopes, slot, cached, now)
         if not force_refresh:
             return self._fetch_once(account_id, scopes, slot, seen=None)
-        if cached is not None and cached.cached_until > now and _forced_recently(cached, now):
-            return self._issue(account_id, cached, "cache", now)
         self.local.invalidate(account_id)
         try:
-            return self._fetch_once(account_id, scopes, slot, seen=cached, forced=True)
+            return self._fetch_once(account_id, scopes, slot, seen=cached)
         finally:
             # Again after the new token is stored: whatever this process read before it is forgotten.
             self.local.invalidate(account_id)
@@ -137,7 +135,7 @@ class TokenService:
         return self._issue(account_id, cached, "cache", now)
 
     def _fetch_once(
-        self, account_id: str, scopes: tuple[str, ...], slot: str, *, seen: CachedToken | None, forced: bool = False
+        self, account_id: str, scopes: tuple[str, ...], slot: str, *, seen: CachedToken | None
     ) -> IssuedToken:
         """Single-flight: under the slot's lock, fetch unless someone else just did."""
         self._gate(account_id, slot)
@@ -151,9 +149,7 @@ class TokenService:
         try:
             cached, failure = self.cache.peek(account_id, slot)
             now = self.clock()
-            if cached is not None and cached.cached_until > now and (
-                seen is None or cached != seen or (forced and _forced_recently(cached, now))
-            ):
+            if cached is not None and cached.cached_until > now and (seen is None or cached != seen):
                 if waited:
                     metrics.SINGLE_FLIGHT_WAITS.labels("served").inc()
                 return self._issue(account_id, cached, "cache", now)
@@ -161,7 +157,7 @@ class TokenService:
                 metrics.SINGLE_FLIGHT_WAITS.labels("failure_shared" if failure else "fetched").inc()
             _raise_shared(failure)
             record, creds = self._load(account_id)
-            token = self._fetch(record, creds, scopes, slot, forced=forced)
+            token = self._fetch(record, creds, scopes, slot)
             return self._issue(account_id, token, "fetched", self.clock())
         finally:
             _release(lock)
@@ -187,7 +183,7 @@ class TokenService:
             raise CredentialsRevoked(retry_after=int(record.revoked_until - self.clock()) + 1)
 
     def _fetch(
-        self, record: AccountRecord, creds: Credentials, scopes: tuple[str, ...], slot: str, *, forced: bool = False
+        self, record: AccountRecord, creds: Credentials, scopes: tuple[str, ...], slot: str
     ) -> CachedToken:
         """Ask Trackunit, then cache the token, or record what went wrong."""
         account_id, generation = record.account_id, record.generation
@@ -206,13 +202,13 @@ class TokenService:
         except (AuthUnavailable, AuthError) as exc:
             self._share_failure(record, slot, exc, tunables.FAILURE_TTL_UNAVAILABLE)
             raise
-        token = self._cacheable(grant, scopes, forced=forced)
+        token = self._cacheable(grant, scopes)
         if not self.cache.put(account_id, generation, slot, token):
             # Deleted or re-installed while we fetched: these credentials are no longer the account's.
             raise AuthUnavailable("The account changed during the token fetch; retry.", retry_after=1)
         return token
 
-    def _cacheable(self, grant: TokenGrant, scopes: tuple[str, ...], *, forced: bool = False) -> CachedToken:
+    def _cacheable(self, grant: TokenGrant, scopes: tuple[str, ...]) -> CachedToken:
         now = self.clock()
         ttl, window = cache_lifetime(grant.expires_in, self.expiry_margin)
         return CachedToken(
@@ -221,7 +217,6 @@ class TokenService:
             scope=grant.scope or " ".join(scopes),
             cached_until=now + ttl,
             refresh_from=now + ttl - window,
-            forced_at=now if forced else None,
         )
 
     def _share_failure(self, record: AccountRecord, slot: str, exc: VaultError, ttl: int) -> None:
@@ -310,16 +305,6 @@ class TokenService:
             self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="refresh")
             self._executor_pid = os.getpid()
         return self._executor
-
-
-def _forced_recently(token: CachedToken, now: float) -> bool:
-    """A token that a forced refresh fetched moments ago is served to the next forced refresh too.
-
-    A client retrying `force_refresh=true` in a loop (or many clients after one upstream 401)
-    costs Trackunit one call per slot per FORCED_REFRESH_INTERVAL, not one per request. A forced
-    refresh of a token that was fetched normally always calls Trackunit.
-    """
-    return token.forced_at is not None and now - token.forced_at < tunables.FORCED_REFRESH_INTERVAL
 
 
 def _raise_shared(failure: Failure | None) -> None:

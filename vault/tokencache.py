@@ -52,7 +52,6 @@ class CachedToken:
     scope: str
     cached_until: float  # epoch seconds: when the cache entry (and our promise to callers) ends
     refresh_from: float  # epoch seconds: from here on one request refreshes it ahead of time
-    forced_at: float | None = None  # epoch seconds, when a force_refresh fetched it (caps forced fetches)
 
     def remaining(self, now: float) -> int:
         return max(0, int(self.cached_until - now))
@@ -104,11 +103,10 @@ class TokenCache:
         ttl_ms = int((token.cached_until - self.clock()) * 1000)
         if ttl_ms <= 0:
             return True
-        fields = {"t": token.access_token, "y": token.token_type, "s": token.scope, "u": token.cached_until,
-                  "r": token.refresh_from}
-        if token.forced_at is not None:
-            fields["f"] = token.forced_at
-        value = json.dumps(fields).encode()
+        value = json.dumps(
+            {"t": token.access_token, "y": token.token_type, "s": token.scope, "u": token.cached_until,
+             "r": token.refresh_from}
+        ).encode()
         sealed = self.sealer.seal(value, aad=self._aad(account_id, slot))
         return self._write(account_id, generation, "token", slot, sealed, ttl_ms, activate=True)
 
@@ -148,7 +146,6 @@ class TokenCache:
             return CachedToken(
                 access_token=data["t"], token_type=data["y"], scope=data["s"],
                 cached_until=float(data["u"]), refresh_from=float(data["r"]),
-                forced_at=float(data["f"]) if data.get("f") is not None else None,
             )
         except (SealError, ValueError, KeyError, TypeError) as exc:
             # A cache entry that does not open is treated as a miss: the token is simply fetched again.

@@ -329,22 +329,7 @@ def test_refresh_ahead_serves_the_old_token_while_one_background_refresh_runs(en
     assert sim.token_requests == 3
 
 
-# Caps on calls ---------------------------------------------------------------------------------
-
-
-def test_forced_refreshes_in_a_row_call_trackunit_once_per_interval(client, auth_headers, sim, monkeypatch):
-    monkeypatch.setattr(tunables, "FORCED_REFRESH_INTERVAL", 1.0)
-    install(client, sim, ACCOUNT)
-    fetched = ok_token(client, auth_headers)["access_token"]
-    forced = ok_token(client, auth_headers, force_refresh="true")["access_token"]  # a fetched token: always refreshed
-    assert forced != fetched and sim.token_requests == 2
-    # A client retrying force_refresh in a loop gets the token the first one fetched, without a call.
-    assert {ok_token(client, auth_headers, force_refresh="true")["access_token"] for _ in range(10)} == {forced}
-    assert sim.token_requests == 2
-    time.sleep(1.1)
-    again = ok_token(client, auth_headers, force_refresh="true")["access_token"]
-    assert again not in (fetched, forced) and sim.token_requests == 3
-    assert ok_token(client, auth_headers)["access_token"] == again
+# Caps on Redis calls ---------------------------------------------------------------------------------
 
 
 def test_hits_in_the_refresh_window_ask_redis_for_the_refresh_lock_at_most_once_per_interval(
