@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 
 import pytest
 import requests
@@ -23,7 +24,25 @@ def redis_server():
     server = RedisServer()
     server.start()
     yield server
+    _stop_invalidation_listeners()
     server.stop()
+
+
+def _stop_invalidation_listeners() -> None:
+    """Stop the listener threads of apps that tests did not close, before their Redis goes away.
+
+    Otherwise they log "subscription lost" after pytest has closed its streams (a logging error).
+    """
+    import gc
+
+    from vault.invalidation import InvalidationListener
+
+    listeners = [obj for obj in gc.get_objects() if isinstance(obj, InvalidationListener)]
+    for listener in listeners:
+        listener.stop()
+    for thread in threading.enumerate():
+        if thread.name == "itv-invalidation":
+            thread.join(timeout=2)
 
 
 @pytest.fixture
