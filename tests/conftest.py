@@ -28,6 +28,18 @@ def redis_server():
     server.stop()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_listener_outlives_its_module(request):
+    """Apps that a module's tests built without closing stop listening when the module ends.
+
+    A stray listener reconnecting in the background (redis-py's jittered backoff uses `random`)
+    would otherwise run beside later tests, Hypothesis's among them.
+    """
+    yield
+    if "integration" in str(request.node.path):
+        _stop_invalidation_listeners()
+
+
 def _stop_invalidation_listeners() -> None:
     """Stop the listener threads of apps that tests did not close, before their Redis goes away.
 
