@@ -37,11 +37,16 @@ REVOKED = "revoked"
 # stored in pieces of at most this size, `cred.0`, `cred.1`, … (issue 5: ≤ 512 B per record).
 CRED_PIECE = 64
 CRED_FIELD = "cred."
-LEGACY_CRED_FIELD = "cred"  # one field, as written before the pieces; still read, replaced on write
+# One field, as written before the pieces. Still read, and preferred over pieces: this code
+# deletes it on every write, so its presence means a release from before the pieces wrote it
+# last (during a rolling deploy), and any pieces beside it are older.
+LEGACY_CRED_FIELD = "cred"
 
-# Lua: the sealed value of an account hash, joined from its pieces (or the legacy field).
+# Lua: the sealed value of an account hash: the legacy field if present, else the pieces joined.
 SEALED_LUA = """
 local function sealed_of(key)
+  local legacy = redis.call('HGET', key, 'cred')
+  if legacy then return legacy end
   local parts, n = {}, 0
   while true do
     local part = redis.call('HGET', key, 'cred.' .. n)
@@ -49,7 +54,7 @@ local function sealed_of(key)
     parts[#parts + 1] = part
     n = n + 1
   end
-  if n == 0 then return redis.call('HGET', key, 'cred') end
+  if n == 0 then return false end
   return table.concat(parts)
 end
 """
@@ -62,10 +67,10 @@ local existed = redis.call('EXISTS', KEYS[1])
 local installed = redis.call('HGET', KEYS[1], 'installed') or ARGV[2]
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
 redis.call('DEL', KEYS[1], KEYS[2])
-local fields = {'app', ARGV[1], 'status', 'active', 'installed', installed, 'updated', ARGV[2],
-                'gen', redis.call('INCR', KEYS[5])}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HSET', KEYS[1], 'app', ARGV[1], 'status', 'active', 'installed', installed, 'updated', ARGV[2],
+           'gen', redis.call('INCR', KEYS[5]))
+-- One piece per call: unpack() of a long list would overflow Lua's stack.
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
 redis.call('SREM', KEYS[4], ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[3])
@@ -131,12 +136,13 @@ def sealed_fields_args(sealed: bytes) -> list[bytes | str]:
 
 def join_sealed(fields: Mapping[bytes, bytes]) -> bytes | None:
     """The sealed value from an account hash as HGETALL returns it; None if it has none."""
+    legacy = fields.get(LEGACY_CRED_FIELD.encode())
+    if legacy is not None:
+        return legacy  # see LEGACY_CRED_FIELD
     parts = []
     while (part := fields.get(f"{CRED_FIELD}{len(parts)}".encode())) is not None:
         parts.append(part)
-    if not parts:
-        return fields.get(LEGACY_CRED_FIELD.encode())
-    return b"".join(parts)
+    return b"".join(parts) if parts else None
 
 
 def valid_account_id(account_id: str) -> bool:

@@ -62,10 +62,8 @@ if sealed_of(KEYS[1]) ~= ARGV[2] or redis.call('HGET', KEYS[1], 'app') ~= ARGV[1
   return 0
 end
 redis.call('HDEL', KEYS[1], 'cred')
-local fields = {}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-local n = #fields / 2  -- the same plaintext seals to the same size, but never leave a stale piece behind
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end  -- not unpack(): stack bound
+local n = (#ARGV - 2) / 2  -- the same plaintext seals to the same size, but never leave a stale piece behind
 while redis.call('HDEL', KEYS[1], 'cred.' .. n) == 1 do n = n + 1 end
 return 1
 """

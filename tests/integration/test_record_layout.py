@@ -7,7 +7,7 @@ import uuid
 from tests.conftest import APP_ID, OLD_KEY, VAULT_KEY
 from tests.integration.test_rotation import KEYS, NEW_ID, repository, rotation
 from tests.support.records import read_sealed
-from vault.accounts import CRED_FIELD, CRED_PIECE, Credentials
+from vault.accounts import CRED_FIELD, CRED_PIECE, Credentials, credentials_aad
 from vault.rotation import RESEALED
 from vault.seal import Sealer
 
@@ -67,3 +67,34 @@ def test_a_record_written_as_one_field_still_opens_and_rotation_moves_it_to_piec
     assert b"cred" not in redis_client.hkeys(key)
     assert Sealer.key_id_of(read_sealed(redis_client, key)) == NEW_ID
     assert repository(redis_client, VAULT_KEY).load("acc-1")[1] == Credentials("client-1", "secret-1")
+
+
+def test_a_one_field_write_by_an_older_release_wins_over_the_pieces_beside_it(redis_client):
+    """During a rolling deploy a release from before the pieces re-installs by setting `cred` alone.
+
+    Its write is the newer one: the pieces left beside it must not be read, and rotation must keep it.
+    """
+    repo = repository(redis_client, OLD_KEY)
+    repo.install("acc-1", APP_ID, Credentials("client-old", "secret-old" * 20))  # more pieces than the newer value
+    stale = len(pieces(redis_client, "acc-1"))
+    newer = repo.sealer.seal(b'{"id": "client-new", "secret": "secret-new"}', aad=credentials_aad(APP_ID, "acc-1"))
+    redis_client.hset(KEYS.key_for("acc-1"), "cred", newer)  # what the older release's install writes
+
+    assert repo.load("acc-1")[1] == Credentials("client-new", "secret-new")
+    report = rotation(redis_client, VAULT_KEY, OLD_KEY).rotate()
+
+    assert report.total(RESEALED) == 1
+    names = pieces(redis_client, "acc-1")
+    assert b"cred" not in names and 0 < len(names) < stale
+    assert names == sorted(f"{CRED_FIELD}{n}".encode() for n in range(len(names)))
+    assert repository(redis_client, VAULT_KEY).load("acc-1")[1] == Credentials("client-new", "secret-new")
+
+
+def test_a_record_of_thousands_of_pieces_installs_opens_and_rotates(redis_client):
+    """The scripts set the pieces one by one: Lua's unpack() of ~8000 values would overflow its stack."""
+    secret = "s" * 400_000
+    repository(redis_client, OLD_KEY).install("acc-1", APP_ID, Credentials("client", secret))
+    assert len(pieces(redis_client, "acc-1")) > 6000
+
+    assert rotation(redis_client, VAULT_KEY, OLD_KEY).rotate().total(RESEALED) == 1
+    assert repository(redis_client, VAULT_KEY).load("acc-1")[1].client_secret == secret
