@@ -7,10 +7,12 @@ nothing returned or raised ever contains the client secret.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Sequence
 
@@ -97,7 +99,8 @@ class TrackunitAuth:
             response = self.session.post(
                 self.token_url,
                 data=form,
-                headers={"Accept": "application/json"},
+                # identity: the answer is a few hundred bytes, and a decoder is one more thing to bound
+                headers={"Accept": "application/json", "Accept-Encoding": "identity"},
                 timeout=(tunables.TRACKUNIT_CONNECT_TIMEOUT, tunables.TRACKUNIT_READ_TIMEOUT),
                 allow_redirects=False,
                 stream=True,  # read the body ourselves, bounded by MAX_TOKEN_RESPONSE_BYTES
@@ -146,20 +149,39 @@ def _json_body(response: requests.Response) -> object:
 
 
 def _read_bounded(response: requests.Response) -> bytes | None:
-    """The body, or None if it is over MAX_TOKEN_RESPONSE_BYTES; AuthUnavailable past the deadline."""
-    deadline = time.monotonic() + tunables.TRACKUNIT_BODY_DEADLINE
+    """The body, or None if it is over MAX_TOKEN_RESPONSE_BYTES; AuthUnavailable past the deadline.
+
+    The read timeout bounds each socket read, not the body, and one read call may wait on many
+    socket reads (a chunk-size line, a gzip header). So a watchdog shuts the socket down at the
+    deadline (urllib3's `HTTPResponse.shutdown`, made to unblock a read from another thread),
+    which ends any read in progress. Token fetches are rare, so a timer thread each costs nothing.
+    """
+    expired = threading.Event()
+
+    def hang_up() -> None:
+        expired.set()
+        with contextlib.suppress(Exception):  # already released to the pool: the body was read in time
+            response.raw.shutdown()
+
+    watchdog = threading.Timer(tunables.TRACKUNIT_BODY_DEADLINE, hang_up)
+    watchdog.daemon = True
+    watchdog.start()
     chunks: list[bytes] = []
     size = 0
-    # read1: at most one socket read per call (each bounded by the read timeout), so the deadline is checked
-    # between reads; read() would keep reading until it has the whole amount.
-    while chunk := response.raw.read1(tunables.BODY_READ_CHUNK, decode_content=True):
-        size += len(chunk)
-        if size > tunables.MAX_TOKEN_RESPONSE_BYTES:
-            return None
-        chunks.append(chunk)
-        if time.monotonic() > deadline:
-            log.warning("token endpoint answer still arriving after %ss: given up", tunables.TRACKUNIT_BODY_DEADLINE)
-            raise AuthUnavailable("Trackunit's token endpoint answered too slowly.")
+    try:
+        while chunk := response.raw.read1(tunables.BODY_READ_CHUNK, decode_content=True):
+            size += len(chunk)
+            if size > tunables.MAX_TOKEN_RESPONSE_BYTES:
+                return None
+            chunks.append(chunk)
+    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError):
+        if not expired.is_set():
+            raise
+    finally:
+        watchdog.cancel()
+    if expired.is_set():
+        log.warning("token endpoint answer still arriving after %ss: given up", tunables.TRACKUNIT_BODY_DEADLINE)
+        raise AuthUnavailable("Trackunit's token endpoint answered too slowly.")
     return b"".join(chunks)
 
 

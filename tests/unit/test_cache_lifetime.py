@@ -214,25 +214,41 @@ class DrippingEndpoint:
     """A token endpoint that sends its headers at once, then its body one byte at a time.
 
     Each byte comes well inside the read timeout, so only a deadline on the whole body stops the read.
+    `framing` picks how the body is framed: a Content-Length; a chunked body whose first chunk-size
+    line has a dripped extension (a reader that waits for the whole line does not return); or a gzip
+    header whose comment field is dripped (a decoding reader has no output to return until it ends).
     """
 
-    def __init__(self, body_size: int = 200, interval: float = 0.05) -> None:
-        self.body_size, self.interval = body_size, interval
+    FRAMINGS = ("length", "chunked", "gzip")
+
+    def __init__(self, framing: str = "length", body_size: int = 200, interval: float = 0.05) -> None:
+        self.framing, self.body_size, self.interval = framing, body_size, interval
         self.sent = 0
+        self.request = b""
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/apptoken"
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
+    def _head(self) -> bytes:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        if self.framing == "chunked":
+            return head + b"Transfer-Encoding: chunked\r\n\r\n10;ext="
+        if self.framing == "gzip":
+            # magic, deflate, FCOMMENT, mtime, xfl, os; then the comment, dripped
+            gzip_header = b"\x1f\x8b\x08\x10" + b"\x00" * 4 + b"\x00\x03"
+            return head + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (
+                len(gzip_header) + self.body_size, gzip_header)
+        return head + b"Content-Length: %d\r\n\r\n" % self.body_size
+
     def _serve(self) -> None:
         conn, _ = self.server.accept()
         with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n" % self.body_size)
+            self.request = conn.recv(65536)
+            conn.sendall(self._head())
             try:
                 for _ in range(self.body_size):
-                    conn.sendall(b" ")
+                    conn.sendall(b" " if self.framing == "length" else b"c")
                     self.sent += 1
                     time.sleep(self.interval)
             except OSError:  # the client hung up
@@ -242,13 +258,29 @@ class DrippingEndpoint:
         self.server.close()
 
 
-def test_a_body_that_drips_in_is_given_up_at_the_deadline(monkeypatch):
+@pytest.mark.parametrize("framing", DrippingEndpoint.FRAMINGS)
+def test_a_body_that_drips_in_is_given_up_at_the_deadline(monkeypatch, framing):
     monkeypatch.setattr(tunables, "TRACKUNIT_BODY_DEADLINE", 0.5)
-    endpoint = DrippingEndpoint(body_size=200, interval=0.05)  # 10 s in all, a byte every 50 ms
+    endpoint = DrippingEndpoint(framing, body_size=200, interval=0.05)  # 10 s in all, a byte every 50 ms
     try:
-        with pytest.raises(AuthUnavailable):
+        started = time.monotonic()
+        with pytest.raises(AuthUnavailable, match="too slowly"):
             TrackunitAuth(endpoint.url).fetch_token("client", "secret", SCOPES)
+        given_up_after = time.monotonic() - started
         endpoint.thread.join(timeout=15)
         assert 0 < endpoint.sent < 100  # the client stopped reading long before the end of the body
+        assert given_up_after < 5  # not a speed threshold: the body would have taken 10 s
+    finally:
+        endpoint.close()
+
+
+def test_the_token_request_asks_for_an_uncompressed_answer():
+    """The answer is a few hundred bytes: nothing to gain from gzip, and a decoder to keep bounded."""
+    endpoint = DrippingEndpoint(body_size=1, interval=0)
+    try:
+        with pytest.raises(AuthError):  # one space is not a token answer
+            TrackunitAuth(endpoint.url).fetch_token("client", "secret", SCOPES)
+        endpoint.thread.join(timeout=15)
+        assert b"\r\naccept-encoding: identity\r\n" in endpoint.request.lower()
     finally:
         endpoint.close()
