@@ -80,7 +80,7 @@ class TrackunitAuth:
         started = time.monotonic()
         outcome = "ok"
         try:
-            return self._fetch(client_id, client_secret, scopes)
+            return self._fetch(client_id, client_secret, scopes, started)
         except VaultError as exc:
             outcome = exc.code
             raise
@@ -88,7 +88,7 @@ class TrackunitAuth:
             metrics.TRACKUNIT_SECONDS.observe(time.monotonic() - started)
             metrics.TRACKUNIT_CALLS.labels(outcome).inc()
 
-    def _fetch(self, client_id: str, client_secret: str, scopes: Sequence[str]) -> TokenGrant:
+    def _fetch(self, client_id: str, client_secret: str, scopes: Sequence[str], started: float) -> TokenGrant:
         form = {
             "grant_type": "client_credentials",
             "client_id": client_id,
@@ -110,12 +110,18 @@ class TrackunitAuth:
             log.warning("token endpoint unreachable: %s", type(exc).__name__)
             raise AuthUnavailable("Trackunit's token endpoint could not be reached.") from None
         with response:
-            return _interpret(response)
+            return _interpret(response, body_seconds(time.monotonic() - started))
 
 
-def _interpret(response: requests.Response) -> TokenGrant:
+def body_seconds(elapsed: float) -> float:
+    """How long the body may take, once the headers came after `elapsed` seconds (retries included)."""
+    left = tunables.TRACKUNIT_FETCH_DEADLINE - elapsed
+    return min(tunables.TRACKUNIT_BODY_DEADLINE, max(tunables.TRACKUNIT_BODY_MIN_SECONDS, left))
+
+
+def _interpret(response: requests.Response, body_deadline: float) -> TokenGrant:
     status = response.status_code
-    body = _json_body(response)
+    body = _json_body(response, body_deadline)
     if status in RETRY_STATUSES or status >= 500:  # every 5xx is "down" to the caller; the usual ones were retried
         raise AuthUnavailable(
             f"Trackunit's token endpoint answered {status}.",
@@ -133,9 +139,9 @@ def _interpret(response: requests.Response) -> TokenGrant:
     raise AuthError(f"Trackunit's token endpoint answered {status} ({code or 'no error code'}).")
 
 
-def _json_body(response: requests.Response) -> object:
+def _json_body(response: requests.Response, deadline: float) -> object:
     try:
-        raw = _read_bounded(response)
+        raw = _read_bounded(response, deadline)
     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
         # urllib3 errors (a read timeout mid-body) surface here as their own types.
         log.warning("token endpoint answer could not be read: %s", type(exc).__name__)
@@ -148,8 +154,8 @@ def _json_body(response: requests.Response) -> object:
         return None
 
 
-def _read_bounded(response: requests.Response) -> bytes | None:
-    """The body, or None if it is over MAX_TOKEN_RESPONSE_BYTES; AuthUnavailable past the deadline.
+def _read_bounded(response: requests.Response, deadline: float) -> bytes | None:
+    """The body, or None if it is over MAX_TOKEN_RESPONSE_BYTES; AuthUnavailable after `deadline` seconds.
 
     The read timeout bounds each socket read, not the body, and one read call may wait on many
     socket reads (a chunk-size line, a gzip header). So a watchdog shuts the socket down at the
@@ -163,7 +169,7 @@ def _read_bounded(response: requests.Response) -> bytes | None:
         with contextlib.suppress(Exception):  # already released to the pool: the body was read in time
             response.raw.shutdown()
 
-    watchdog = threading.Timer(tunables.TRACKUNIT_BODY_DEADLINE, hang_up)
+    watchdog = threading.Timer(deadline, hang_up)
     watchdog.daemon = True
     watchdog.start()
     chunks: list[bytes] = []
@@ -180,7 +186,7 @@ def _read_bounded(response: requests.Response) -> bytes | None:
     finally:
         watchdog.cancel()
     if expired.is_set():
-        log.warning("token endpoint answer still arriving after %ss: given up", tunables.TRACKUNIT_BODY_DEADLINE)
+        log.warning("token endpoint answer still arriving after %.1fs: given up", deadline)
         raise AuthUnavailable("Trackunit's token endpoint answered too slowly.")
     return b"".join(chunks)
 

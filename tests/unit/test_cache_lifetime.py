@@ -11,7 +11,7 @@ import pytest
 
 import tunables
 from auth.tokens import cache_lifetime
-from auth.trackunit import TokenGrant, TrackunitAuth
+from auth.trackunit import TokenGrant, TrackunitAuth, body_seconds
 from errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted
 from tests.support.redis_server import free_port
 
@@ -221,8 +221,10 @@ class DrippingEndpoint:
 
     FRAMINGS = ("length", "chunked", "gzip")
 
-    def __init__(self, framing: str = "length", body_size: int = 200, interval: float = 0.05) -> None:
-        self.framing, self.body_size, self.interval = framing, body_size, interval
+    def __init__(
+        self, framing: str = "length", body_size: int = 200, interval: float = 0.05, header_delay: float = 0.0
+    ) -> None:
+        self.framing, self.body_size, self.interval, self.header_delay = framing, body_size, interval, header_delay
         self.sent = 0
         self.request = b""
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -245,6 +247,7 @@ class DrippingEndpoint:
         conn, _ = self.server.accept()
         with conn:
             self.request = conn.recv(65536)
+            time.sleep(self.header_delay)
             conn.sendall(self._head())
             try:
                 for _ in range(self.body_size):
@@ -272,6 +275,39 @@ def test_a_body_that_drips_in_is_given_up_at_the_deadline(monkeypatch, framing):
         assert given_up_after < 5  # not a speed threshold: the body would have taken 10 s
     finally:
         endpoint.close()
+
+
+def test_a_body_gets_only_what_is_left_of_the_fetch_deadline(monkeypatch):
+    """Headers that come late (after retries, say) leave the body less time: the fetch as a whole is bounded."""
+    monkeypatch.setattr(tunables, "TRACKUNIT_FETCH_DEADLINE", 1.0)
+    endpoint = DrippingEndpoint(body_size=200, interval=0.05, header_delay=0.8)
+    try:
+        with pytest.raises(AuthUnavailable, match="too slowly"):
+            TrackunitAuth(endpoint.url).fetch_token("client", "secret", SCOPES)
+        endpoint.thread.join(timeout=15)
+        # at most TRACKUNIT_BODY_MIN_SECONDS of drip (~10 bytes), not TRACKUNIT_BODY_DEADLINE's 5 s (~100)
+        assert 0 < endpoint.sent < 30
+    finally:
+        endpoint.close()
+
+
+@pytest.mark.parametrize(
+    "elapsed, seconds",
+    [(0.0, 5.0), (8.0, 5.0), (10.0, 3.0), (12.9, 0.5), (30.0, 0.5)],
+)
+def test_the_body_deadline_is_what_is_left_of_the_fetch_deadline_within_bounds(elapsed, seconds):
+    assert (tunables.TRACKUNIT_FETCH_DEADLINE, tunables.TRACKUNIT_BODY_DEADLINE) == (13.0, 5.0)
+    assert body_seconds(elapsed) == pytest.approx(seconds)
+
+
+def test_a_hanging_endpoint_is_given_up_inside_the_token_request_budget():
+    """Three attempts that each time out, the backoff between them (over-estimated), then a body."""
+    attempts = 1 + tunables.TRACKUNIT_RETRIES
+    backoff = sum(min(tunables.TRACKUNIT_BACKOFF_MAX, tunables.TRACKUNIT_BACKOFF_FACTOR * 2 ** n)
+                  + tunables.TRACKUNIT_BACKOFF_JITTER for n in range(1, attempts))
+    headers = attempts * tunables.TRACKUNIT_READ_TIMEOUT + backoff
+    assert headers < tunables.TRACKUNIT_FETCH_DEADLINE
+    assert max(tunables.TRACKUNIT_FETCH_DEADLINE, headers + tunables.TRACKUNIT_BODY_MIN_SECONDS) < tunables.TOKEN_REQUEST_BUDGET
 
 
 def test_the_token_request_asks_for_an_uncompressed_answer():
