@@ -7,21 +7,19 @@ nothing returned or raised ever contains the client secret.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Sequence
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 
 import metrics
 import tunables
+from auth.deadline import DeadlineAdapter, DeadlinePassed, FetchDeadline
 from httpretry import BudgetRetry, retry_after_seconds
 from errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted, VaultError
 
@@ -62,7 +60,7 @@ def build_session() -> requests.Session:
     )
     session = requests.Session()
     session.trust_env = False  # no proxy or .netrc credentials picked up from the environment
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = DeadlineAdapter(max_retries=retry)  # so that a FetchDeadline can cut its connections
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -80,7 +78,8 @@ class TrackunitAuth:
         started = time.monotonic()
         outcome = "ok"
         try:
-            return self._fetch(client_id, client_secret, scopes, started)
+            with FetchDeadline(tunables.TRACKUNIT_FETCH_DEADLINE) as deadline:
+                return self._fetch(client_id, client_secret, scopes, deadline)
         except VaultError as exc:
             outcome = exc.code
             raise
@@ -88,7 +87,7 @@ class TrackunitAuth:
             metrics.TRACKUNIT_SECONDS.observe(time.monotonic() - started)
             metrics.TRACKUNIT_CALLS.labels(outcome).inc()
 
-    def _fetch(self, client_id: str, client_secret: str, scopes: Sequence[str], started: float) -> TokenGrant:
+    def _fetch(self, client_id: str, client_secret: str, scopes: Sequence[str], deadline: FetchDeadline) -> TokenGrant:
         form = {
             "grant_type": "client_credentials",
             "client_id": client_id,
@@ -105,23 +104,24 @@ class TrackunitAuth:
                 allow_redirects=False,
                 stream=True,  # read the body ourselves, bounded by MAX_TOKEN_RESPONSE_BYTES
             )
-        except requests.RequestException as exc:
+        except (requests.RequestException, DeadlinePassed) as exc:
+            _raise_if_expired(deadline)
             # The exception text names the URL, never the form body.
             log.warning("token endpoint unreachable: %s", type(exc).__name__)
             raise AuthUnavailable("Trackunit's token endpoint could not be reached.") from None
         with response:
-            return _interpret(response, body_seconds(time.monotonic() - started))
+            return _interpret(response, deadline)
 
 
-def body_seconds(elapsed: float) -> float:
-    """How long the body may take, once the headers came after `elapsed` seconds (retries included)."""
-    left = tunables.TRACKUNIT_FETCH_DEADLINE - elapsed
-    return min(tunables.TRACKUNIT_BODY_DEADLINE, max(tunables.TRACKUNIT_BODY_MIN_SECONDS, left))
+def _raise_if_expired(deadline: FetchDeadline) -> None:
+    if deadline.expired:
+        log.warning("token endpoint still answering after %ss: given up", deadline.seconds)
+        raise AuthUnavailable("Trackunit's token endpoint answered too slowly.")
 
 
-def _interpret(response: requests.Response, body_deadline: float) -> TokenGrant:
+def _interpret(response: requests.Response, deadline: FetchDeadline) -> TokenGrant:
     status = response.status_code
-    body = _json_body(response, body_deadline)
+    body = _json_body(response, deadline)
     if status in RETRY_STATUSES or status >= 500:  # every 5xx is "down" to the caller; the usual ones were retried
         raise AuthUnavailable(
             f"Trackunit's token endpoint answered {status}.",
@@ -139,13 +139,15 @@ def _interpret(response: requests.Response, body_deadline: float) -> TokenGrant:
     raise AuthError(f"Trackunit's token endpoint answered {status} ({code or 'no error code'}).")
 
 
-def _json_body(response: requests.Response, deadline: float) -> object:
+def _json_body(response: requests.Response, deadline: FetchDeadline) -> object:
     try:
-        raw = _read_bounded(response, deadline)
+        raw = _read_bounded(response)
     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+        _raise_if_expired(deadline)
         # urllib3 errors (a read timeout mid-body) surface here as their own types.
         log.warning("token endpoint answer could not be read: %s", type(exc).__name__)
         raise AuthUnavailable("Trackunit's token endpoint answer could not be read.") from None
+    _raise_if_expired(deadline)  # the body may have ended early because the deadline cut it
     if raw is None:
         return None
     try:
@@ -154,40 +156,15 @@ def _json_body(response: requests.Response, deadline: float) -> object:
         return None
 
 
-def _read_bounded(response: requests.Response, deadline: float) -> bytes | None:
-    """The body, or None if it is over MAX_TOKEN_RESPONSE_BYTES; AuthUnavailable after `deadline` seconds.
-
-    The read timeout bounds each socket read, not the body, and one read call may wait on many
-    socket reads (a chunk-size line, a gzip header). So a watchdog shuts the socket down at the
-    deadline (urllib3's `HTTPResponse.shutdown`, made to unblock a read from another thread),
-    which ends any read in progress. Token fetches are rare, so a timer thread each costs nothing.
-    """
-    expired = threading.Event()
-
-    def hang_up() -> None:
-        expired.set()
-        with contextlib.suppress(Exception):  # already released to the pool: the body was read in time
-            response.raw.shutdown()
-
-    watchdog = threading.Timer(deadline, hang_up)
-    watchdog.daemon = True
-    watchdog.start()
+def _read_bounded(response: requests.Response) -> bytes | None:
+    """The body, or None if it is over MAX_TOKEN_RESPONSE_BYTES (the fetch's deadline bounds the time)."""
     chunks: list[bytes] = []
     size = 0
-    try:
-        while chunk := response.raw.read1(tunables.BODY_READ_CHUNK, decode_content=True):
-            size += len(chunk)
-            if size > tunables.MAX_TOKEN_RESPONSE_BYTES:
-                return None
-            chunks.append(chunk)
-    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError):
-        if not expired.is_set():
-            raise
-    finally:
-        watchdog.cancel()
-    if expired.is_set():
-        log.warning("token endpoint answer still arriving after %.1fs: given up", deadline)
-        raise AuthUnavailable("Trackunit's token endpoint answered too slowly.")
+    while chunk := response.raw.read1(tunables.BODY_READ_CHUNK, decode_content=True):
+        size += len(chunk)
+        if size > tunables.MAX_TOKEN_RESPONSE_BYTES:
+            return None
+        chunks.append(chunk)
     return b"".join(chunks)
 
 

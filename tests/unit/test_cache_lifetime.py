@@ -3,15 +3,12 @@
 """
 from __future__ import annotations
 
-import socket
-import threading
-import time
 
 import pytest
 
 import tunables
 from auth.tokens import cache_lifetime
-from auth.trackunit import TokenGrant, TrackunitAuth, body_seconds
+from auth.trackunit import TokenGrant, TrackunitAuth
 from errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted
 from tests.support.redis_server import free_port
 
@@ -208,115 +205,3 @@ def test_transient_failure_then_success(auth, creds, sim):
 def test_unreachable_endpoint_is_unavailable(creds):
     auth = TrackunitAuth(f"http://127.0.0.1:{free_port()}/apptoken")
     refused(auth, creds, AuthUnavailable)
-
-
-class DrippingEndpoint:
-    """A token endpoint that sends its headers at once, then its body one byte at a time.
-
-    Each byte comes well inside the read timeout, so only a deadline on the whole body stops the read.
-    `framing` picks how the body is framed: a Content-Length; a chunked body whose first chunk-size
-    line has a dripped extension (a reader that waits for the whole line does not return); or a gzip
-    header whose comment field is dripped (a decoding reader has no output to return until it ends).
-    """
-
-    FRAMINGS = ("length", "chunked", "gzip")
-
-    def __init__(
-        self, framing: str = "length", body_size: int = 200, interval: float = 0.05, header_delay: float = 0.0
-    ) -> None:
-        self.framing, self.body_size, self.interval, self.header_delay = framing, body_size, interval, header_delay
-        self.sent = 0
-        self.request = b""
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/apptoken"
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _head(self) -> bytes:
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-        if self.framing == "chunked":
-            return head + b"Transfer-Encoding: chunked\r\n\r\n10;ext="
-        if self.framing == "gzip":
-            # magic, deflate, FCOMMENT, mtime, xfl, os; then the comment, dripped
-            gzip_header = b"\x1f\x8b\x08\x10" + b"\x00" * 4 + b"\x00\x03"
-            return head + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (
-                len(gzip_header) + self.body_size, gzip_header)
-        return head + b"Content-Length: %d\r\n\r\n" % self.body_size
-
-    def _serve(self) -> None:
-        conn, _ = self.server.accept()
-        with conn:
-            self.request = conn.recv(65536)
-            time.sleep(self.header_delay)
-            conn.sendall(self._head())
-            try:
-                for _ in range(self.body_size):
-                    conn.sendall(b" " if self.framing == "length" else b"c")
-                    self.sent += 1
-                    time.sleep(self.interval)
-            except OSError:  # the client hung up
-                pass
-
-    def close(self) -> None:
-        self.server.close()
-
-
-@pytest.mark.parametrize("framing", DrippingEndpoint.FRAMINGS)
-def test_a_body_that_drips_in_is_given_up_at_the_deadline(monkeypatch, framing):
-    monkeypatch.setattr(tunables, "TRACKUNIT_BODY_DEADLINE", 0.5)
-    endpoint = DrippingEndpoint(framing, body_size=200, interval=0.05)  # 10 s in all, a byte every 50 ms
-    try:
-        started = time.monotonic()
-        with pytest.raises(AuthUnavailable, match="too slowly"):
-            TrackunitAuth(endpoint.url).fetch_token("client", "secret", SCOPES)
-        given_up_after = time.monotonic() - started
-        endpoint.thread.join(timeout=15)
-        assert 0 < endpoint.sent < 100  # the client stopped reading long before the end of the body
-        assert given_up_after < 5  # not a speed threshold: the body would have taken 10 s
-    finally:
-        endpoint.close()
-
-
-def test_a_body_gets_only_what_is_left_of_the_fetch_deadline(monkeypatch):
-    """Headers that come late (after retries, say) leave the body less time: the fetch as a whole is bounded."""
-    monkeypatch.setattr(tunables, "TRACKUNIT_FETCH_DEADLINE", 1.0)
-    endpoint = DrippingEndpoint(body_size=200, interval=0.05, header_delay=0.8)
-    try:
-        with pytest.raises(AuthUnavailable, match="too slowly"):
-            TrackunitAuth(endpoint.url).fetch_token("client", "secret", SCOPES)
-        endpoint.thread.join(timeout=15)
-        # at most TRACKUNIT_BODY_MIN_SECONDS of drip (~10 bytes), not TRACKUNIT_BODY_DEADLINE's 5 s (~100)
-        assert 0 < endpoint.sent < 30
-    finally:
-        endpoint.close()
-
-
-@pytest.mark.parametrize(
-    "elapsed, seconds",
-    [(0.0, 5.0), (8.0, 5.0), (10.0, 3.0), (12.9, 0.5), (30.0, 0.5)],
-)
-def test_the_body_deadline_is_what_is_left_of_the_fetch_deadline_within_bounds(elapsed, seconds):
-    assert (tunables.TRACKUNIT_FETCH_DEADLINE, tunables.TRACKUNIT_BODY_DEADLINE) == (13.0, 5.0)
-    assert body_seconds(elapsed) == pytest.approx(seconds)
-
-
-def test_a_hanging_endpoint_is_given_up_inside_the_token_request_budget():
-    """Three attempts that each time out, the backoff between them (over-estimated), then a body."""
-    attempts = 1 + tunables.TRACKUNIT_RETRIES
-    backoff = sum(min(tunables.TRACKUNIT_BACKOFF_MAX, tunables.TRACKUNIT_BACKOFF_FACTOR * 2 ** n)
-                  + tunables.TRACKUNIT_BACKOFF_JITTER for n in range(1, attempts))
-    headers = attempts * tunables.TRACKUNIT_READ_TIMEOUT + backoff
-    assert headers < tunables.TRACKUNIT_FETCH_DEADLINE
-    assert max(tunables.TRACKUNIT_FETCH_DEADLINE, headers + tunables.TRACKUNIT_BODY_MIN_SECONDS) < tunables.TOKEN_REQUEST_BUDGET
-
-
-def test_the_token_request_asks_for_an_uncompressed_answer():
-    """The answer is a few hundred bytes: nothing to gain from gzip, and a decoder to keep bounded."""
-    endpoint = DrippingEndpoint(body_size=1, interval=0)
-    try:
-        with pytest.raises(AuthError):  # one space is not a token answer
-            TrackunitAuth(endpoint.url).fetch_token("client", "secret", SCOPES)
-        endpoint.thread.join(timeout=15)
-        assert b"\r\naccept-encoding: identity\r\n" in endpoint.request.lower()
-    finally:
-        endpoint.close()
