@@ -63,6 +63,7 @@ end
 # ARGV: app, now, account id, channel, then field, value pairs of the sealed credentials.
 # The hash is written afresh (keeping only `installed`), so no piece or mark of an earlier install survives.
 _INSTALL = """
+if #ARGV < 6 or #ARGV % 2 ~= 0 then return redis.error_reply('install: expected field, value pairs') end
 local existed = redis.call('EXISTS', KEYS[1])
 local installed = redis.call('HGET', KEYS[1], 'installed') or ARGV[2]
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end

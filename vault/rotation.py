@@ -13,7 +13,8 @@ and, if it is still under an old key, re-sealed again (a few attempts), else
 counted as "changed concurrently". A token keeps its remaining TTL. Every
 write is one record, so an interrupted run leaves nothing half done; a
 record already under the current key is not written, so a second run
-re-seals nothing.
+re-seals nothing (except an account hash still in the one-field layout of
+releases before the pieces, `LEGACY_CRED_FIELD`: it is rewritten as pieces).
 
 Nothing here prints, logs or returns a secret or sealed bytes: a problem is
 named by account id, record (credentials / token slot) and reason.
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from vault.accounts import SEALED_LUA, credentials_aad, join_sealed, sealed_fields_args
+from vault.accounts import LEGACY_CRED_FIELD, SEALED_LUA, credentials_aad, join_sealed, sealed_fields_args
 from vault.keys import KeyRing
 from vault.seal import HEADER_SIZE, VERSION, SealError, Sealer
 from vault.store import KeySpace, store_errors
@@ -58,13 +59,18 @@ MAX_ATTEMPTS = 5
 
 # KEYS: account hash. ARGV: app as read, sealed value as read, then the new value's field, value pairs.
 _SWAP_CREDENTIALS = SEALED_LUA + """
+if #ARGV < 4 or #ARGV % 2 ~= 0 then return redis.error_reply('swap: expected field, value pairs') end
 if sealed_of(KEYS[1]) ~= ARGV[2] or redis.call('HGET', KEYS[1], 'app') ~= ARGV[1] then
   return 0
 end
-redis.call('HDEL', KEYS[1], 'cred')
+-- The hash is rebuilt, not patched: Redis never turns a hashtable back into a compact listpack,
+-- and a one-field record (LEGACY_CRED_FIELD) is a hashtable. No old piece or `cred` survives.
+local all = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i] ~= 'cred' and string.sub(all[i], 1, 5) ~= 'cred.' then redis.call('HSET', KEYS[1], all[i], all[i + 1]) end
+end
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end  -- not unpack(): stack bound
-local n = (#ARGV - 2) / 2  -- the same plaintext seals to the same size, but never leave a stale piece behind
-while redis.call('HDEL', KEYS[1], 'cred.' .. n) == 1 do n = n + 1 end
 return 1
 """
 
@@ -216,8 +222,9 @@ class Rotation:
 
     # Reading and opening -------------------------------------------------------------------------
 
-    def _read(self, records: list[Record]) -> list[tuple[bytes | None, bytes | None] | Exception]:
-        """(app, sealed) per record; (None, None) when it is gone; an exception for a wrong type."""
+    def _read(self, records: list[Record]) -> list[tuple[bytes | None, bytes | None, bool] | Exception]:
+        """(app, sealed, one-field layout) per record; (None, None, False) when it is gone; an exception
+        for a wrong type."""
         with store_errors():
             pipe = self.redis.pipeline(transaction=False)
             for record in records:
@@ -231,9 +238,10 @@ class Rotation:
             if isinstance(value, Exception):
                 values.append(value)
             elif record.kind == CREDENTIALS:
-                values.append((value.get(b"app"), join_sealed(value)) if value else (None, None))
+                values.append((value.get(b"app"), join_sealed(value), LEGACY_CRED_FIELD.encode() in value)
+                              if value else (None, None, False))
             else:
-                values.append((None, value))
+                values.append((None, value, False))
         return values
 
     def _aad(self, record: Record, app: bytes | None) -> bytes:
@@ -269,7 +277,7 @@ class Rotation:
                 if isinstance(value, Exception):
                     self._problem(report, record, UNKNOWN_KEY_ID, "not a record of the expected type")
                     continue
-                app, sealed = value
+                app, sealed, _ = value
                 if app is None and sealed is None:
                     continue  # deleted or expired since SCAN saw it: not a record any more
                 kid = key_id_of(sealed)
@@ -313,12 +321,12 @@ class Rotation:
                 if isinstance(value, Exception):
                     self._problem(report, record, UNKNOWN_KEY_ID, "not a record of the expected type")
                     continue
-                app, sealed = value
+                app, sealed, one_field = value
                 if app is None and sealed is None:
                     continue  # deleted or expired since SCAN saw it
                 kid = key_id_of(sealed)
                 try:
-                    if kid == self.current_key_id:
+                    if kid == self.current_key_id and not one_field:
                         self._open(record, app, sealed)
                         report.add(kid, record.kind, CURRENT)
                         continue
@@ -369,8 +377,8 @@ class Rotation:
                 if isinstance(value, Exception):
                     self._problem(report, record, UNKNOWN_KEY_ID, "not a record of the expected type")
                     continue
-                app, sealed = value
-                if not sealed or key_id_of(sealed) == self.current_key_id:
+                app, sealed, one_field = value
+                if not sealed or (key_id_of(sealed) == self.current_key_id and not one_field):
                     # Deleted, re-installed or refreshed by the web process (under the current key): its value wins.
                     report.add(kid, record.kind, CHANGED)
                     continue

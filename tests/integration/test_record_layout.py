@@ -4,6 +4,9 @@ from __future__ import annotations
 import secrets
 import uuid
 
+import pytest
+import redis
+
 from tests.conftest import APP_ID, OLD_KEY, VAULT_KEY
 from tests.integration.test_rotation import KEYS, NEW_ID, repository, rotation
 from tests.support.records import read_sealed
@@ -98,3 +101,37 @@ def test_a_record_of_thousands_of_pieces_installs_opens_and_rotates(redis_client
 
     assert rotation(redis_client, VAULT_KEY, OLD_KEY).rotate().total(RESEALED) == 1
     assert repository(redis_client, VAULT_KEY).load("acc-1")[1].client_secret == secret
+
+
+def test_rotation_rewrites_a_one_field_record_as_pieces_even_under_the_current_key(redis_client):
+    """An older release re-installing during the deploy seals with the current key, in one field."""
+    repo = repository(redis_client, VAULT_KEY)
+    repo.install("acc-1", APP_ID, Credentials("client-old", "secret-old" * 20))
+    newer = repo.sealer.seal(b'{"id": "client-new", "secret": "secret-new"}', aad=credentials_aad(APP_ID, "acc-1"))
+    redis_client.hset(KEYS.key_for("acc-1"), "cred", newer)
+
+    first = rotation(redis_client, VAULT_KEY).rotate()
+    second = rotation(redis_client, VAULT_KEY).rotate()
+
+    assert first.total(RESEALED) == 1 and second.total(RESEALED) == 0
+    assert b"cred" not in pieces(redis_client, "acc-1")
+    assert redis_client.object("encoding", KEYS.key_for("acc-1")) == b"listpack"
+    assert repo.load("acc-1")[1] == Credentials("client-new", "secret-new")
+
+
+@pytest.mark.parametrize("values", [[], [b"cred.0"], [b"cred.0", b"x", b"cred.1"]])
+def test_the_scripts_refuse_an_odd_or_empty_list_of_pieces_and_change_nothing(redis_client, values):
+    repo = repository(redis_client, VAULT_KEY)
+    repo.install("acc-1", APP_ID, Credentials("client", "secret"))
+    key = KEYS.key_for("acc-1")
+    before = redis_client.hgetall(key)
+    swap = rotation(redis_client, VAULT_KEY)._swap_credentials
+    install = repo._install
+
+    with pytest.raises(redis.ResponseError, match="expected field, value pairs"):
+        swap(keys=[key], args=[APP_ID, read_sealed(redis_client, key), *values])
+    with pytest.raises(redis.ResponseError, match="expected field, value pairs"):
+        install(keys=[key, KEYS.key_for("acc-1", "cache"), KEYS.index, KEYS.revoked, KEYS.generation],
+                args=[APP_ID, 1, "acc-1", KEYS.channel, *values])
+
+    assert redis_client.hgetall(key) == before
