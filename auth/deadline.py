@@ -5,19 +5,25 @@ retried 503's body or a chunk-size line one byte per read timeout would hold a f
 (and the single-flight lock) for as long as it likes. So the connections of the token
 endpoint's session register their sockets with the calling thread's `FetchDeadline`;
 when it expires a timer shuts them all down, which ends any read in progress (also on
-TLS sockets), and no new attempt may start. Token fetches are rare: a timer thread per
-fetch costs nothing on the hot path.
+TLS sockets, and a handshake), and no new attempt may start. A TCP connect gets at most
+the time left, and a retry whose wait could end past the deadline is not made: the last
+answer (a 503 and its Retry-After) goes back as it is. Token fetches are rare: a timer
+thread per fetch costs nothing on the hot path.
 """
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+import time
 from types import TracebackType
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import MaxRetryError, ResponseError
+
+from httpretry import BudgetRetry
 
 _current = threading.local()  # the FetchDeadline of this thread's fetch, if any
 
@@ -31,7 +37,8 @@ class FetchDeadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.expired = False
+        self._ends = float("inf")  # set on entry
+        self._cut = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._done = False
@@ -40,6 +47,7 @@ class FetchDeadline:
 
     def __enter__(self) -> FetchDeadline:
         _current.deadline = self
+        self._ends = time.monotonic() + self.seconds
         self._timer.start()
         return self
 
@@ -49,6 +57,13 @@ class FetchDeadline:
             self._done = True
             self._sockets.clear()
         self._timer.cancel()
+
+    @property
+    def expired(self) -> bool:
+        return self._cut or time.monotonic() >= self._ends
+
+    def time_left(self) -> float:
+        return max(0.0, self._ends - time.monotonic())
 
     def watch(self, sock: socket.socket | None) -> None:
         with self._lock:
@@ -61,27 +76,39 @@ class FetchDeadline:
         with self._lock:
             if self._done:
                 return
-            self.expired = True
+            self._cut = True
             for sock in self._sockets:
                 with contextlib.suppress(OSError):  # already closed
                     sock.shutdown(socket.SHUT_RDWR)
 
 
+def _deadline() -> FetchDeadline | None:
+    return getattr(_current, "deadline", None)
+
+
 def _watch(sock: socket.socket | None) -> None:
-    deadline = getattr(_current, "deadline", None)
+    deadline = _deadline()
     if deadline is not None:
         deadline.watch(sock)
 
 
 class _Watched:
-    """Registers the connection's socket when it connects and at every request on it (a reused one)."""
+    """Registers the connection's socket as soon as it exists (so a TLS handshake can be cut too)
+    and at every request on it (a reused one); a TCP connect gets at most the time left."""
 
     sock: socket.socket | None
+    timeout: float | None
 
-    def connect(self) -> None:
-        _watch(None)  # refuse to connect after the deadline
-        super().connect()  # type: ignore[misc]
-        _watch(self.sock)
+    def _new_conn(self) -> socket.socket:
+        deadline = _deadline()
+        if deadline is not None:
+            deadline.watch(None)  # refuse to connect after the deadline
+            left = deadline.time_left()
+            if not isinstance(self.timeout, (int, float)) or self.timeout > left:  # None or urllib3's default sentinel
+                self.timeout = left  # urllib3 sets the connect timeout again before each connect
+        sock = super()._new_conn()  # type: ignore[misc]
+        _watch(sock)
+        return sock
 
     def request(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         _watch(self.sock)
@@ -103,6 +130,29 @@ class _WatchedHTTPPool(HTTPConnectionPool):
 
 class _WatchedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
+
+
+class DeadlineRetry(BudgetRetry):
+    """BudgetRetry that gives up instead of waiting into the deadline: a 503 with `Retry-After: 2`
+    a second before the deadline goes back as it is (its Retry-After reaches the caller), rather
+    than sleeping and being cut as "too slow"."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def]
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        deadline = _deadline()
+        if deadline is not None and _longest_wait(new, response) >= deadline.time_left():
+            raise MaxRetryError(_pool, url, error or ResponseError("the next attempt would start after the fetch deadline"))
+        return new
+
+
+def _longest_wait(retry: BudgetRetry, response) -> float:  # type: ignore[no-untyped-def]
+    """The longest `retry.sleep(response)` can sleep (as urllib3 decides: a non-zero Retry-After, else backoff)."""
+    if retry.respect_retry_after_header and response is not None:
+        after = retry.get_retry_after(response)
+        if after:
+            return after
+    backoff = retry.new(backoff_jitter=0.0).get_backoff_time()
+    return min(retry.backoff_max, backoff + retry.backoff_jitter) if backoff else 0.0
 
 
 class DeadlineAdapter(HTTPAdapter):

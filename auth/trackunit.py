@@ -19,8 +19,8 @@ import urllib3
 
 import metrics
 import tunables
-from auth.deadline import DeadlineAdapter, DeadlinePassed, FetchDeadline
-from httpretry import BudgetRetry, retry_after_seconds
+from auth.deadline import DeadlineAdapter, DeadlinePassed, DeadlineRetry, FetchDeadline
+from httpretry import retry_after_seconds
 from errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted, VaultError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class TokenGrant:
 
 def build_session() -> requests.Session:
     """A session whose POSTs to the token endpoint are retried with backoff."""
-    retry = BudgetRetry(
+    retry = DeadlineRetry(
         total=tunables.TRACKUNIT_RETRIES,
         connect=tunables.TRACKUNIT_RETRIES,
         read=tunables.TRACKUNIT_RETRIES,
