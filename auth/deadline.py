@@ -38,7 +38,6 @@ class FetchDeadline:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._ends = float("inf")  # set on entry
-        self._cut = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._done = False
@@ -60,7 +59,7 @@ class FetchDeadline:
 
     @property
     def expired(self) -> bool:
-        return self._cut or time.monotonic() >= self._ends
+        return time.monotonic() >= self._ends  # the timer fires just after this turns True
 
     def time_left(self) -> float:
         return max(0.0, self._ends - time.monotonic())
@@ -76,7 +75,6 @@ class FetchDeadline:
         with self._lock:
             if self._done:
                 return
-            self._cut = True
             for sock in self._sockets:
                 with contextlib.suppress(OSError):  # already closed
                     sock.shutdown(socket.SHUT_RDWR)
