@@ -105,7 +105,11 @@ class _Watched:
             if not isinstance(self.timeout, (int, float)) or self.timeout > left:  # None or urllib3's default sentinel
                 self.timeout = left  # urllib3 sets the connect timeout again before each connect
         sock = super()._new_conn()  # type: ignore[misc]
-        _watch(sock)
+        try:
+            _watch(sock)
+        except DeadlinePassed:  # expired while connecting: urllib3 never sees this socket
+            sock.close()
+            raise
         return sock
 
     def request(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

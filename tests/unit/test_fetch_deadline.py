@@ -179,7 +179,7 @@ def test_a_retry_after_that_would_cross_the_deadline_goes_back_to_the_caller(mon
 def test_a_retry_after_that_fits_in_the_deadline_is_waited_for(monkeypatch):
     """The same answer with time to spare is retried as before (the guard above is not "never retry")."""
     monkeypatch.setattr(tunables, "TRACKUNIT_FETCH_DEADLINE", 13.0)
-    endpoint = StatusEndpoint(503, b"Retry-After: 0\r\n")
+    endpoint = StatusEndpoint(503, b"Retry-After: 1\r\n")  # two waits of 1 s: both fit
     try:
         with pytest.raises(AuthUnavailable, match="answered 503"):
             TrackunitAuth(endpoint.url).fetch_token("client", "secret", SCOPES)
