@@ -92,6 +92,8 @@ class ApiBehaviour:
     fail_body: dict[str, Any] | str | None = None
     retry_after: str | None = None
     fail_count: int | None = None
+    #: Seconds every REST request sleeps before it is answered (a slow API); cut short by a reset.
+    delay: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +245,7 @@ class SimulatorState:
 
     def configure_api(self, /, **changes: Any) -> dict[str, Any]:
         """Change the REST API's behaviour (``fail_status``, ``fail_count``, ``retry_after``,
-        ``fail_body``), like ``configure`` does for ``/apptoken``: ``None`` restores a default,
+        ``fail_body``, ``delay``), like ``configure`` does for ``/apptoken``: ``None`` restores a default,
         ``fail_status`` alone means "fail until reset", and bad input raises ``ValueError``."""
         if "fail_status" in changes and "fail_count" not in changes:
             changes["fail_count"] = None
@@ -478,6 +480,10 @@ class SimulatorState:
             self._api_requests_by_method[method] = self._api_requests_by_method.get(method, 0) + 1
             self._last_api_headers = dict(headers)
             self._api_log.append(ApiRequest(method, path, query, dict(headers), bytes(body), time.monotonic()))
+            delay, release = self._api_behaviour.delay, self._release
+        if delay:
+            release.wait(delay)  # outside the lock: many slow requests are in flight at once
+        with self._lock:
             b = self._api_behaviour
             if b.fail_status is not None and (b.fail_count is None or b.fail_count > 0):
                 if b.fail_count is not None:
