@@ -42,7 +42,11 @@ def _install(args: argparse.Namespace) -> int:
         "irisAppId": args.app_id,
         "scopes": args.scopes.split(),
         "type": args.type,
+        "jti": not args.no_jti,
+        "accountClaims": not args.no_account_claims,
     }
+    if args.identity_token:
+        payload["identityToken"] = args.identity_token
     try:
         # The simulator waits up to 10 s for the callback, so wait longer here.
         answer = requests.post(args.simulator.rstrip("/") + "/_sim/install", json=payload, timeout=(5, 30))
@@ -76,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--app-id", default="@organization/appname")
     install.add_argument("--scopes", default="asset.view account.view", help="space-separated")
     install.add_argument("--type", default="INSTALLED")
+    install.add_argument("--no-jti", action="store_true",
+                         help="sign the identity without a jti (as an issuer may: Trackunit documents no claims)")
+    install.add_argument("--no-account-claims", action="store_true",
+                         help="sign the identity without irisAppId and accountId claims")
+    install.add_argument("--identity-token", help="send this Trackunit-Identity token instead of signing one")
     install.set_defaults(func=_install)
 
     args = parser.parse_args(argv)

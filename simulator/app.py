@@ -60,6 +60,13 @@ def _string(body: dict[str, Any], name: str, default: str | None = None) -> str:
     return value
 
 
+def _flag(body: dict[str, Any], name: str, default: bool = True) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise _BadRequest(f"{name} must be true or false")
+    return value
+
+
 def _scopes(body: dict[str, Any]) -> list[str]:
     value = body.get("scopes", list(DEFAULT_SCOPES))
     if not isinstance(value, list) or not all(isinstance(s, str) and s and " " not in s for s in value):
@@ -224,7 +231,8 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
             raise _BadRequest("claims and headers must be JSON objects")
         if isinstance(expires_in, bool) or not isinstance(expires_in, int):
             raise _BadRequest("expires_in must be an integer")
-        return _reply(200, {"token": state.identity_token(claims, expires_in=expires_in, headers=headers)})
+        token = state.identity_token(claims, expires_in=expires_in, headers=headers, jti=_flag(body, "jti"))
+        return _reply(200, {"token": token})
 
     @app.post("/_sim/install")
     def install() -> Response:
@@ -232,7 +240,14 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
         callback_url, account_id = _string(body, "callbackUrl"), _string(body, "accountId")
         app_id, kind = _string(body, "irisAppId", DEFAULT_APP_ID), _string(body, "type", "INSTALLED")
         creds = state.add_account(account_id, _scopes(body), app_id)
-        token = state.identity_token({"irisAppId": app_id, "accountId": account_id}, expires_in=300)
+        token = body.get("identityToken")
+        if token is not None and (not isinstance(token, str) or not token):
+            raise _BadRequest("identityToken must be a non-empty string")
+        if token is None:
+            # The identity's shape is up to the caller: Trackunit documents none of its claims.
+            with_jti, account_claims = _flag(body, "jti"), _flag(body, "accountClaims")
+            claims = {"irisAppId": app_id, "accountId": account_id} if account_claims else {}
+            token = state.identity_token(claims, expires_in=300, jti=with_jti)
         message = {"type": kind, "irisAppId": app_id, "accountId": account_id,
                    "clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
         try:

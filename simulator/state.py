@@ -400,11 +400,18 @@ class SimulatorState:
         *,
         expires_in: int = 300,
         headers: dict[str, Any] | None = None,
+        jti: bool = True,
     ) -> str:
-        """A ``Trackunit-Identity`` JWT; a claim given as ``None`` is left out."""
+        """A ``Trackunit-Identity`` JWT; a claim given as ``None`` is left out.
+
+        By default it carries ``iss``, ``iat``, ``exp`` and a unique ``jti`` (plus ``claims``).
+        ``jti=False`` leaves the ``jti`` out: RS256 is deterministic, so the same claims signed
+        in the same second then give a byte-identical token, as an issuer without ``jti`` would.
+        """
         now = int(self.clock())
-        # A unique jti: two messages signed in the same second never share a token.
-        merged = {"iss": ISSUER, "iat": now, "exp": now + expires_in, "jti": uuid.uuid4().hex, **(claims or {})}
+        merged = {"iss": ISSUER, "iat": now, "exp": now + expires_in, **(claims or {})}
+        if jti and "jti" not in merged:
+            merged["jti"] = uuid.uuid4().hex
         return self.signing_key.sign({k: v for k, v in merged.items() if v is not None}, headers=headers)
 
     # -- /apptoken -----------------------------------------------------------
