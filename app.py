@@ -26,6 +26,7 @@ from config import ApiKey, Config, ConfigError
 from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
 from vault.invalidation import InvalidationListener
+from vault.replay import IdentityBindings
 from vault.seal import Sealer
 from vault.store import KeySpace, connect
 from vault.tokencache import TokenCache
@@ -39,6 +40,7 @@ class Services:
     redis: redis.Redis
     api_keys: ApiKeyChecker
     identity: IdentityVerifier
+    bindings: IdentityBindings
     accounts: AccountRepository
     tokens: TokenService
     trackunit_api: TrackunitApi
@@ -72,6 +74,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         redis=client,
         api_keys=ApiKeyChecker(config.api_keys),
         identity=IdentityVerifier(config.jwks_url, audience=config.identity_audience),
+        bindings=IdentityBindings(client, keys),
         accounts=accounts,
         tokens=tokens,
         trackunit_api=TrackunitApi(),

@@ -31,6 +31,12 @@ SINGLE_FLIGHT_WAITS = Counter(
 )
 CALLBACKS = Counter("itv_callbacks_total", "Install callbacks, by outcome (stored, deleted, ignored, or an error code).",
                     ["outcome"])
+IDENTITY_WITHOUT_JTI = Counter(
+    "itv_identity_without_jti_total",
+    "Install callbacks whose verified identity token had no jti, so no replay binding applied.",
+)
+VERIFICATIONS = Counter("itv_verifications_total",
+                        "Verification fetches with stored credentials (after UNINSTALLED), by result.", ["result"])
 PROXY_REQUESTS = Counter("itv_proxy_requests_total", "Proxied API calls, by upstream status class or error code.",
                          ["status"])
 

@@ -50,7 +50,10 @@ JWKS_TIMEOUT = 3.0
 JWKS_CACHE_SECONDS = 300
 JWKS_REFRESH_COOLDOWN = 30.0  # an unknown kid refetches the JWKS at most this often
 IDENTITY_LEEWAY = 60  # seconds of clock skew accepted on exp/nbf/iat
-IDENTITY_REPLAY_WINDOW = 24 * 3600  # how long a used identity token stays tied to its message (at most)
+IDENTITY_REPLAY_WINDOW = 24 * 3600  # how long a used identity token's jti stays tied to its message (at most)
+# An UNINSTALLED callback makes one verification fetch per account in this many seconds, however
+# many arrive (a replayed token cannot spend the account's rate budget at Trackunit).
+UNINSTALL_VERIFY_INTERVAL = 10
 
 # Proxy to Trackunit's API ----------------------------------------------------
 PROXY_MAX_BODY_BYTES = 1024 * 1024  # request bodies are JSON documents; buffered so PUT can be retried

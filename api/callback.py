@@ -1,14 +1,17 @@
 """`POST /appinstall`: Trackunit's tokenCallback, where an account's credentials arrive.
 
 Order of checks: transport (size, content type), identity (the signed
-`Trackunit-Identity` JWT), the body, the claims against the body, the app.
-Nothing is written unless every check passed.
+`Trackunit-Identity` JWT), the body, the claims against the body, the app, the
+replay rule (a token with a `jti` carries one message). Nothing is written
+unless every check passed. An INSTALLED whose identity was issued before the
+stored credentials' does not replace them; an UNINSTALLED deletes nothing (it
+cannot be told from a replay): it makes the vault check the stored credentials.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import logging
 import time
 from typing import Any
 
@@ -19,9 +22,11 @@ import metrics
 import tunables
 from api.errors import error_response
 from api.requestlog import audit
-from vault.accounts import Credentials, valid_account_id
+from auth.identity import issued_at, message_digest, replay_rule
+from vault.accounts import Credentials, Dropped, Installed, valid_account_id
 
 bp = Blueprint("callback", __name__)
+log = logging.getLogger("itv.identity")
 
 MAX_FIELD = 1024
 INSTALLED = "INSTALLED"
@@ -66,14 +71,17 @@ def _count_error(exc: VaultError):
     return error_response(exc)
 
 
-def _bind(services, token: str, raw: bytes, claims: dict) -> None:
-    """A replay of the same message is fine (Trackunit retries); the same token with another body is not."""
-    expires = claims.get("exp")
-    ttl = int(expires - time.time()) + tunables.IDENTITY_LEEWAY if isinstance(expires, (int, float)) else 0
-    ttl = min(ttl if ttl > 0 else tunables.IDENTITY_REPLAY_WINDOW, tunables.IDENTITY_REPLAY_WINDOW)
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    if not services.accounts.bind_identity(digest, hashlib.sha256(raw).hexdigest(), ttl):
-        raise InvalidIdentity("This Trackunit-Identity token was already used with another message.")
+def _check_replay(services, claims: dict, message: CallbackMessage, body: Any) -> None:
+    """A token with a `jti` may carry one message (its retries included); one without is taken on its claims."""
+    rule = replay_rule(claims, time.time())
+    if rule is None:
+        metrics.IDENTITY_WITHOUT_JTI.inc()
+        log.info("identity token has no jti: replay protection did not apply",
+                 extra={"account_id": message.account_id, "type": message.type[:32]})
+        return
+    if not services.bindings.bind(issuer=rule.issuer, app_id=message.iris_app_id, jti=rule.jti,
+                                  message_digest=message_digest(body), ttl=rule.ttl):
+        raise InvalidIdentity("This Trackunit-Identity token (jti) was already used with another message.")
 
 
 @bp.post("/appinstall")
@@ -93,20 +101,41 @@ def appinstall():
             raise InvalidIdentity(f"The identity's {claim} does not match the body.")
     if message.iris_app_id != services.config.iris_app_id:
         raise UnknownApp()
-    if message.type in (INSTALLED, UNINSTALLED):
-        _bind(services, request.headers["Trackunit-Identity"], raw, claims)
-
     if message.type == INSTALLED:
-        creds = Credentials(client_id=message.client_id or "", client_secret=message.client_secret or "")
-        replaced = services.accounts.install(message.account_id, message.iris_app_id, creds)
-        metrics.CALLBACKS.labels("stored").inc()
-        audit("credentials_stored", account_id=message.account_id, replaced=replaced, via="callback")
-        return {"status": "stored", "account_id": message.account_id, "replaced": replaced}
+        _check_replay(services, claims, message, body)
+        return _installed(services, message, issued_at(claims))
     if message.type == UNINSTALLED:
-        deleted = services.accounts.delete(message.account_id)
-        metrics.CALLBACKS.labels("deleted").inc()
-        audit("account_deleted", account_id=message.account_id, existed=deleted, via="callback")
-        return {"status": "deleted", "account_id": message.account_id}
+        _check_replay(services, claims, message, body)
+        return _uninstalled(services, message)
     metrics.CALLBACKS.labels("ignored").inc()
     audit("callback_ignored", account_id=message.account_id, type=message.type[:32], via="callback")
     return {"status": "ignored"}, 202
+
+
+def _installed(services, message: CallbackMessage, iat: int | None):
+    creds = Credentials(client_id=message.client_id or "", client_secret=message.client_secret or "")
+    outcome = services.accounts.install(message.account_id, message.iris_app_id, creds, issued_at=iat)
+    if outcome is Installed.STALE:
+        metrics.CALLBACKS.labels("stale").inc()
+        audit("install_stale", account_id=message.account_id, via="callback")
+        return {"status": "stale", "account_id": message.account_id}
+    replaced = outcome is Installed.REPLACED
+    metrics.CALLBACKS.labels("stored").inc()
+    audit("credentials_stored", account_id=message.account_id, replaced=replaced, via="callback")
+    return {"status": "stored", "account_id": message.account_id, "replaced": replaced}
+
+
+def _uninstalled(services, message: CallbackMessage):
+    """Drop the cached tokens and check the stored credentials with Trackunit; never delete."""
+    dropped = services.accounts.drop_tokens(message.account_id,
+                                            verify_interval=tunables.UNINSTALL_VERIFY_INTERVAL)
+    if dropped is Dropped.NOT_INSTALLED:
+        metrics.CALLBACKS.labels("ignored").inc()
+        audit("callback_ignored", account_id=message.account_id, type=UNINSTALLED, via="callback",
+              reason="not_installed")
+        return {"status": "ignored", "account_id": message.account_id}, 202
+    if dropped is Dropped.VERIFY:
+        services.tokens.verify_soon(message.account_id)
+    metrics.CALLBACKS.labels("verifying").inc()
+    audit("uninstall_verifying", account_id=message.account_id, via="callback")
+    return {"status": "verifying", "account_id": message.account_id}, 202

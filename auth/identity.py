@@ -4,9 +4,14 @@ The claims are not documented, so the checks are defensive: the signature must
 verify against a key from Trackunit's JWKS with an asymmetric algorithm; time
 claims are checked when present; `aud` only when an audience is configured.
 The JWKS is cached and refetched (rate-limited) when an unknown `kid` appears.
+What a verified token can be held to beyond that (its `jti`, its `iat`) is read
+from the claims by `replay_rule` and `issued_at`.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import threading
 import time
 from typing import Any
@@ -114,3 +119,38 @@ def _reason(exc: jwt.InvalidTokenError) -> str:
         jwt.InvalidSignatureError: "bad signature",
         jwt.InvalidAlgorithmError: "algorithm not allowed",
     }.get(type(exc), "malformed")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayRule:
+    """A token with a `jti` may carry one message only, for as long as the token lives."""
+
+    issuer: str
+    jti: str
+    ttl: int  # seconds: the token's `exp` plus leeway, at most IDENTITY_REPLAY_WINDOW
+
+
+def replay_rule(claims: dict[str, Any], now: float) -> ReplayRule | None:
+    """The binding a verified token supports, or None when it has no `jti` (nothing to bind to)."""
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        return None
+    expires = claims.get("exp")
+    window = tunables.IDENTITY_REPLAY_WINDOW
+    ttl = int(expires - now) + tunables.IDENTITY_LEEWAY if isinstance(expires, (int, float)) else window
+    issuer = claims.get("iss")
+    return ReplayRule(issuer=issuer if isinstance(issuer, str) else "", jti=jti, ttl=max(1, min(ttl, window)))
+
+
+def issued_at(claims: dict[str, Any]) -> int | None:
+    """The token's `iat` in whole seconds (PyJWT has checked it is a number), or None."""
+    value = claims.get("iat")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value)
+
+
+def message_digest(body: Any) -> str:
+    """A digest of a JSON message's content: the same message re-serialised (spacing, key order) is the same."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -239,6 +239,28 @@ class TokenService:
             source=source,
         )
 
+    # Verification ---------------------------------------------------------------------
+
+    def verify_soon(self, account_id: str) -> None:
+        """Fetch a new token with the stored credentials in the background; never waits for it.
+
+        If Trackunit refuses them the account becomes revoked (as any refused fetch makes it);
+        if they work, the new token is cached and nothing else changes.
+        """
+        self._pool().submit(self._verify, account_id)
+
+    def _verify(self, account_id: str) -> None:
+        try:
+            self.get_token(account_id, force_refresh=True)
+            result = "ok"
+        except VaultError as exc:
+            result = exc.code
+        except Exception:  # a background thread must never die silently
+            log.exception("account %s: verification crashed", account_id)
+            result = "crashed"
+        metrics.VERIFICATIONS.labels(result).inc()
+        log.info("account %s: verification fetch: %s", account_id, result)
+
     # Refresh ahead --------------------------------------------------------------------
 
     def _refresh_ahead(self, account_id: str, scopes: tuple[str, ...], slot: str) -> None:

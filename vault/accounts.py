@@ -4,15 +4,17 @@ The hash holds `app`, `cred.0`, `cred.1`, … (the sealed client id and secret, 
 pieces: see `CRED_PIECE`), `status`,
 `gen` (a fresh number from one deployment-wide counter at every install and
 revocation, never reused even after a delete, so a token fetched with old credentials is
-never stored for new ones), `installed`, `updated` and, while revoked,
-`revoked_until`. Each multi-key change is one Lua script, so an account is
-never seen half-installed or half-deleted.
+never stored for new ones), `installed`, `updated`, `iat` (the newest `iat` of
+the identity tokens whose installs stored credentials, where they carried one) and,
+while revoked, `revoked_until`. Each multi-key change is one Lua script, so an
+account is never seen half-installed or half-deleted.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import dataclasses
+import enum
 import json
 import logging
 import re
@@ -60,29 +62,48 @@ end
 """
 
 # KEYS: account hash, account cache set, index, revoked set, generation counter.
-# ARGV: app, now, account id, channel, then field, value pairs of the sealed credentials.
-# The hash is written afresh (keeping only `installed`), so no piece or mark of an earlier install survives.
+# ARGV: app, now, account id, channel, identity iat ('' if unknown), then field, value pairs of the
+# sealed credentials. Returns -1 (stale: an older identity than the stored credentials'; nothing
+# written), 0 (new account) or 1 (replaced).
+# The hash is written afresh (keeping only `installed` and the newest `iat`), so no piece or mark
+# of an earlier install survives.
 _INSTALL = """
-if #ARGV < 6 or #ARGV % 2 ~= 0 then return redis.error_reply('install: expected field, value pairs') end
+if #ARGV < 7 or (#ARGV - 5) % 2 ~= 0 then return redis.error_reply('install: expected field, value pairs') end
+local stored_iat = redis.call('HGET', KEYS[1], 'iat')
+if ARGV[5] ~= '' and stored_iat and tonumber(ARGV[5]) < tonumber(stored_iat) then return -1 end
+local iat = stored_iat
+if ARGV[5] ~= '' then iat = ARGV[5] end
 local existed = redis.call('EXISTS', KEYS[1])
 local installed = redis.call('HGET', KEYS[1], 'installed') or ARGV[2]
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'app', ARGV[1], 'status', 'active', 'installed', installed, 'updated', ARGV[2],
            'gen', redis.call('INCR', KEYS[5]))
+if iat then redis.call('HSET', KEYS[1], 'iat', iat) end
 -- One piece per call: unpack() of a long list would overflow Lua's stack.
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
 redis.call('SREM', KEYS[4], ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[3])
 return existed
 """
 
-# KEYS: account hash, account cache set, index, revoked set. ARGV: account id, channel.
+# KEYS: account hash, account cache set, verification mark. ARGV: account id, channel, mark ttl (s).
+# Returns 0 (not installed), 1 (tokens dropped; verify now) or 2 (dropped; verified moments ago).
+_DROP_TOKENS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return 1 end
+return 2
+"""
+
+# KEYS: account hash, account cache set, index, revoked set, verification mark. ARGV: account id, channel.
 _DELETE = """
 local existed = redis.call('EXISTS', KEYS[1])
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[1])
@@ -104,6 +125,22 @@ return 1
 """
 
 _SUMMARY_FIELDS = ("app", "status", "installed", "updated", "gen", "revoked_until")
+
+
+class Installed(enum.Enum):
+    """What an install did."""
+
+    NEW = "new"
+    REPLACED = "replaced"
+    STALE = "stale"  # the identity was issued before the stored credentials' one: nothing written
+
+
+class Dropped(enum.Enum):
+    """What dropping an account's tokens found."""
+
+    NOT_INSTALLED = "not_installed"
+    VERIFY = "verify"  # this caller verifies the credentials now
+    RECENTLY_VERIFIED = "recently_verified"  # another caller did, moments ago
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,23 +212,34 @@ class AccountRepository:
         self._install = client.register_script(_INSTALL)
         self._delete = client.register_script(_DELETE)
         self._revoke = client.register_script(_REVOKE)
+        self._drop_tokens = client.register_script(_DROP_TOKENS)
 
     def _aad(self, app_id: str, account_id: str) -> bytes:
         return credentials_aad(app_id, account_id)
 
-    def install(self, account_id: str, app_id: str, creds: Credentials) -> bool:
-        """Store (or replace) an account's credentials and drop its cached tokens; True if it existed."""
+    def install(
+        self, account_id: str, app_id: str, creds: Credentials, *, issued_at: int | None = None
+    ) -> Installed:
+        """Store (or replace) an account's credentials and drop its cached tokens.
+
+        `issued_at` is the `iat` of the identity token that brought them, where it had one:
+        credentials brought by a token issued earlier than the stored ones' are not taken
+        (an old, captured or delayed callback cannot bring back replaced credentials).
+        """
         plain = json.dumps({"id": creds.client_id, "secret": creds.client_secret}).encode()
         sealed = self.sealer.seal(plain, aad=self._aad(app_id, account_id))
         now = int(self.clock())
         with store_errors():
-            existed = self._install(
+            outcome = self._install(
                 keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index,
                       self.keys.revoked, self.keys.generation],
-                args=[app_id, now, account_id, self.keys.channel, *sealed_fields_args(sealed)],
+                args=[app_id, now, account_id, self.keys.channel, "" if issued_at is None else int(issued_at),
+                      *sealed_fields_args(sealed)],
             )
+        if outcome == -1:
+            return Installed.STALE
         self.on_change(account_id)
-        return bool(existed)
+        return Installed.REPLACED if outcome else Installed.NEW
 
     def get(self, account_id: str) -> AccountRecord | None:
         with store_errors():
@@ -228,11 +276,26 @@ class AccountRepository:
         with store_errors():
             existed = self._delete(
                 keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index,
-                      self.keys.revoked],
+                      self.keys.revoked, self.keys.key_for(account_id, "verifying")],
                 args=[account_id, self.keys.channel],
             )
         self.on_change(account_id)
         return bool(existed)
+
+    def drop_tokens(self, account_id: str, *, verify_interval: int) -> Dropped:
+        """Forget every cached token of the account (its credentials stay).
+
+        Also claims the account's verification for `verify_interval` seconds, across all
+        processes, so a stream of callbacks makes one verification fetch, not one each.
+        """
+        with store_errors():
+            outcome = self._drop_tokens(
+                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"),
+                      self.keys.key_for(account_id, "verifying")],
+                args=[account_id, self.keys.channel, max(1, verify_interval)],
+            )
+        self.on_change(account_id)
+        return {0: Dropped.NOT_INSTALLED, 1: Dropped.VERIFY}.get(int(outcome), Dropped.RECENTLY_VERIFIED)
 
     def revoke(self, account_id: str, generation: str, until: int) -> bool:
         """Mark revoked and drop cached tokens, unless the account was re-installed meanwhile."""
@@ -269,19 +332,6 @@ class AccountRepository:
             pipe.scard(self.keys.revoked)
             total, revoked = pipe.execute()
         return int(total), int(revoked)
-
-    def bind_identity(self, token_digest: str, body_digest: str, ttl: int) -> bool:
-        """Tie a verified identity token to the one message it came with; False if it came with another.
-
-        Trackunit's token does not cover the body, so without this a captured token could
-        carry other credentials, or an UNINSTALLED, until it expires.
-        """
-        key = f"{self.keys.prefix}:identity:{token_digest}"
-        with store_errors():
-            if self.redis.set(key, body_digest, nx=True, ex=max(1, ttl)):
-                return True
-            stored = self.redis.get(key)
-        return stored is None or stored.decode() == body_digest
 
     def eviction_policy(self) -> str | None:
         """Redis's maxmemory-policy (from INFO, which managed Redis allows where CONFIG is not).

@@ -7,6 +7,7 @@ on one slot. Every Redis failure leaves this layer as `StoreUnavailable`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Iterator
 
@@ -70,6 +71,18 @@ class KeySpace:
     def revoked(self) -> str:
         """Set of the ids of revoked accounts (so counting them is O(1))."""
         return f"{self.prefix}:revoked"
+
+    def identity(self, issuer: str, app_id: str, jti: str) -> str:
+        """String tying one identity token id (`jti`) to the one message it signed.
+
+        Named by a digest of issuer, app and jti, each length-prefixed, so a jti of one
+        issuer or app never collides with another's and any jti makes a short key.
+        """
+        digest = hashlib.sha256()
+        for part in (issuer, app_id, jti):
+            raw = part.encode()
+            digest.update(len(raw).to_bytes(4, "big") + raw)
+        return f"{self.prefix}:identity:{digest.hexdigest()}"
 
     def key_for(self, account_id: str, *parts: str) -> str:
         """`{prefix}:account:{<id>}` (the account's hash) or a key below it."""

@@ -132,6 +132,6 @@ def test_the_scripts_refuse_an_odd_or_empty_list_of_pieces_and_change_nothing(re
         swap(keys=[key], args=[APP_ID, read_sealed(redis_client, key), *values])
     with pytest.raises(redis.ResponseError, match="expected field, value pairs"):
         install(keys=[key, KEYS.key_for("acc-1", "cache"), KEYS.index, KEYS.revoked, KEYS.generation],
-                args=[APP_ID, 1, "acc-1", KEYS.channel, *values])
+                args=[APP_ID, 1, "acc-1", KEYS.channel, "", *values])
 
     assert redis_client.hgetall(key) == before

@@ -1,6 +1,8 @@
 """Steps several test modules share: installing as Trackunit does, asking for tokens."""
 from __future__ import annotations
 
+import time
+
 from tests.conftest import APP_ID
 
 ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
@@ -25,3 +27,13 @@ def ok_token(client, headers, account_id: str = ACCOUNT, **params) -> dict:
     response = get_token(client, headers, account_id, **params)
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()
+
+
+def wait_for(condition, timeout: float = 10.0):
+    """Poll `condition` until it returns something true (returned), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout} s")

@@ -4,7 +4,7 @@ import pytest
 
 from errors import InvalidRequest, RecordUnreadable
 from tests.support.records import read_sealed, write_sealed
-from vault.accounts import AccountRepository, Credentials
+from vault.accounts import AccountRepository, Credentials, Dropped, Installed
 from vault.keys import KeyRing
 from vault.seal import Sealer
 from vault.store import KeySpace
@@ -33,13 +33,13 @@ def token(until=1_700_003_300) -> CachedToken:
 
 
 def test_install_get_load(repo, redis):
-    assert repo.install("a1", "@org/app", Credentials("cid", "csecret")) is False
+    assert repo.install("a1", "@org/app", Credentials("cid", "csecret")) is Installed.NEW
     record, creds = repo.load("a1")
     assert (record.status, record.installed_at, record.generation) == ("active", 1_700_000_000, "1")
     assert creds == Credentials("cid", "csecret") and creds.client_secret == "csecret"
     assert "csecret" not in repr(creds)
     assert all(b"csecret" not in (redis.dump(k) or b"") for k in redis.keys())
-    assert repo.install("a1", "@org/app", Credentials("cid", "new")) is True
+    assert repo.install("a1", "@org/app", Credentials("cid", "new")) is Installed.REPLACED
     assert repo.load("a1")[0].generation == "2"
 
 
@@ -114,3 +114,36 @@ def test_swapped_record_does_not_open(repo, redis):
 def test_a_store_without_info_is_ready_with_an_unknown_policy(repo):
     # fakeredis (the ephemeral store of `make run`) has no INFO: unknown, not unavailable.
     assert repo.eviction_policy() is None
+
+
+def test_an_install_issued_before_the_stored_one_is_stale_and_writes_nothing(repo, redis):
+    assert repo.install("a1", "@org/app", Credentials("cid", "new"), issued_at=200) is Installed.NEW
+    before = {key: redis.dump(key) for key in redis.keys("*")}
+    assert repo.install("a1", "@org/app", Credentials("cid", "old"), issued_at=199) is Installed.STALE
+    assert {key: redis.dump(key) for key in redis.keys("*")} == before
+    assert repo.load("a1")[1].client_secret == "new"
+
+
+@pytest.mark.parametrize("issued_at", [200, 201, None], ids=["same_second", "later", "unknown"])
+def test_an_install_not_older_replaces_and_the_newest_iat_is_kept(issued_at, repo, redis):
+    repo.install("a1", "@org/app", Credentials("cid", "first"), issued_at=200)
+    assert repo.install("a1", "@org/app", Credentials("cid", "second"), issued_at=issued_at) is Installed.REPLACED
+    assert repo.load("a1")[1].client_secret == "second"
+    assert int(redis.hget("t:account:{a1}", "iat")) == max(200, issued_at or 0)
+
+
+def test_an_install_with_iat_after_one_without_is_taken(repo):
+    repo.install("a1", "@org/app", Credentials("cid", "first"))
+    assert repo.install("a1", "@org/app", Credentials("cid", "second"), issued_at=5) is Installed.REPLACED
+
+
+def test_drop_tokens_keeps_the_credentials_and_claims_one_verification(repo, redis):
+    assert repo.drop_tokens("a1", verify_interval=10) is Dropped.NOT_INSTALLED
+    assert redis.keys("*") == []
+    repo.install("a1", "@org/app", Credentials("cid", "s"))
+    redis.set("t:account:{a1}:token:x", b"sealed")
+    redis.sadd("t:account:{a1}:cache", "t:account:{a1}:token:x")
+    assert repo.drop_tokens("a1", verify_interval=10) is Dropped.VERIFY
+    assert repo.drop_tokens("a1", verify_interval=10) is Dropped.RECENTLY_VERIFIED
+    assert redis.get("t:account:{a1}:token:x") is None and repo.load("a1")[1].client_secret == "s"
+    assert 0 < redis.ttl("t:account:{a1}:verifying") <= 10

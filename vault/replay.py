@@ -1,0 +1,32 @@
+"""Identity replay bindings: one identity token id (`jti`) carries one message only.
+
+Trackunit's identity token does not cover the body. Where it has a `jti`, the first
+message it arrives with is bound to it for as long as the token lives, so a captured
+token cannot carry other credentials; the same message again (a retry) is still taken.
+"""
+from __future__ import annotations
+
+import redis
+
+from vault.store import KeySpace, store_errors
+
+# KEYS: binding key. ARGV: message digest, ttl in seconds. 1 if the key now holds this digest.
+_BIND = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+"""
+
+
+class IdentityBindings:
+    """Bind `jti`s to message digests in Redis (the client is passed in)."""
+
+    def __init__(self, client: redis.Redis, keys: KeySpace) -> None:
+        self.keys = keys
+        self._bind = client.register_script(_BIND)
+
+    def bind(self, *, issuer: str, app_id: str, jti: str, message_digest: str, ttl: int) -> bool:
+        """Tie `jti` (of `issuer`, for `app_id`) to one message for `ttl` s; False if it came with another."""
+        with store_errors():
+            return bool(self._bind(keys=[self.keys.identity(issuer, app_id, jti)],
+                                   args=[message_digest, max(1, int(ttl))]))
