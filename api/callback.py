@@ -101,11 +101,11 @@ def appinstall():
             raise InvalidIdentity(f"The identity's {claim} does not match the body.")
     if message.iris_app_id != services.config.iris_app_id:
         raise UnknownApp()
-    if message.type == INSTALLED:
+    if message.type in (INSTALLED, UNINSTALLED):
         _check_replay(services, claims, message, body)
+    if message.type == INSTALLED:
         return _installed(services, message, issued_at(claims))
     if message.type == UNINSTALLED:
-        _check_replay(services, claims, message, body)
         return _uninstalled(services, message)
     metrics.CALLBACKS.labels("ignored").inc()
     audit("callback_ignored", account_id=message.account_id, type=message.type[:32], via="callback")

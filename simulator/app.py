@@ -239,7 +239,15 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
         body = _json_body()
         callback_url, account_id = _string(body, "callbackUrl"), _string(body, "accountId")
         app_id, kind = _string(body, "irisAppId", DEFAULT_APP_ID), _string(body, "type", "INSTALLED")
-        creds = state.add_account(account_id, _scopes(body), app_id)
+        if kind == "INSTALLED":
+            added = state.add_account(account_id, _scopes(body), app_id)
+            creds = {"clientId": added["clientId"], "clientSecret": added["clientSecret"]}
+            message = {"type": kind, "irisAppId": app_id, "accountId": account_id, **creds}
+        else:
+            # Any other message carries no credentials; after an uninstall the old ones stop working.
+            if kind == "UNINSTALLED":
+                state.revoke(account_id)
+            creds, message = {}, {"type": kind, "irisAppId": app_id, "accountId": account_id}
         token = body.get("identityToken")
         if token is not None and (not isinstance(token, str) or not token):
             raise _BadRequest("identityToken must be a non-empty string")
@@ -248,8 +256,6 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
             with_jti, account_claims = _flag(body, "jti"), _flag(body, "accountClaims")
             claims = {"irisAppId": app_id, "accountId": account_id} if account_claims else {}
             token = state.identity_token(claims, expires_in=300, jti=with_jti)
-        message = {"type": kind, "irisAppId": app_id, "accountId": account_id,
-                   "clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
         try:
             answer = requests.post(callback_url, json=message, headers={"Trackunit-Identity": token},
                                    timeout=state.callback_timeout, allow_redirects=False)
@@ -261,7 +267,7 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
             parsed = answer.text
         return _reply(200, {
             "callbackStatus": answer.status_code, "callbackResponse": parsed, "accountId": account_id,
-            "clientId": creds["clientId"], "clientSecret": creds["clientSecret"], "identityToken": token,
+            **creds, "identityToken": token,
         })
 
     @app.post("/_sim/behaviour")

@@ -180,3 +180,22 @@ def test_uninstalled_keeps_working_credentials_and_revokes_refused_ones(sim, vau
     assert token_of(vault, "gu-un-works").status_code == 200
     refused = token_of(vault, "gu-un-refused")
     assert refused.status_code == 410 and refused.json()["error"]["code"] == "credentials_revoked"
+
+
+def test_an_uninstall_as_the_simulator_sends_it_revokes_and_keeps_the_record(stack, sim, vault):
+    """`simulator install --type UNINSTALLED`: the client is refused from now on, the message has no credentials."""
+    _, sim_server, _ = stack
+
+    def send(kind: str) -> dict:
+        answer = requests.post(f"{sim_server.url}/_sim/install", timeout=30, json={
+            "callbackUrl": f"{vault.url}/appinstall", "accountId": "gu-sim-un", "irisAppId": APP_ID, "type": kind})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    installed = send("INSTALLED")
+    assert token_of(vault, "gu-sim-un").status_code == 200
+    uninstalled = send("UNINSTALLED")
+    assert uninstalled["callbackStatus"] == 202 and "clientSecret" not in uninstalled
+    assert uninstalled["callbackResponse"] == {"status": "verifying", "account_id": "gu-sim-un"}
+    wait_for(lambda: account(vault, "gu-sim-un")["status"] == "revoked")
+    assert sim.last_token_request["client_id"] == installed["clientId"]
