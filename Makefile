@@ -6,16 +6,19 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test demo simulator bench bench-smoke clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@# The service and the client package, editable: imports work from any folder, no sys.path patches
+	@# (PYTHONWARNINGS quiets setuptools' note that folders named like the packages come first: they are them).
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --no-deps -e . -e ./client
 	@touch $(STAMP)
 
 ## run: the service on http://127.0.0.1:8000 (dev settings filled in, simulator started; see README)
 run: $(STAMP)
-	$(BIN)/python -m devserver
+	$(BIN)/python -m scripts.devserver
 
 ## test: every test, unit and integration (starts its own redis-server and simulator)
 test: $(STAMP)
@@ -33,12 +36,12 @@ simulator: $(STAMP)
 ## bench: the benchmark of issue 5 (redis-server, simulator, gunicorn, wrk; a few minutes; see bench/README.md)
 bench: $(STAMP)
 	@scripts/ensure-redis-server
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## bench-smoke: the same in a few seconds, counts asserted, no throughput threshold
 bench-smoke: $(STAMP)
 	@scripts/ensure-redis-server
-	$(BIN)/python bench/run.py --smoke $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

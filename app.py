@@ -14,15 +14,15 @@ import redis
 from flask import Flask
 
 import api
-import logs
+from core import logs
 import cli
-import tunables
+from core import tunables
 from api.apikeys import ApiKeyChecker
 from auth.identity import IdentityVerifier
 from auth.localcache import LocalTokenCache
 from auth.tokens import TokenService
 from auth.trackunit import TrackunitAuth
-from config import ApiKey, Config, ConfigError
+from core.config import ApiKey, Config, ConfigError
 from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
 from vault.invalidation import InvalidationListener

@@ -19,7 +19,7 @@ limit_request_field_size = 16384  # room for a Trackunit-Identity JWT
 
 def on_starting(server):
     """Validate the configuration once in the master, so a bad deployment fails with one clear line."""
-    from config import Config, ConfigError
+    from core.config import Config, ConfigError
 
     try:
         Config.from_env(os.environ)

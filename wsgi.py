@@ -5,7 +5,7 @@ there is never a fallback to an in-memory store.
 """
 import sys
 
-from config import ConfigError
+from core.config import ConfigError
 
 try:
     from app import create_app

@@ -5,8 +5,8 @@ import datetime as dt
 
 from flask import Blueprint, current_app, request
 
-import tunables
-from errors import AccountNotFound, InvalidRequest
+from core import tunables
+from core.errors import AccountNotFound, InvalidRequest
 from api.requestlog import audit
 from vault.accounts import AccountRecord
 

@@ -6,8 +6,8 @@ import hmac
 
 from flask import current_app, g, request
 
-from config import ApiKey
-from errors import AccountNotFound, Unauthorized
+from core.config import ApiKey
+from core.errors import AccountNotFound, Unauthorized
 from vault.accounts import valid_account_id
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from errors import InvalidIdentity, InvalidRequest, UnknownApp, UnsupportedMediaType, VaultError
-import metrics
-import tunables
+from core.errors import InvalidIdentity, InvalidRequest, UnknownApp, UnsupportedMediaType, VaultError
+from core import metrics
+from core import tunables
 from api.errors import error_response
 from api.requestlog import audit
 from auth.identity import issued_at, message_digest, replay_rule

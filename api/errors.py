@@ -7,7 +7,7 @@ import traceback
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from errors import PayloadTooLarge, VaultError
+from core.errors import PayloadTooLarge, VaultError
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-import metrics
-from errors import Unauthorized
+from core import metrics
+from core.errors import Unauthorized
 
 bp = Blueprint("metrics", __name__)
 

@@ -11,11 +11,11 @@ import time
 from werkzeug.routing import PathConverter
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
-import metrics
-import tunables
+from core import metrics
+from core import tunables
 from api.errors import error_response
 from api.requestlog import audit
-from errors import PayloadTooLarge, VaultError
+from core.errors import PayloadTooLarge, VaultError
 from proxy.paths import upstream_url
 from proxy.upstream import forwarded_headers
 

@@ -10,10 +10,10 @@ import json
 
 from flask import Blueprint, Response, current_app, request
 
-import metrics
+from core import metrics
 from api.errors import error_response
 from api.requestlog import audit
-from errors import InvalidRequest, VaultError
+from core.errors import InvalidRequest, VaultError
 
 bp = Blueprint("tokens", __name__, url_prefix="/v1/accounts")
 

@@ -23,7 +23,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError, ResponseError
 
-from httpretry import BudgetRetry
+from core.httpretry import BudgetRetry
 
 _current = threading.local()  # the FetchDeadline of this thread's fetch, if any
 

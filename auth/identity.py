@@ -18,8 +18,8 @@ from typing import Any
 
 import jwt
 
-import tunables
-from errors import IdentityUnavailable, InvalidIdentity
+from core import tunables
+from core.errors import IdentityUnavailable, InvalidIdentity
 
 # Asymmetric algorithms only: never "none", never HS* (a public key is no secret).
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")

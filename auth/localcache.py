@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-import tunables
+from core import tunables
 from vault.tokencache import CachedToken
 
 

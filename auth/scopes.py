@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 import re
 
-from config import AppScopes
-from errors import InvalidScope
+from core.config import AppScopes
+from core.errors import InvalidScope
 
 _SEPARATORS = re.compile(r"[\s,]+")
 MAX_SCOPE_PARAM = 4096

@@ -20,13 +20,13 @@ from collections.abc import Callable
 
 import redis
 
-import metrics
-import tunables
+from core import metrics
+from core import tunables
 from auth.localcache import LocalTokenCache
 from auth.scopes import requested_scopes, scope_id
 from auth.trackunit import TokenGrant, TrackunitAuth
-from config import AppScopes
-from errors import (
+from core.config import AppScopes
+from core.errors import (
     AccountNotFound,
     AuthError,
     AuthUnavailable,

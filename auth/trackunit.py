@@ -17,11 +17,11 @@ from collections.abc import Sequence
 import requests
 import urllib3
 
-import metrics
-import tunables
+from core import metrics
+from core import tunables
 from auth.deadline import DeadlineAdapter, DeadlinePassed, DeadlineRetry, FetchDeadline
-from httpretry import retry_after_seconds
-from errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted, VaultError
+from core.httpretry import retry_after_seconds
+from core.errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted, VaultError
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""The benchmark of issue 5: `python bench/run.py` (or `make bench`); see bench/README.md."""
+"""The benchmark: `python -m bench.run` (or `make bench`); see bench/README.md."""

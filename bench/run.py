@@ -10,9 +10,9 @@ The machines are shared and noisy, so throughput is only ever quoted as a
 ratio of two sides measured in the same run, interleaved A B A B ..., as the
 median of the per-round ratios.
 
-    python bench/run.py                 # the full run (needs wrk; installs it with apt-get when root)
-    python bench/run.py --smoke         # a few seconds, tiny N, asserts the counts, no throughput threshold
-    python bench/run.py --accounts 20000 --rounds 3 --duration 2 --workers 4
+    python -m bench.run                 # the full run (needs wrk; installs it with apt-get when root)
+    python -m bench.run --smoke         # a few seconds, tiny N, asserts the counts, no throughput threshold
+    python -m bench.run --accounts 20000 --rounds 3 --duration 2 --workers 4
 
 Exit status: 0 when every count is right (Trackunit calls of the stampede and
 of the rollovers, every response a 2xx, paging returns every account once),
@@ -47,17 +47,15 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import redis
+import requests
+
+from auth.tokens import cache_lifetime
+from core.config import Config
+from tests.support.gunicorn import GunicornServer
+from tests.support.redis_server import RedisServer
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python bench/run.py` puts bench/ first on the path, not the repository
-    sys.path.insert(0, str(ROOT))
-
-import redis  # noqa: E402
-import requests  # noqa: E402
-
-from auth.tokens import cache_lifetime  # noqa: E402
-from config import Config  # noqa: E402
-from tests.support.gunicorn import GunicornServer  # noqa: E402
-from tests.support.redis_server import RedisServer  # noqa: E402
 from vault.accounts import AccountRepository, Credentials  # noqa: E402
 from vault.keys import generate_key  # noqa: E402
 from vault.seal import Sealer  # noqa: E402
@@ -138,7 +136,7 @@ SMOKE = dict(accounts=300, callback_installs=40, rounds=1, duration=1, stampede=
 
 
 def parse_args(argv: list[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
                         help="a few seconds: tiny N, 1 round, short runs; counts asserted")
     parser.add_argument("--accounts", type=int, help="installed accounts N (full 100000, smoke 300)")

@@ -6,7 +6,7 @@ import json
 import click
 from flask import g
 
-import tunables
+from core import tunables
 from api.accounts import account_json, iso
 from api.requestlog import audit
 from cli.groups import accounts_group, services, stderr, table, vault_errors

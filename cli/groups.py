@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from errors import VaultError
+from core.errors import VaultError
 
 vault_group = AppGroup("vault", help="Sealing keys and sealed records.")
 accounts_group = AppGroup("accounts", help="Installed accounts (never their credentials).")

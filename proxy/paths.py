@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote, urlsplit
 
-from errors import InvalidPath
+from core.errors import InvalidPath
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ALLOWED_RAW = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:%/]*$")  # RFC 3986 pchar and '/', no '@'

@@ -16,9 +16,9 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-import tunables
-from errors import UpstreamUnavailable
-from httpretry import BudgetRetry
+from core import tunables
+from core.errors import UpstreamUnavailable
+from core.httpretry import BudgetRetry
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,7 @@ import time
 
 import requests
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import devserver  # noqa: E402
+from scripts import devserver
 
 ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from app import create_app
-from config import Config
+from core.config import Config
 from simulator import SigningKey, create_simulator, serve_in_thread
 from tests.support.redis_server import RedisServer
 

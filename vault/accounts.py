@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 
 import redis
 
-from errors import InvalidRequest, RecordUnreadable
+from core.errors import InvalidRequest, RecordUnreadable
 from vault.seal import SealError, Sealer, associated_data
 from vault.store import KeySpace, store_errors
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import redis
 
-import tunables
+from core import tunables
 
 log = logging.getLogger(__name__)
 

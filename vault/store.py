@@ -15,8 +15,8 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-import tunables
-from errors import StoreUnavailable
+from core import tunables
+from core.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

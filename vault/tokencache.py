@@ -17,7 +17,7 @@ from collections.abc import Callable
 import redis
 from redis.lock import Lock
 
-import tunables
+from core import tunables
 from vault.seal import SealError, Sealer, associated_data
 from vault.store import KeySpace, store_errors
 

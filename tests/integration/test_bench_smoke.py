@@ -1,4 +1,4 @@
-"""`bench/run.py --smoke` end to end, as `make bench-smoke` runs it.
+"""`python -m bench.run --smoke` end to end, as `make bench-smoke` runs it.
 
 The smoke run starts its own redis-server, simulator and gunicorn (free ports),
 installs a few hundred accounts and runs every section of the benchmark
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_bench_smoke_run_passes_and_reports_a_single_stampede_call():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke"],
+        [sys.executable, "-m", "bench.run", "--smoke"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     output = result.stdout + "\n--- stderr ---\n" + result.stderr[-4000:]

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import RSAAlgorithm
 
 from app import create_app
-from config import Config
+from core.config import Config
 from simulator import SigningKey
 from tests.conftest import APP_ID
 from tests.support.redis_server import free_port

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from app import create_app
-from config import Config
+from core.config import Config
 from tests.conftest import APP_ID, OLD_KEY, VAULT_KEY
 from tests.support.records import read_sealed, write_sealed
 from tests.integration.test_rotation import (

@@ -1,6 +1,6 @@
 """The Python client (client/, package iris_vault_client) against the vault over real HTTP and the simulator.
 
-The client is imported from the client/ folder. The vault's token endpoint is observed by handing
+The client is installed editable from the client/ folder (`make test` does it). The vault's token endpoint is observed by handing
 VaultAuth a requests.Session that notes each call it makes (the calls themselves are real).
 """
 from __future__ import annotations
@@ -18,12 +18,11 @@ import requests
 from tests.conftest import API_KEY
 from tests.integration.test_proxy import Elsewhere
 
-CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
-sys.path.insert(0, str(CLIENT_DIR))
+import iris_vault_client
+from iris_vault_client import VaultAuth, VaultError, trackunit_session
+from iris_vault_client import auth as auth_module
 
-import iris_vault_client  # noqa: E402
-from iris_vault_client import VaultAuth, VaultError, trackunit_session  # noqa: E402
-from iris_vault_client import auth as auth_module  # noqa: E402
+CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
 
 ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 UNKNOWN = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"

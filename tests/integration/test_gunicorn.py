@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-import tunables
+from core import tunables
 from tests.conftest import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
 from tests.support.gunicorn import GunicornServer
 from tests.support.redis_server import free_port

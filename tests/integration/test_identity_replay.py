@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-import metrics
-import tunables
+from core import metrics
+from core import tunables
 from tests.conftest import APP_ID
 from tests.support.flows import ACCOUNT, get_token, ok_token, wait_for
 

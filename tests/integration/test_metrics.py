@@ -5,7 +5,7 @@ import pytest
 import requests
 
 from app import create_app
-from config import Config
+from core.config import Config
 from tests.support.gunicorn import GunicornServer
 
 ACCOUNT = "acc-metrics"

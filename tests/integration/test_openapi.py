@@ -1,7 +1,7 @@
 """api/openapi.json: a valid OpenAPI 3.1 document that describes exactly the routes the app serves.
 
 Both ways: every Flask route (and method) is in the document, and every documented path and method is a
-route. Every error the service defines (errors.py) is documented with its status and code, and GET
+route. Every error the service defines (core/errors.py) is documented with its status and code, and GET
 /openapi.json serves the file.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import schemathesis
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-import errors
+from core import errors
 
 DOCUMENT_PATH = Path(__file__).resolve().parents[2] / "api" / "openapi.json"
 DOCUMENT = json.loads(DOCUMENT_PATH.read_text())

@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-import tunables
+from core import tunables
 from simulator.state import large_body
 from tests.conftest import API_KEY
 

@@ -14,9 +14,9 @@ import pytest
 import requests
 from flask import request as flask_request
 
-import tunables
+from core import tunables
 from app import create_app
-from config import Config
+from core.config import Config
 from tests.support.flows import get_token, install, ok_token
 from tests.support.redis_server import free_port
 

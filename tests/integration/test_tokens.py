@@ -11,9 +11,9 @@ import time
 import pytest
 import requests
 
-import tunables
+from core import tunables
 from app import create_app
-from config import Config
+from core.config import Config
 from tests.support.flows import get_token, install, ok_token
 
 ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"

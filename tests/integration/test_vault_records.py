@@ -8,7 +8,7 @@ import logging
 import requests
 
 from app import create_app
-from config import Config
+from core.config import Config
 from tests.conftest import OLD_KEY, VAULT_KEY
 from tests.support import flows
 from tests.support.records import read_sealed, write_sealed

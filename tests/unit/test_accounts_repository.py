@@ -2,7 +2,7 @@
 import fakeredis
 import pytest
 
-from errors import InvalidRequest, RecordUnreadable
+from core.errors import InvalidRequest, RecordUnreadable
 from tests.support.records import read_sealed, write_sealed
 from vault.accounts import AccountRepository, Credentials, Dropped, Installed
 from vault.keys import KeyRing

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-import tunables
+from core import tunables
 from auth.tokens import cache_lifetime
 from auth.trackunit import TokenGrant, TrackunitAuth
-from errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted
+from core.errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted
 from tests.support.redis_server import free_port
 
 ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"

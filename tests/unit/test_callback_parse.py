@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from api.callback import CallbackMessage, parse_message
-from errors import InvalidRequest
+from core.errors import InvalidRequest
 
 SECRET = "wZtQppu1huik4cYBAhYXnZS29pSudTBne2SE6WEM5C5"
 

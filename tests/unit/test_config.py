@@ -3,7 +3,7 @@ import base64
 
 import pytest
 
-from config import AppScopes, Config, ConfigError
+from core.config import AppScopes, Config, ConfigError
 
 GOOD = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-import tunables
+from core import tunables
 from auth.trackunit import TrackunitAuth
-from errors import AuthError, AuthUnavailable
+from core.errors import AuthError, AuthUnavailable
 
 SCOPES = ("account.view", "asset.view")
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-import tunables
+from core import tunables
 from auth.identity import issued_at, message_digest, replay_rule
 from vault.store import KeySpace
 

@@ -18,7 +18,7 @@ import re
 from hypothesis import assume, given, settings, strategies as st
 
 from api.callback import INSTALLED, MAX_FIELD, UNINSTALLED, CallbackMessage, parse_message
-from errors import InvalidRequest
+from core.errors import InvalidRequest
 from vault.accounts import credentials_aad
 from vault.keys import KEY_SIZE, KeyRing
 from vault.seal import MIN_SEALED_SIZE, SealError, Sealer, associated_data

@@ -3,7 +3,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from errors import InvalidPath
+from core.errors import InvalidPath
 from proxy.paths import MAX_PATH, upstream_url
 
 BASE = "https://iris.trackunit.com"

@@ -1,8 +1,8 @@
 import pytest
 
 from auth.scopes import requested_scopes, scope_id
-from config import AppScopes
-from errors import InvalidScope
+from core.config import AppScopes
+from core.errors import InvalidScope
 
 SCOPES = AppScopes.parse("asset.view account.view account.alert.view?")
 

@@ -1,4 +1,4 @@
-"""Run the service locally with nothing set up: `python -m devserver` (what `make run` does).
+"""Run the service locally with nothing set up: `python -m scripts.devserver` (what `make run` does).
 
 Whatever the environment leaves out is filled in for development, loudly:
 - no REDIS_URL: an EPHEMERAL in-memory Redis (fakeredis's TCP server, shared
@@ -68,7 +68,7 @@ def prepare(env: dict[str, str], *, quiet: bool = False) -> list[str]:
 
 def spawn_gunicorn(env: dict[str, str], **popen) -> subprocess.Popen:
     """gunicorn with the Procfile's arguments."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository, where the Procfile is
     with open(os.path.join(here, "Procfile")) as procfile:
         command = procfile.read().split("web:", 1)[1].split()
     return subprocess.Popen([sys.executable, "-m", *command], env=env, cwd=here, **popen)
