@@ -26,9 +26,11 @@ from core.config import ApiKey, Config, ConfigError
 from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
 from vault.invalidation import InvalidationListener
+from vault.health import StoreHealth
+from vault.layout import KeySpace
 from vault.replay import IdentityBindings
 from vault.seal import Sealer
-from vault.store import KeySpace, connect
+from vault.store import connect
 from vault.tokencache import TokenCache
 
 
@@ -42,6 +44,7 @@ class Services:
     identity: IdentityVerifier
     bindings: IdentityBindings
     accounts: AccountRepository
+    health: StoreHealth
     tokens: TokenService
     trackunit_api: TrackunitApi
     listener: InvalidationListener
@@ -76,6 +79,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         identity=IdentityVerifier(config.jwks_url, audience=config.identity_audience),
         bindings=IdentityBindings(client, keys),
         accounts=accounts,
+        health=StoreHealth(client),
         tokens=tokens,
         trackunit_api=TrackunitApi(),
         listener=listener,

@@ -1,6 +1,8 @@
 """`/v1/accounts`: what operators may see and do with installed accounts (never their secrets)."""
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 
 from flask import Blueprint, current_app, request
@@ -8,7 +10,7 @@ from flask import Blueprint, current_app, request
 from core import tunables
 from core.errors import AccountNotFound, InvalidRequest
 from api.requestlog import audit
-from vault.accounts import AccountRecord
+from vault.accounts import AccountRecord, valid_account_id
 
 bp = Blueprint("accounts", __name__, url_prefix="/v1/accounts")
 
@@ -34,8 +36,25 @@ def list_accounts():
     if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= tunables.MAX_PAGE_SIZE:
         raise InvalidRequest(f"limit must be a whole number from 1 to {tunables.MAX_PAGE_SIZE}.")
     cursor = request.args.get("cursor") or None
-    records, next_cursor = current_app.extensions["vault"].accounts.page(int(raw_limit), cursor)
-    return {"accounts": [account_json(r) for r in records], "next_cursor": next_cursor}
+    after = decode_cursor(cursor) if cursor is not None else None
+    records, last = current_app.extensions["vault"].accounts.page(int(raw_limit), after)
+    return {"accounts": [account_json(r) for r in records], "next_cursor": encode_cursor(last) if last else None}
+
+
+def encode_cursor(account_id: str) -> str:
+    """The opaque `next_cursor` for paging on after `account_id`."""
+    return base64.urlsafe_b64encode(account_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The account id a cursor of `encode_cursor` names; InvalidRequest for anything else."""
+    try:
+        account_id = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+        if valid_account_id(account_id):
+            return account_id
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        pass
+    raise InvalidRequest("cursor is not a cursor this service returned")
 
 
 @bp.get("/<account_id>")

@@ -17,10 +17,10 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    accounts = current_app.extensions["vault"].accounts
-    accounts.ping()  # StoreUnavailable -> 503
+    health = current_app.extensions["vault"].health
+    health.ping()  # StoreUnavailable -> 503
     body: dict = {"status": "ready"}
-    policy = accounts.eviction_policy()
+    policy = health.eviction_policy()
     if policy and policy.startswith(DANGEROUS_POLICY_PREFIX):
         body["warnings"] = [
             f"Redis maxmemory-policy is {policy}: it may evict credential records. Use noeviction."

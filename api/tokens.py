@@ -1,6 +1,6 @@
 """`GET /v1/accounts/<id>/token`: a Bearer token for an account, from the cache when possible.
 
-This is the hot path (issue 5: a hit should cost about what `/healthz` costs), so
+This is the hot path (a hit should cost about what `/healthz` costs), so
 the view reads the request once, skips query parsing when there is no query,
 serialises with `json.dumps` directly and builds the response in one step.
 """

@@ -34,7 +34,8 @@ from core.errors import (
     ScopeNotGranted,
     VaultError,
 )
-from vault.accounts import REVOKED, AccountRecord, AccountRepository, Credentials
+from vault.accounts import AccountRecord, AccountRepository, Credentials
+from vault.layout import Status
 from vault.store import store_errors
 from vault.tokencache import CachedToken, Failure, TokenCache
 
@@ -179,7 +180,7 @@ class TokenService:
     def _check_record(self, record: AccountRecord | None) -> None:
         if record is None:
             raise AccountNotFound()
-        if record.status == REVOKED and record.revoked_until and self.clock() < record.revoked_until:
+        if record.status is Status.REVOKED and record.revoked_until and self.clock() < record.revoked_until:
             raise CredentialsRevoked(retry_after=int(record.revoked_until - self.clock()) + 1)
 
     def _fetch(
@@ -297,7 +298,7 @@ class TokenService:
                 ok = True  # another process refreshed it already
                 return
             loaded = self.accounts.load(account_id)
-            if loaded is None or loaded[0].status == REVOKED:
+            if loaded is None or loaded[0].status is Status.REVOKED:
                 ok = True
                 return
             self._fetch(*loaded, scopes, slot)

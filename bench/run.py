@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from vault.accounts import AccountRepository, Credentials  # noqa: E402
 from vault.keys import generate_key  # noqa: E402
 from vault.seal import Sealer  # noqa: E402
-from vault.store import KeySpace  # noqa: E402
+from vault.layout import KeySpace
 
 APP_ID = "@organization/appname"
 APP_SCOPES = "asset.view account.view account.alert.view?"

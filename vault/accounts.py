@@ -1,18 +1,13 @@
-"""Installed accounts: one Redis hash each, sealed credentials, and an index to page through.
+"""Installed accounts: one Redis hash each (fields in `vault.layout.Field`), sealed credentials, an index to page.
 
-The hash holds `app`, `cred.0`, `cred.1`, … (the sealed client id and secret, in
-pieces: see `CRED_PIECE`), `status`,
-`gen` (a fresh number from one deployment-wide counter at every install and
-revocation, never reused even after a delete, so a token fetched with old credentials is
-never stored for new ones), `installed`, `updated`, `iat` (the newest `iat` of
-the identity tokens whose installs stored credentials, where they carried one) and,
-while revoked, `revoked_until`. Each multi-key change is one Lua script, so an
-account is never seen half-installed or half-deleted.
+The sealed credentials are stored in pieces (`CRED_PIECE`); every install and
+revocation takes a fresh generation from one deployment-wide counter, never reused
+even after a delete, so a token fetched with old credentials is never stored for
+new ones. Each change is one Lua script (vault/lua/), so an account is never seen
+half-installed or half-deleted.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import enum
 import json
@@ -23,108 +18,26 @@ from collections.abc import Callable, Mapping
 
 import redis
 
-from core.errors import InvalidRequest, RecordUnreadable
+from core.errors import RecordUnreadable
+from vault.layout import CACHE, VERIFYING, Field, KeySpace, Status
+from vault.scripts import Script
 from vault.seal import SealError, Sealer, associated_data
-from vault.store import KeySpace, store_errors
+from vault.store import store_errors
 
 log = logging.getLogger(__name__)
 
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # Trackunit ids are UUIDs; this is the outer bound
-ACTIVE = "active"
-REVOKED = "revoked"
 
 # Redis keeps a hash as a compact listpack only while every value fits in
 # `hash-max-listpack-value` (64 bytes by default); otherwise it becomes a hashtable
 # of about twice the memory. A sealed credential is about 130 bytes, so it is
-# stored in pieces of at most this size, `cred.0`, `cred.1`, … (issue 5: ≤ 512 B per record).
+# stored in pieces of at most this size (Field.CRED_PIECE + 0, 1, …).
 CRED_PIECE = 64
-CRED_FIELD = "cred."
-# One field, as written before the pieces. Still read, and preferred over pieces: this code
-# deletes it on every write, so its presence means a release from before the pieces wrote it
-# last (during a rolling deploy), and any pieces beside it are older.
-LEGACY_CRED_FIELD = "cred"
+# Records written before the pieces hold one field (Field.LEGACY_CRED). It is still read, and
+# preferred over pieces: this code deletes it on every write, so its presence means a release
+# from before the pieces wrote it last (during a rolling deploy), and any pieces beside it are older.
 
-# Lua: the sealed value of an account hash: the legacy field if present, else the pieces joined.
-SEALED_LUA = """
-local function sealed_of(key)
-  local legacy = redis.call('HGET', key, 'cred')
-  if legacy then return legacy end
-  local parts, n = {}, 0
-  while true do
-    local part = redis.call('HGET', key, 'cred.' .. n)
-    if not part then break end
-    parts[#parts + 1] = part
-    n = n + 1
-  end
-  if n == 0 then return false end
-  return table.concat(parts)
-end
-"""
-
-# KEYS: account hash, account cache set, index, revoked set, generation counter.
-# ARGV: app, now, account id, channel, identity iat ('' if unknown), then field, value pairs of the
-# sealed credentials. Returns -1 (stale: an older identity than the stored credentials'; nothing
-# written), 0 (new account) or 1 (replaced).
-# The hash is written afresh (keeping only `installed` and the newest `iat`), so no piece or mark
-# of an earlier install survives.
-_INSTALL = """
-if #ARGV < 7 or (#ARGV - 5) % 2 ~= 0 then return redis.error_reply('install: expected field, value pairs') end
-local stored_iat = redis.call('HGET', KEYS[1], 'iat')
-if ARGV[5] ~= '' and stored_iat and tonumber(ARGV[5]) < tonumber(stored_iat) then return -1 end
-local iat = stored_iat
-if ARGV[5] ~= '' then iat = ARGV[5] end
-local existed = redis.call('EXISTS', KEYS[1])
-local installed = redis.call('HGET', KEYS[1], 'installed') or ARGV[2]
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[1], 'app', ARGV[1], 'status', 'active', 'installed', installed, 'updated', ARGV[2],
-           'gen', redis.call('INCR', KEYS[5]))
-if iat then redis.call('HSET', KEYS[1], 'iat', iat) end
--- One piece per call: unpack() of a long list would overflow Lua's stack.
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('ZADD', KEYS[3], 0, ARGV[3])
-redis.call('SREM', KEYS[4], ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[3])
-return existed
-"""
-
-# KEYS: account hash, account cache set, verification mark. ARGV: account id, channel, mark ttl (s).
-# Returns 0 (not installed), 1 (tokens dropped; verify now) or 2 (dropped; verified moments ago).
-_DROP_TOKENS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
-redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[2], ARGV[1])
-if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return 1 end
-return 2
-"""
-
-# KEYS: account hash, account cache set, index, revoked set, verification mark. ARGV: account id, channel.
-_DELETE = """
-local existed = redis.call('EXISTS', KEYS[1])
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('SREM', KEYS[4], ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[1])
-return existed
-"""
-
-# KEYS: account hash, account cache set, revoked set, generation counter.
-# ARGV: generation, revoked until, now, account id, channel.
-_REVOKE = """
-if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', key) end
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked_until', ARGV[2], 'updated', ARGV[3])
--- A new generation: a fetch still in flight with the refused credentials cannot cache its token.
-redis.call('HSET', KEYS[1], 'gen', redis.call('INCR', KEYS[4]))
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[4])
-return 1
-"""
-
-_SUMMARY_FIELDS = ("app", "status", "installed", "updated", "gen", "revoked_until")
+_SUMMARY_FIELDS = (Field.APP, Field.STATUS, Field.INSTALLED, Field.UPDATED, Field.GENERATION, Field.REVOKED_UNTIL)
 
 
 class Installed(enum.Enum):
@@ -155,7 +68,7 @@ class AccountRecord:
 
     account_id: str
     iris_app_id: str
-    status: str
+    status: Status
     installed_at: int
     updated_at: int
     generation: str
@@ -164,7 +77,8 @@ class AccountRecord:
 
 def sealed_fields(sealed: bytes) -> dict[str, bytes]:
     """The hash fields that hold one sealed value: `cred.0`, `cred.1`, … of at most CRED_PIECE bytes."""
-    return {f"{CRED_FIELD}{n}": sealed[i:i + CRED_PIECE] for n, i in enumerate(range(0, len(sealed), CRED_PIECE))}
+    return {f"{Field.CRED_PIECE}{n}": sealed[i:i + CRED_PIECE]
+            for n, i in enumerate(range(0, len(sealed), CRED_PIECE))}
 
 
 def sealed_fields_args(sealed: bytes) -> list[bytes | str]:
@@ -174,11 +88,11 @@ def sealed_fields_args(sealed: bytes) -> list[bytes | str]:
 
 def join_sealed(fields: Mapping[bytes, bytes]) -> bytes | None:
     """The sealed value from an account hash as HGETALL returns it; None if it has none."""
-    legacy = fields.get(LEGACY_CRED_FIELD.encode())
+    legacy = fields.get(Field.LEGACY_CRED.encode())
     if legacy is not None:
-        return legacy  # see LEGACY_CRED_FIELD
+        return legacy  # a release before the pieces wrote it last (see CRED_PIECE)
     parts = []
-    while (part := fields.get(f"{CRED_FIELD}{len(parts)}".encode())) is not None:
+    while (part := fields.get(f"{Field.CRED_PIECE}{len(parts)}".encode())) is not None:
         parts.append(part)
     return b"".join(parts) if parts else None
 
@@ -209,10 +123,10 @@ class AccountRepository:
         self.sealer = sealer
         self.keys = keys
         self.clock = clock
-        self._install = client.register_script(_INSTALL)
-        self._delete = client.register_script(_DELETE)
-        self._revoke = client.register_script(_REVOKE)
-        self._drop_tokens = client.register_script(_DROP_TOKENS)
+        self._install = Script(client, "install")
+        self._delete = Script(client, "delete")
+        self._revoke = Script(client, "revoke")
+        self._drop_tokens = Script(client, "drop_tokens")
 
     def _aad(self, app_id: str, account_id: str) -> bytes:
         return credentials_aad(app_id, account_id)
@@ -231,10 +145,10 @@ class AccountRepository:
         now = int(self.clock())
         with store_errors():
             outcome = self._install(
-                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index,
-                      self.keys.revoked, self.keys.generation],
-                args=[app_id, now, account_id, self.keys.channel, "" if issued_at is None else int(issued_at),
-                      *sealed_fields_args(sealed)],
+                account=self.keys.key_for(account_id), cache=self.keys.key_for(account_id, CACHE),
+                index=self.keys.index, revoked=self.keys.revoked, generation=self.keys.generation,
+                app=app_id, now=now, account_id=account_id, channel=self.keys.channel,
+                iat="" if issued_at is None else int(issued_at), pieces=sealed_fields_args(sealed),
             )
         if outcome == -1:
             return Installed.STALE
@@ -275,9 +189,10 @@ class AccountRepository:
         """Remove every trace of the account; True if it was installed."""
         with store_errors():
             existed = self._delete(
-                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.index,
-                      self.keys.revoked, self.keys.key_for(account_id, "verifying")],
-                args=[account_id, self.keys.channel],
+                account=self.keys.key_for(account_id), cache=self.keys.key_for(account_id, CACHE),
+                index=self.keys.index, revoked=self.keys.revoked,
+                verifying=self.keys.key_for(account_id, VERIFYING), account_id=account_id,
+                channel=self.keys.channel,
             )
         self.on_change(account_id)
         return bool(existed)
@@ -290,9 +205,9 @@ class AccountRepository:
         """
         with store_errors():
             outcome = self._drop_tokens(
-                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"),
-                      self.keys.key_for(account_id, "verifying")],
-                args=[account_id, self.keys.channel, max(1, verify_interval)],
+                account=self.keys.key_for(account_id), cache=self.keys.key_for(account_id, CACHE),
+                verifying=self.keys.key_for(account_id, VERIFYING), account_id=account_id,
+                channel=self.keys.channel, verify_interval=max(1, verify_interval),
             )
         self.on_change(account_id)
         return {0: Dropped.NOT_INSTALLED, 1: Dropped.VERIFY}.get(int(outcome), Dropped.RECENTLY_VERIFIED)
@@ -301,16 +216,17 @@ class AccountRepository:
         """Mark revoked and drop cached tokens, unless the account was re-installed meanwhile."""
         with store_errors():
             done = self._revoke(
-                keys=[self.keys.key_for(account_id), self.keys.key_for(account_id, "cache"), self.keys.revoked,
-                      self.keys.generation],
-                args=[generation, until, int(self.clock()), account_id, self.keys.channel],
+                account=self.keys.key_for(account_id), cache=self.keys.key_for(account_id, CACHE),
+                revoked=self.keys.revoked, generation_counter=self.keys.generation,
+                generation=generation, until=until, now=int(self.clock()), account_id=account_id,
+                channel=self.keys.channel,
             )
         self.on_change(account_id)
         return bool(done)
 
-    def page(self, limit: int, cursor: str | None) -> tuple[list[AccountRecord], str | None]:
-        """One page of accounts in id order after `cursor`, and the next cursor (None at the end)."""
-        start = "-" if cursor is None else "(" + decode_cursor(cursor)
+    def page(self, limit: int, after: str | None) -> tuple[list[AccountRecord], str | None]:
+        """One page of accounts in id order after the id `after`, and the id to go on after (None at the end)."""
+        start = "-" if after is None else "(" + after
         with store_errors():
             ids = [
                 raw.decode() for raw in self.redis.zrangebylex(self.keys.index, start, "+", start=0, num=limit + 1)
@@ -321,8 +237,7 @@ class AccountRepository:
                 pipe.hmget(self.keys.key_for(account_id), _SUMMARY_FIELDS)
             rows = pipe.execute()
         records = [r for r in (_record(a, v) for a, v in zip(page_ids, rows)) if r is not None]
-        next_cursor = encode_cursor(page_ids[-1]) if len(ids) > limit else None
-        return records, next_cursor
+        return records, page_ids[-1] if len(ids) > limit else None
 
     def counts(self) -> tuple[int, int]:
         """(installed accounts, revoked accounts), each one O(1) Redis call."""
@@ -333,35 +248,6 @@ class AccountRepository:
             total, revoked = pipe.execute()
         return int(total), int(revoked)
 
-    def eviction_policy(self) -> str | None:
-        """Redis's maxmemory-policy (from INFO, which managed Redis allows where CONFIG is not).
-
-        None when the server does not say (a Redis-compatible store without INFO): unknown, not down.
-        """
-        with store_errors():
-            try:
-                return self.redis.info("memory").get("maxmemory_policy")
-            except redis.exceptions.ResponseError:
-                return None
-
-    def ping(self) -> bool:
-        with store_errors():
-            return bool(self.redis.ping())
-
-
-def encode_cursor(account_id: str) -> str:
-    return base64.urlsafe_b64encode(account_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        account_id = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-        if valid_account_id(account_id):
-            return account_id
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        pass
-    raise InvalidRequest("cursor is not a cursor this service returned")
-
 
 def _record(account_id: str, values: list) -> AccountRecord | None:
     app, status, installed, updated, generation, revoked_until = values
@@ -370,7 +256,7 @@ def _record(account_id: str, values: list) -> AccountRecord | None:
     return AccountRecord(
         account_id=account_id,
         iris_app_id=app.decode(),
-        status=(status or b"active").decode(),
+        status=Status((status or Status.ACTIVE.value.encode()).decode()),
         installed_at=int(installed or 0),
         updated_at=int(updated or 0),
         generation=(generation or b"0").decode(),

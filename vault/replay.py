@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import redis
 
-from vault.store import KeySpace, store_errors
-
-# KEYS: binding key. ARGV: message digest, ttl in seconds. 1 if the key now holds this digest.
-_BIND = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
-return 0
-"""
+from vault.layout import KeySpace
+from vault.scripts import Script
+from vault.store import store_errors
 
 
 class IdentityBindings:
@@ -23,10 +18,10 @@ class IdentityBindings:
 
     def __init__(self, client: redis.Redis, keys: KeySpace) -> None:
         self.keys = keys
-        self._bind = client.register_script(_BIND)
+        self._bind = Script(client, "bind_identity")
 
     def bind(self, *, issuer: str, app_id: str, jti: str, message_digest: str, ttl: int) -> bool:
         """Tie `jti` (of `issuer`, for `app_id`) to one message for `ttl` s; False if it came with another."""
         with store_errors():
-            return bool(self._bind(keys=[self.keys.identity(issuer, app_id, jti)],
-                                   args=[message_digest, max(1, int(ttl))]))
+            return bool(self._bind(binding=self.keys.identity(issuer, app_id, jti), message_digest=message_digest,
+                                   ttl=max(1, int(ttl))))

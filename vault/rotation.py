@@ -14,26 +14,28 @@ counted as "changed concurrently". A token keeps its remaining TTL. Every
 write is one record, so an interrupted run leaves nothing half done; a
 record already under the current key is not written, so a second run
 re-seals nothing (except an account hash still in the one-field layout of
-releases before the pieces, `LEGACY_CRED_FIELD`: it is rewritten as pieces).
+releases before the pieces, `Field.LEGACY_CRED`: it is rewritten as pieces).
 
 Nothing here prints, logs or returns a secret or sealed bytes: a problem is
 named by account id, record (credentials / token slot) and reason.
-No Flask and no click: the CLI (`cli/`) wraps this.
+No Flask and no click: the CLI (`cli/`) wraps this and formats the report.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import logging
-import re
 from collections.abc import Callable, Iterator
 
 import redis
 
-from vault.accounts import LEGACY_CRED_FIELD, SEALED_LUA, credentials_aad, join_sealed, sealed_fields_args
+from vault.accounts import credentials_aad, join_sealed, sealed_fields_args
 from vault.keys import KeyRing
+from vault.layout import TOKEN as TOKEN_KEY
+from vault.layout import Field, KeySpace
+from vault.scripts import Script
 from vault.seal import HEADER_SIZE, VERSION, SealError, Sealer
-from vault.store import KeySpace, store_errors
+from vault.store import store_errors
 from vault.tokencache import token_aad
 
 log = logging.getLogger(__name__)
@@ -56,37 +58,6 @@ CHECK_OUTCOMES = (OPENS, FAILED)
 UNKNOWN_KEY_ID = "unknown"  # not a sealed value of a known version: no key id to name
 DEFAULT_BATCH = 500
 MAX_ATTEMPTS = 5
-
-# KEYS: account hash. ARGV: app as read, sealed value as read, then the new value's field, value pairs.
-_SWAP_CREDENTIALS = SEALED_LUA + """
-if #ARGV < 4 or #ARGV % 2 ~= 0 then return redis.error_reply('swap: expected field, value pairs') end
-if sealed_of(KEYS[1]) ~= ARGV[2] or redis.call('HGET', KEYS[1], 'app') ~= ARGV[1] then
-  return 0
-end
--- The hash is rebuilt, not patched: Redis never turns a hashtable back into a compact listpack,
--- and a one-field record (LEGACY_CRED_FIELD) is a hashtable. No old piece or `cred` survives.
-local all = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-for i = 1, #all, 2 do
-  if all[i] ~= 'cred' and string.sub(all[i], 1, 5) ~= 'cred.' then redis.call('HSET', KEYS[1], all[i], all[i + 1]) end
-end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end  -- not unpack(): stack bound
-return 1
-"""
-
-# KEYS: token key. ARGV: sealed token as read, new sealed token. Keeps the remaining TTL
-# (time does not move inside a script, so PTTL then SET PX is exact).
-_SWAP_TOKEN = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
-else
-  redis.call('SET', KEYS[1], ARGV[2])
-end
-return 1
-"""
-
 
 @dataclasses.dataclass(frozen=True)
 class Record:
@@ -151,14 +122,16 @@ class Report:
             for kid in self.key_ids for kind in KINDS if (kid, kind) in self.counts
         ]
 
-    def as_dict(self) -> dict:
-        return {
-            "current_key_id": self.current_key_id,
-            "complete": self.complete,
-            "keys": [{"key_id": kid, "record": kind, **counts} for kid, kind, counts in self.rows()],
-            "totals": {o: self.total(o) for o in self.outcomes},
-            "problems": [dataclasses.asdict(p) for p in self.problems],
-        }
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """A record read, re-sealed in memory, and waiting to be written back if unchanged."""
+
+    record: Record
+    key_id: str  # of the value as read
+    app: bytes | None
+    old: bytes
+    new: bytes
 
 
 class Rotation:
@@ -170,10 +143,8 @@ class Rotation:
         self.current_key_id = keyring.current.id.hex()
         self.keys = keys
         self.app_id = app_id  # tokens are bound to the deployment's app (credentials to their hash's `app`)
-        self._swap_credentials = client.register_script(_SWAP_CREDENTIALS)
-        self._swap_token = client.register_script(_SWAP_TOKEN)
-        prefix = re.escape(f"{keys.prefix}:account:".encode())
-        self._name = re.compile(prefix + rb"\{(?P<id>[A-Za-z0-9_-]{1,128})\}(?::token:(?P<slot>.+))?", re.DOTALL)
+        self._swap_credentials = Script(client, "swap_credentials")
+        self._swap_token = Script(client, "swap_token")
 
     # Finding records -----------------------------------------------------------------------------
 
@@ -185,7 +156,7 @@ class Rotation:
         """
         seen: set[bytes] = set()
         cursor = 0
-        pattern = _glob_escape(f"{self.keys.prefix}:account:") + "*"
+        pattern = self.keys.account_scan_pattern
         while True:
             with store_errors():
                 cursor, names = self.redis.scan(cursor, match=pattern, count=batch)
@@ -208,17 +179,14 @@ class Rotation:
             return int(self.redis.zcard(self.keys.index))
 
     def _record(self, name: bytes) -> Record | None:
-        match = self._name.fullmatch(name)
-        if match is None:  # the account's cache set, failure markers, locks
+        parsed = self.keys.parse(name)
+        if parsed is None:
             return None
-        account_id = match.group("id").decode("ascii")
-        if match.group("slot") is None:
-            return Record(CREDENTIALS, account_id, name)
-        try:
-            slot = match.group("slot").decode("utf-8")
-        except UnicodeDecodeError:  # TokenCache never writes such a key: report it, do not guess its slot
-            slot = match.group("slot").decode("utf-8", "replace")
-        return Record(TOKEN, account_id, name, slot)
+        if parsed.kind is None:
+            return Record(CREDENTIALS, parsed.account_id, name)
+        if parsed.kind == TOKEN_KEY and parsed.slot is not None:
+            return Record(TOKEN, parsed.account_id, name, parsed.slot)
+        return None  # the account's cache set, failure markers, locks: nothing sealed
 
     # Reading and opening -------------------------------------------------------------------------
 
@@ -238,7 +206,7 @@ class Rotation:
             if isinstance(value, Exception):
                 values.append(value)
             elif record.kind == CREDENTIALS:
-                values.append((value.get(b"app"), join_sealed(value), LEGACY_CRED_FIELD.encode() in value)
+                values.append((value.get(Field.APP.encode()), join_sealed(value), Field.LEGACY_CRED.encode() in value)
                               if value else (None, None, False))
             else:
                 values.append((None, value, False))
@@ -311,7 +279,7 @@ class Rotation:
         report = Report(self.current_key_id, ROTATE_OUTCOMES)
         for records in self.scan(batch=batch):
             remaining = None if limit is None else limit - report.total(RESEALED)
-            pending: list[tuple[Record, str, bytes | None, bytes, bytes]] = []  # record, key id, app, old, new
+            pending: list[Pending] = []
             handled: list[Record] = []
             for record, value in zip(records, self._read(records)):
                 if remaining is not None and len(pending) >= remaining:
@@ -332,7 +300,7 @@ class Rotation:
                         continue
                     if not sealed:
                         raise SealError("no sealed value")
-                    pending.append((record, kid, app, sealed, self._reseal(record, app, sealed)))
+                    pending.append(Pending(record, kid, app, sealed, self._reseal(record, app, sealed)))
                 except SealError as exc:
                     self._problem(report, record, kid, exc)
             self._write(report, pending, before_write)
@@ -347,7 +315,7 @@ class Rotation:
     def _write(
         self,
         report: Report,
-        pending: list[tuple[Record, str, bytes | None, bytes, bytes]],
+        pending: list[Pending],
         before_write: Callable[[list[Record]], None] | None,
     ) -> None:
         """Compare-and-set each record; re-read the ones that changed and try again."""
@@ -355,25 +323,27 @@ class Rotation:
             if not pending:
                 return
             if before_write is not None:
-                before_write([item[0] for item in pending])
+                before_write([item.record for item in pending])
             with store_errors():
                 pipe = self.redis.pipeline(transaction=False)
-                for record, _kid, app, old, new in pending:
-                    if record.kind == CREDENTIALS:
-                        self._swap_credentials(keys=[record.key], args=[app, old, *sealed_fields_args(new)], client=pipe)
+                for item in pending:
+                    if item.record.kind == CREDENTIALS:
+                        self._swap_credentials(account=item.record.key, app=item.app, sealed=item.old,
+                                               pieces=sealed_fields_args(item.new), client=pipe)
                     else:
-                        self._swap_token(keys=[record.key], args=[old, new], client=pipe)
+                        self._swap_token(token=item.record.key, sealed=item.old, new_sealed=item.new, client=pipe)
                 results = pipe.execute()
             changed = []
             for item, done in zip(pending, results):
                 if done:
-                    report.add(item[1], item[0].kind, RESEALED)
+                    report.add(item.key_id, item.record.kind, RESEALED)
                 else:
                     changed.append(item)
             pending = []
             if not changed:
                 return
-            for (record, kid, _app, _old, _new), value in zip(changed, self._read([c[0] for c in changed])):
+            for item, value in zip(changed, self._read([c.record for c in changed])):
+                record, kid = item.record, item.key_id
                 if isinstance(value, Exception):
                     self._problem(report, record, UNKNOWN_KEY_ID, "not a record of the expected type")
                     continue
@@ -383,12 +353,12 @@ class Rotation:
                     report.add(kid, record.kind, CHANGED)
                     continue
                 try:
-                    pending.append((record, kid, app, sealed, self._reseal(record, app, sealed)))
+                    pending.append(Pending(record, kid, app, sealed, self._reseal(record, app, sealed)))
                 except SealError as exc:
                     self._problem(report, record, key_id_of(sealed), exc)
-        for record, kid, *_ in pending:
+        for item in pending:
             # Changed again on every attempt and still under an old key: left for the next run.
-            report.add(kid, record.kind, SKIPPED)
+            report.add(item.key_id, item.record.kind, SKIPPED)
 
 
 def key_id_of(sealed: bytes | None) -> str:
@@ -396,8 +366,3 @@ def key_id_of(sealed: bytes | None) -> str:
     if not sealed or len(sealed) < HEADER_SIZE or sealed[:1] != VERSION:
         return UNKNOWN_KEY_ID
     return Sealer.key_id_of(sealed)
-
-
-def _glob_escape(text: str) -> str:
-    """Escape Redis glob metacharacters (KEY_PREFIX allows none today; keep it true if that changes)."""
-    return re.sub(r"([*?\[\]\\^])", r"\\\1", text)

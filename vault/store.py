@@ -1,13 +1,7 @@
-"""The Redis connection, the one place Redis key names are built, and error translation.
-
-Every key that belongs to an account contains `{account_id}` (a Redis Cluster
-hash tag), so an operator finds them with one pattern and a cluster keeps them
-on one slot. Every Redis failure leaves this layer as `StoreUnavailable`.
-"""
+"""The Redis connection and its errors: every Redis failure leaves this layer as `StoreUnavailable`."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Iterator
 
@@ -44,50 +38,3 @@ def store_errors() -> Iterator[None]:
         # The type only: a Redis error message can quote the command's arguments.
         log.warning("redis unavailable: %s", type(exc).__name__)
         raise StoreUnavailable() from exc
-
-
-class KeySpace:
-    """Builds every Redis key name of one deployment (`KEY_PREFIX`)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    @property
-    def index(self) -> str:
-        """Sorted set of every installed account id (score 0, ordered by id)."""
-        return f"{self.prefix}:accounts"
-
-    @property
-    def channel(self) -> str:
-        """Pub/sub channel on which every account change is announced (the message is the account id)."""
-        return f"{self.prefix}:invalidate"
-
-    @property
-    def generation(self) -> str:
-        """Counter handing out account generations (never reused, unlike a per-hash counter)."""
-        return f"{self.prefix}:generation"
-
-    @property
-    def revoked(self) -> str:
-        """Set of the ids of revoked accounts (so counting them is O(1))."""
-        return f"{self.prefix}:revoked"
-
-    def identity(self, issuer: str, app_id: str, jti: str) -> str:
-        """String tying one identity token id (`jti`) to the one message it signed.
-
-        Named by a digest of issuer, app and jti, each length-prefixed, so a jti of one
-        issuer or app never collides with another's and any jti makes a short key.
-        """
-        digest = hashlib.sha256()
-        for part in (issuer, app_id, jti):
-            raw = part.encode()
-            digest.update(len(raw).to_bytes(4, "big") + raw)
-        return f"{self.prefix}:identity:{digest.hexdigest()}"
-
-    def key_for(self, account_id: str, *parts: str) -> str:
-        """`{prefix}:account:{<id>}` (the account's hash) or a key below it."""
-        return ":".join((f"{self.prefix}:account:{{{account_id}}}", *parts))
-
-    def pattern(self, account_id: str) -> str:
-        """A pattern matching every key of one account (for tests and operators)."""
-        return f"{self.prefix}:account:{{{account_id}}}*"

@@ -18,26 +18,12 @@ import redis
 from redis.lock import Lock
 
 from core import tunables
+from vault.layout import CACHE, FAILURE, LOCK, TOKEN, KeySpace
+from vault.scripts import Script
 from vault.seal import SealError, Sealer, associated_data
-from vault.store import KeySpace, store_errors
+from vault.store import store_errors
 
 log = logging.getLogger(__name__)
-
-# KEYS: account hash, account cache set, slot key, revoked set.
-# ARGV: generation, value, ttl in ms, "1" for a token (mark the account active, announce it), now,
-#       account id, channel.
-_PUT = """
-if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
-redis.call('SADD', KEYS[2], KEYS[3])
-if ARGV[4] == '1' and redis.call('HGET', KEYS[1], 'status') ~= 'active' then
-  redis.call('HSET', KEYS[1], 'status', 'active', 'updated', ARGV[5])
-  redis.call('HDEL', KEYS[1], 'revoked_until')
-  redis.call('SREM', KEYS[4], ARGV[6])
-end
-if ARGV[4] == '1' then redis.call('PUBLISH', ARGV[7], ARGV[6]) end
-return 1
-"""
 
 
 def token_aad(app_id: str, account_id: str, slot: str) -> bytes:
@@ -80,21 +66,23 @@ class TokenCache:
         self.keys = keys
         self.app_id = app_id
         self.clock = clock
-        self._put = client.register_script(_PUT)
+        # A token proves the credentials work: the script also makes a revoked account active
+        # (the lifecycle's `activate`, vault/lua/lifecycle.lua).
+        self._put = Script(client, "put_token")
 
     def _aad(self, account_id: str, slot: str) -> bytes:
         return token_aad(self.app_id, account_id, slot)
 
     def get(self, account_id: str, slot: str) -> CachedToken | None:
         with store_errors():
-            sealed = self.redis.get(self.keys.key_for(account_id, "token", slot))
+            sealed = self.redis.get(self.keys.key_for(account_id, TOKEN, slot))
         return self._open(account_id, slot, sealed)
 
     def peek(self, account_id: str, slot: str) -> tuple[CachedToken | None, Failure | None]:
         """The cached token and the failure marker of a slot, in one round trip."""
         with store_errors():
             sealed, failure = self.redis.mget(
-                [self.keys.key_for(account_id, "token", slot), self.keys.key_for(account_id, "failure", slot)]
+                [self.keys.key_for(account_id, TOKEN, slot), self.keys.key_for(account_id, FAILURE, slot)]
             )
         return self._open(account_id, slot, sealed), _failure(failure)
 
@@ -108,16 +96,16 @@ class TokenCache:
              "r": token.refresh_from}
         ).encode()
         sealed = self.sealer.seal(value, aad=self._aad(account_id, slot))
-        return self._write(account_id, generation, "token", slot, sealed, ttl_ms, activate=True)
+        return self._write(account_id, generation, TOKEN, slot, sealed, ttl_ms, activate=True)
 
     def put_failure(self, account_id: str, generation: str, slot: str, failure: Failure, ttl: int) -> bool:
         value = json.dumps({"code": failure.code, "retry_after": failure.retry_after})
-        return self._write(account_id, generation, "failure", slot, value, ttl * 1000, activate=False)
+        return self._write(account_id, generation, FAILURE, slot, value, ttl * 1000, activate=False)
 
     def lock(self, account_id: str, slot: str, *, blocking_timeout: float | None = None) -> Lock:
         """The slot's single-flight lock; it frees itself after LOCK_TIMEOUT if its holder dies."""
         return self.redis.lock(
-            self.keys.key_for(account_id, "lock", slot),
+            self.keys.key_for(account_id, LOCK, slot),
             timeout=tunables.LOCK_TIMEOUT,
             sleep=tunables.LOCK_POLL_INTERVAL,
             blocking_timeout=blocking_timeout,
@@ -127,14 +115,10 @@ class TokenCache:
     def _write(self, account_id: str, generation: str, kind: str, slot: str, value, ttl_ms: int, *, activate: bool) -> bool:
         with store_errors():
             done = self._put(
-                keys=[
-                    self.keys.key_for(account_id),
-                    self.keys.key_for(account_id, "cache"),
-                    self.keys.key_for(account_id, kind, slot),
-                    self.keys.revoked,
-                ],
-                args=[generation, value, max(1, ttl_ms), "1" if activate else "0", int(self.clock()), account_id,
-                      self.keys.channel],
+                account=self.keys.key_for(account_id), cache=self.keys.key_for(account_id, CACHE),
+                slot_key=self.keys.key_for(account_id, kind, slot), revoked=self.keys.revoked,
+                generation=generation, value=value, ttl_ms=max(1, ttl_ms), is_token="1" if activate else "0",
+                now=int(self.clock()), account_id=account_id, channel=self.keys.channel,
             )
         return bool(done)
 

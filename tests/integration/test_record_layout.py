@@ -10,7 +10,8 @@ import redis
 from tests.conftest import APP_ID, OLD_KEY, VAULT_KEY
 from tests.integration.test_rotation import KEYS, NEW_ID, repository, rotation
 from tests.support.records import read_sealed
-from vault.accounts import CRED_FIELD, CRED_PIECE, Credentials, credentials_aad
+from vault.accounts import CRED_PIECE, Credentials, credentials_aad
+from vault.layout import Field
 from vault.rotation import RESEALED
 from vault.seal import Sealer
 
@@ -66,7 +67,7 @@ def test_a_record_written_as_one_field_still_opens_and_rotation_moves_it_to_piec
     report = rotation(redis_client, VAULT_KEY, OLD_KEY).rotate()
 
     assert report.total(RESEALED) == 1
-    assert pieces(redis_client, "acc-1") == [f"{CRED_FIELD}{n}".encode() for n in range(len(pieces(redis_client, "acc-1")))]
+    assert pieces(redis_client, "acc-1") == [f"{Field.CRED_PIECE}{n}".encode() for n in range(len(pieces(redis_client, "acc-1")))]
     assert b"cred" not in redis_client.hkeys(key)
     assert Sealer.key_id_of(read_sealed(redis_client, key)) == NEW_ID
     assert repository(redis_client, VAULT_KEY).load("acc-1")[1] == Credentials("client-1", "secret-1")
@@ -89,7 +90,7 @@ def test_a_one_field_write_by_an_older_release_wins_over_the_pieces_beside_it(re
     assert report.total(RESEALED) == 1
     names = pieces(redis_client, "acc-1")
     assert b"cred" not in names and 0 < len(names) < stale
-    assert names == sorted(f"{CRED_FIELD}{n}".encode() for n in range(len(names)))
+    assert names == sorted(f"{Field.CRED_PIECE}{n}".encode() for n in range(len(names)))
     assert repository(redis_client, VAULT_KEY).load("acc-1")[1] == Credentials("client-new", "secret-new")
 
 
@@ -129,9 +130,10 @@ def test_the_scripts_refuse_an_odd_or_empty_list_of_pieces_and_change_nothing(re
     install = repo._install
 
     with pytest.raises(redis.ResponseError, match="expected field, value pairs"):
-        swap(keys=[key], args=[APP_ID, read_sealed(redis_client, key), *values])
+        swap(account=key, app=APP_ID, sealed=read_sealed(redis_client, key), pieces=values)
     with pytest.raises(redis.ResponseError, match="expected field, value pairs"):
-        install(keys=[key, KEYS.key_for("acc-1", "cache"), KEYS.index, KEYS.revoked, KEYS.generation],
-                args=[APP_ID, 1, "acc-1", KEYS.channel, "", *values])
+        install(account=key, cache=KEYS.key_for("acc-1", "cache"), index=KEYS.index, revoked=KEYS.revoked,
+                generation=KEYS.generation, app=APP_ID, now=1, account_id="acc-1", channel=KEYS.channel, iat="",
+                pieces=values)
 
     assert redis_client.hgetall(key) == before

@@ -9,14 +9,16 @@ import redis
 
 from tests.conftest import APP_ID, OLD_KEY, VAULT_KEY
 from auth.scopes import scope_id
-from vault.accounts import CRED_FIELD, AccountRepository, Credentials, join_sealed
+from cli.vault_commands import report_dict
+from vault.accounts import AccountRepository, Credentials, join_sealed
+from vault.layout import Field
 from tests.support.records import read_sealed, write_sealed
 from vault.keys import KeyRing, key_id, parse_key
 from vault.rotation import (
     CHANGED, CREDENTIALS, CURRENT, FAILED, MAX_ATTEMPTS, OPENS, RESEALED, SKIPPED, TOKEN, Rotation,
 )
 from vault.seal import Sealer
-from vault.store import KeySpace
+from vault.layout import KeySpace
 from vault.tokencache import CachedToken, TokenCache
 
 KEYS = KeySpace("test")
@@ -82,11 +84,11 @@ def dump_all(r) -> dict[bytes, bytes]:
 
 def without_pieces(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
     """An account hash without its sealed credentials."""
-    return {name: value for name, value in fields.items() if not name.startswith(CRED_FIELD.encode())}
+    return {name: value for name, value in fields.items() if not name.startswith(Field.CRED_PIECE.encode())}
 
 
 def totals(report) -> dict[str, int]:
-    return report.as_dict()["totals"]
+    return report_dict(report)["totals"]
 
 
 def count(report, outcome: str, kind: str, key_id: str) -> int:
@@ -276,7 +278,7 @@ def test_records_that_do_not_open_are_reported_by_account_and_left_untouched(red
     assert problems == {(account(0), "credentials"), (account(1), "credentials"), (account(2), "credentials"),
                         (account(4), f"token {SLOT}")}
     assert {key: redis_client.dump(key) for key in broken} == broken
-    text = " ".join(map(str, report.problems)) + repr(report.as_dict())
+    text = " ".join(map(str, report.problems)) + repr(report_dict(report))
     for raw in [bytes(tampered), bytes(bad_token)]:
         assert raw.hex()[10:] not in text and base64.b64encode(raw).decode()[8:] not in text
 

@@ -14,7 +14,7 @@ from tests.support import flows
 from tests.support.records import read_sealed, write_sealed
 from vault.keys import key_id, parse_key
 from vault.seal import HEADER_SIZE, NONCE_SIZE, Sealer
-from vault.store import KeySpace
+from vault.layout import KeySpace
 
 KEYS = KeySpace("test")
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import redis
 
-from vault.accounts import CRED_FIELD, LEGACY_CRED_FIELD, join_sealed, sealed_fields
+from vault.accounts import join_sealed, sealed_fields
+from vault.layout import Field
 
 
 def read_sealed(r: redis.Redis, key: str) -> bytes | None:
@@ -12,7 +13,7 @@ def read_sealed(r: redis.Redis, key: str) -> bytes | None:
 
 def write_sealed(r: redis.Redis, key: str, sealed: bytes) -> None:
     """Replace the stored pieces with those of `sealed` (whatever their number)."""
-    stale = [name for name in r.hkeys(key) if name.startswith(CRED_FIELD.encode()) or name == LEGACY_CRED_FIELD.encode()]
+    stale = [name for name in r.hkeys(key) if name.startswith(Field.CRED_PIECE.encode()) or name == Field.LEGACY_CRED.encode()]
     pipe = r.pipeline()
     if stale:
         pipe.hdel(key, *stale)

@@ -3,11 +3,13 @@ import fakeredis
 import pytest
 
 from core.errors import InvalidRequest, RecordUnreadable
+from api.accounts import decode_cursor, encode_cursor
 from tests.support.records import read_sealed, write_sealed
+from vault.health import StoreHealth
 from vault.accounts import AccountRepository, Credentials, Dropped, Installed
 from vault.keys import KeyRing
 from vault.seal import Sealer
-from vault.store import KeySpace
+from vault.layout import KeySpace
 from vault.tokencache import CachedToken, TokenCache
 
 KEY = bytes(range(32))
@@ -97,9 +99,13 @@ def test_paging_visits_every_account_once(repo):
     assert seen == ids
 
 
-def test_bad_cursor_is_a_request_error(repo):
+def test_bad_cursor_is_a_request_error():
     with pytest.raises(InvalidRequest):
-        repo.page(5, "%%%")
+        decode_cursor("%%%")
+
+
+def test_a_cursor_names_the_account_to_go_on_after():
+    assert decode_cursor(encode_cursor("acc-1_Z")) == "acc-1_Z"
 
 
 def test_swapped_record_does_not_open(repo, redis):
@@ -111,9 +117,9 @@ def test_swapped_record_does_not_open(repo, redis):
         repo.load("a2")
 
 
-def test_a_store_without_info_is_ready_with_an_unknown_policy(repo):
+def test_a_store_without_info_is_ready_with_an_unknown_policy(redis):
     # fakeredis (the ephemeral store of `make run`) has no INFO: unknown, not unavailable.
-    assert repo.eviction_policy() is None
+    assert StoreHealth(redis).eviction_policy() is None
 
 
 def test_an_install_issued_before_the_stored_one_is_stale_and_writes_nothing(repo, redis):

@@ -5,7 +5,7 @@ import pytest
 
 from core import tunables
 from auth.identity import issued_at, message_digest, replay_rule
-from vault.store import KeySpace
+from vault.layout import KeySpace
 
 NOW = 1_800_000_000
 

@@ -1,0 +1,126 @@
+"""The Redis layout of one deployment: every key name (built here and parsed here), hash fields and statuses.
+
+Every key that belongs to an account contains `{account_id}` (a Redis Cluster
+hash tag), so an operator finds them with one pattern and a cluster keeps them
+on one slot. The Lua scripts get the same field names and statuses from
+`lua_prelude()`, so no name is written twice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import re
+
+
+class Status(enum.StrEnum):
+    """An account's status (the hash's `status` field)."""
+
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class Field:
+    """The fields of an account hash."""
+
+    APP = "app"
+    STATUS = "status"
+    INSTALLED = "installed"
+    UPDATED = "updated"
+    GENERATION = "gen"  # a fresh number from one counter at every install and revocation, never reused
+    IAT = "iat"  # the newest `iat` of the identity tokens whose installs stored credentials
+    REVOKED_UNTIL = "revoked_until"
+    CRED_PIECE = "cred."  # the sealed credentials in pieces: `cred.0`, `cred.1`, …
+    LEGACY_CRED = "cred"  # the sealed credentials in one field, as releases before the pieces wrote them
+
+
+# Kinds of keys below an account's hash (`{prefix}:account:{ID}:<kind>[:<slot>]`).
+TOKEN = "token"  # a sealed token of one scope set (slot)
+FAILURE = "failure"  # a recent failure of one slot, shared with its waiters
+LOCK = "lock"  # the single-flight lock of one slot
+CACHE = "cache"  # the set of the account's token and failure keys
+VERIFYING = "verifying"  # a verification fetch was claimed moments ago
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountKey:
+    """What an account key names: the account, and below its hash a kind and (for slots) a slot."""
+
+    account_id: str
+    kind: str | None = None  # None: the account hash itself
+    slot: str | None = None
+
+
+class KeySpace:
+    """Builds and parses every Redis key name of one deployment (`KEY_PREFIX`)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._account = re.compile(
+            re.escape(f"{prefix}:account:".encode())
+            + rb"\{(?P<id>[A-Za-z0-9_-]{1,128})\}(?::(?P<kind>[a-z]+)(?::(?P<slot>.+))?)?",
+            re.DOTALL,
+        )
+
+    @property
+    def index(self) -> str:
+        """Sorted set of every installed account id (score 0, ordered by id)."""
+        return f"{self.prefix}:accounts"
+
+    @property
+    def channel(self) -> str:
+        """Pub/sub channel on which every account change is announced (the message is the account id)."""
+        return f"{self.prefix}:invalidate"
+
+    @property
+    def generation(self) -> str:
+        """Counter handing out account generations (never reused, unlike a per-hash counter)."""
+        return f"{self.prefix}:generation"
+
+    @property
+    def revoked(self) -> str:
+        """Set of the ids of revoked accounts (so counting them is O(1))."""
+        return f"{self.prefix}:revoked"
+
+    def identity(self, issuer: str, app_id: str, jti: str) -> str:
+        """String tying one identity token id (`jti`) to the one message it signed.
+
+        Named by a digest of issuer, app and jti, each length-prefixed, so a jti of one
+        issuer or app never collides with another's and any jti makes a short key.
+        """
+        digest = hashlib.sha256()
+        for part in (issuer, app_id, jti):
+            raw = part.encode()
+            digest.update(len(raw).to_bytes(4, "big") + raw)
+        return f"{self.prefix}:identity:{digest.hexdigest()}"
+
+    def key_for(self, account_id: str, *parts: str) -> str:
+        """`{prefix}:account:{<id>}` (the account's hash) or a key below it (`kind`, then `slot`)."""
+        return ":".join((f"{self.prefix}:account:{{{account_id}}}", *parts))
+
+    def parse(self, key: bytes) -> AccountKey | None:
+        """What an account key built by `key_for` names; None for any other key."""
+        match = self._account.fullmatch(key)
+        if match is None:
+            return None
+        kind, slot = match["kind"], match["slot"]
+        # A slot that is not UTF-8 was never written by this service: named as best it can be, it does not open.
+        return AccountKey(match["id"].decode(), kind.decode() if kind else None,
+                          slot.decode("utf-8", "replace") if slot is not None else None)
+
+    @property
+    def account_scan_pattern(self) -> str:
+        """A SCAN pattern matching every account key (the prefix's glob characters escaped)."""
+        return re.sub(r"([*?\[\]\\^])", r"\\\1", f"{self.prefix}:account:") + "*"
+
+    def pattern(self, account_id: str) -> str:
+        """A pattern matching every key of one account (for tests and operators)."""
+        return f"{self.prefix}:account:{{{account_id}}}*"
+
+
+def lua_prelude() -> str:
+    """Lua locals naming the hash fields and statuses, put before every script."""
+    fields = {name.lower(): value for name, value in vars(Field).items() if name.isupper()}
+    field_table = ", ".join(f"{name} = '{value}'" for name, value in fields.items())
+    status_table = ", ".join(f"{status.name.lower()} = '{status.value}'" for status in Status)
+    return f"local FIELD = {{{field_table}}}\nlocal STATUS = {{{status_table}}}\n"
