@@ -19,13 +19,12 @@ import cli
 from core import tunables
 from api.apikeys import ApiKeyChecker
 from auth.identity import IdentityVerifier
-from auth.localcache import LocalTokenCache
+from auth.memory import WorkerMemory
 from auth.tokens import TokenService
 from auth.trackunit import TrackunitAuth
 from core.config import ApiKey, Config, ConfigError
 from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
-from vault.invalidation import InvalidationListener
 from vault.health import StoreHealth
 from vault.layout import KeySpace
 from vault.replay import IdentityBindings
@@ -47,22 +46,20 @@ class Services:
     health: StoreHealth
     tokens: TokenService
     trackunit_api: TrackunitApi
-    listener: InvalidationListener
+    memory: WorkerMemory
     metrics_token: ApiKeyChecker | None = None
 
     def close(self) -> None:
         """Stop background threads (tests create many apps; a server process simply exits)."""
-        self.listener.stop()
+        self.memory.stop()
 
 
 def build_services(config: Config, client: redis.Redis | None = None) -> Services:
     client = client if client is not None else connect(config.redis_url, tls_verify=config.redis_tls_verify)
     sealer = Sealer(config.keyring)
     keys = KeySpace(config.key_prefix)
-    local = LocalTokenCache()
-    listener = InvalidationListener(client, keys.channel, on_change=local.invalidate, on_lost=local.clear)
-    local.bind(listener.fresh)
-    accounts = AccountRepository(client, sealer, keys, on_change=local.invalidate)
+    memory = WorkerMemory(client, keys.channel)
+    accounts = AccountRepository(client, sealer, keys, on_change=memory.cache.invalidate)
     tokens = TokenService(
         accounts,
         TokenCache(client, sealer, keys, config.iris_app_id),
@@ -70,7 +67,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         config.app_scopes,
         expiry_margin=config.token_expiry_margin,
         revoked_retry_after=config.revoked_retry_after,
-        local=local,
+        local=memory.cache,
     )
     return Services(
         config=config,
@@ -82,7 +79,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         health=StoreHealth(client),
         tokens=tokens,
         trackunit_api=TrackunitApi(),
-        listener=listener,
+        memory=memory,
         metrics_token=ApiKeyChecker((ApiKey("metrics", config.metrics_token),)) if config.metrics_token else None,
     )
 

@@ -47,7 +47,7 @@ def _stop_invalidation_listeners() -> None:
     """
     import gc
 
-    from vault.invalidation import InvalidationListener
+    from auth.memory import InvalidationListener
 
     listeners = [obj for obj in gc.get_objects() if isinstance(obj, InvalidationListener)]
     for listener in listeners:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from core import tunables
-from auth.tokens import cache_lifetime
+from auth.fetcher import cache_lifetime
 from auth.trackunit import TokenGrant, TrackunitAuth
 from core.errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted
 from tests.support.redis_server import free_port

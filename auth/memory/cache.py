@@ -1,7 +1,7 @@
 """A worker's in-memory copy of cached tokens, so a hit costs no Redis round trip.
 
 Bounded in size (accounts) and time (a token's own cache expiry), and trusted
-only while the invalidation listener is fresh (see vault/invalidation.py).
+only while the invalidation feed is fresh (`auth.memory.feed`).
 Changes made in this process drop entries at once; changes made elsewhere
 arrive through pub/sub. A global epoch guards the read-then-remember race: a
 token read from Redis before an invalidation is never remembered after it.
