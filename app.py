@@ -14,6 +14,7 @@ import redis
 from flask import Flask
 
 import api
+from api.context import EXTENSION
 from core import logs
 import cli
 from core import tunables
@@ -35,7 +36,7 @@ from vault.tokencache import TokenCache
 
 @dataclasses.dataclass(frozen=True)
 class Services:
-    """Everything a request may use, built once per process (app.extensions["vault"])."""
+    """Everything a request may use, built once per process (`api.context.services()`)."""
 
     config: Config
     redis: redis.Redis
@@ -104,7 +105,7 @@ def create_app(config: Config | Mapping[str, str] | None = None, *, redis_client
     app.config["MAX_CONTENT_LENGTH"] = tunables.MAX_BODY_BYTES
     app.json.sort_keys = False
     app.url_map.merge_slashes = False  # never answer a redirect; the proxy refuses '//host' paths itself
-    app.extensions["vault"] = build_services(config, redis_client)
+    app.extensions[EXTENSION] = build_services(config, redis_client)
     api.init_app(app)
     cli.init_app(app)
     return app

@@ -5,11 +5,12 @@ import base64
 import binascii
 import datetime as dt
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, request
 
 from core import tunables
 from core.errors import AccountNotFound, InvalidRequest
 from api.requestlog import audit
+from api.context import services
 from vault.accounts import AccountRecord, valid_account_id
 
 bp = Blueprint("accounts", __name__, url_prefix="/v1/accounts")
@@ -37,7 +38,7 @@ def list_accounts():
         raise InvalidRequest(f"limit must be a whole number from 1 to {tunables.MAX_PAGE_SIZE}.")
     cursor = request.args.get("cursor") or None
     after = decode_cursor(cursor) if cursor is not None else None
-    records, last = current_app.extensions["vault"].accounts.page(int(raw_limit), after)
+    records, last = services().accounts.page(int(raw_limit), after)
     return {"accounts": [account_json(r) for r in records], "next_cursor": encode_cursor(last) if last else None}
 
 
@@ -59,7 +60,7 @@ def decode_cursor(cursor: str) -> str:
 
 @bp.get("/<account_id>")
 def show_account(account_id: str):
-    record = current_app.extensions["vault"].accounts.get(account_id)
+    record = services().accounts.get(account_id)
     if record is None:
         raise AccountNotFound()
     return account_json(record)
@@ -67,7 +68,7 @@ def show_account(account_id: str):
 
 @bp.delete("/<account_id>")
 def delete_account(account_id: str):
-    if not current_app.extensions["vault"].accounts.delete(account_id):
+    if not services().accounts.delete(account_id):
         raise AccountNotFound()
     audit("account_deleted", account_id=account_id)
     return "", 204

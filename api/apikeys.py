@@ -4,7 +4,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from flask import current_app, g, request
+from flask import g, request
+from api.context import services
 
 from core.config import ApiKey
 from core.errors import AccountNotFound, Unauthorized
@@ -44,7 +45,7 @@ def require_api_key(authorization: str) -> None:
     scheme, _, presented = authorization.partition(" ")
     name = None
     if scheme.lower() == "bearer" and presented.strip():
-        name = current_app.extensions["vault"].api_keys.name_for(presented.strip())
+        name = services().api_keys.name_for(presented.strip())
     if name is None:
         raise Unauthorized()
     g.api_key_name = name

@@ -13,17 +13,21 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, request
 
 from core.errors import InvalidIdentity, InvalidRequest, UnknownApp, UnsupportedMediaType, VaultError
 from core import metrics
 from core import tunables
 from api.errors import error_response
 from api.requestlog import audit
+from api.context import services
 from auth.identity import issued_at, message_digest, replay_rule
 from vault.accounts import Credentials, Dropped, Installed, valid_account_id
+
+if TYPE_CHECKING:
+    from app import Services
 
 bp = Blueprint("callback", __name__)
 log = logging.getLogger("itv.identity")
@@ -71,7 +75,7 @@ def _count_error(exc: VaultError):
     return error_response(exc)
 
 
-def _check_replay(services, claims: dict, message: CallbackMessage, body: Any) -> None:
+def _check_replay(svc: Services, claims: dict, message: CallbackMessage, body: Any) -> None:
     """A token with a `jti` may carry one message (its retries included); one without is taken on its claims."""
     rule = replay_rule(claims, time.time())
     if rule is None:
@@ -79,18 +83,18 @@ def _check_replay(services, claims: dict, message: CallbackMessage, body: Any) -
         log.info("identity token has no jti: replay protection did not apply",
                  extra={"account_id": message.account_id, "type": message.type[:32]})
         return
-    if not services.bindings.bind(issuer=rule.issuer, app_id=message.iris_app_id, jti=rule.jti,
+    if not svc.bindings.bind(issuer=rule.issuer, app_id=message.iris_app_id, jti=rule.jti,
                                   message_digest=message_digest(body), ttl=rule.ttl):
         raise InvalidIdentity("This Trackunit-Identity token (jti) was already used with another message.")
 
 
 @bp.post("/appinstall")
 def appinstall():
-    services = current_app.extensions["vault"]
+    svc = services()
     if not request.is_json:
         raise UnsupportedMediaType()
     raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH (413)
-    claims = services.identity.verify(request.headers.get("Trackunit-Identity"))
+    claims = svc.identity.verify(request.headers.get("Trackunit-Identity"))
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -99,22 +103,22 @@ def appinstall():
     for claim, value in (("accountId", message.account_id), ("irisAppId", message.iris_app_id)):
         if claim in claims and claims[claim] != value:
             raise InvalidIdentity(f"The identity's {claim} does not match the body.")
-    if message.iris_app_id != services.config.iris_app_id:
+    if message.iris_app_id != svc.config.iris_app_id:
         raise UnknownApp()
     if message.type in (INSTALLED, UNINSTALLED):
-        _check_replay(services, claims, message, body)
+        _check_replay(svc, claims, message, body)
     if message.type == INSTALLED:
-        return _installed(services, message, issued_at(claims))
+        return _installed(svc, message, issued_at(claims))
     if message.type == UNINSTALLED:
-        return _uninstalled(services, message)
+        return _uninstalled(svc, message)
     metrics.CALLBACKS.labels("ignored").inc()
     audit("callback_ignored", account_id=message.account_id, type=message.type[:32], via="callback")
     return {"status": "ignored"}, 202
 
 
-def _installed(services, message: CallbackMessage, iat: int | None):
+def _installed(svc: Services, message: CallbackMessage, iat: int | None):
     creds = Credentials(client_id=message.client_id or "", client_secret=message.client_secret or "")
-    outcome = services.accounts.install(message.account_id, message.iris_app_id, creds, issued_at=iat)
+    outcome = svc.accounts.install(message.account_id, message.iris_app_id, creds, issued_at=iat)
     if outcome is Installed.STALE:
         metrics.CALLBACKS.labels("stale").inc()
         audit("install_stale", account_id=message.account_id, via="callback")
@@ -125,9 +129,9 @@ def _installed(services, message: CallbackMessage, iat: int | None):
     return {"status": "stored", "account_id": message.account_id, "replaced": replaced}
 
 
-def _uninstalled(services, message: CallbackMessage):
+def _uninstalled(svc: Services, message: CallbackMessage):
     """Drop the cached tokens and check the stored credentials with Trackunit; never delete."""
-    dropped = services.accounts.drop_tokens(message.account_id,
+    dropped = svc.accounts.drop_tokens(message.account_id,
                                             verify_interval=tunables.UNINSTALL_VERIFY_INTERVAL)
     if dropped is Dropped.NOT_INSTALLED:
         metrics.CALLBACKS.labels("ignored").inc()
@@ -135,7 +139,7 @@ def _uninstalled(services, message: CallbackMessage):
               reason="not_installed")
         return {"status": "ignored", "account_id": message.account_id}, 202
     if dropped is Dropped.VERIFY:
-        services.tokens.verify_soon(message.account_id)
+        svc.tokens.verify_soon(message.account_id)
     metrics.CALLBACKS.labels("verifying").inc()
     audit("uninstall_verifying", account_id=message.account_id, via="callback")
     return {"status": "verifying", "account_id": message.account_id}, 202

@@ -1,7 +1,8 @@
 """Liveness (`/healthz`: the process serves) and readiness (`/readyz`: Redis answers, safely configured)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint
+from api.context import services
 
 bp = Blueprint("health", __name__)
 
@@ -17,7 +18,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    health = current_app.extensions["vault"].health
+    health = services().health
     health.ping()  # StoreUnavailable -> 503
     body: dict = {"status": "ready"}
     policy = health.eviction_policy()

@@ -9,12 +9,14 @@ import re
 import time
 
 from werkzeug.routing import PathConverter
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, request, stream_with_context
 
 from core import metrics
 from core import tunables
 from api.errors import error_response
 from api.requestlog import audit
+from api.context import services
+from auth.tokens import Source
 from core.errors import PayloadTooLarge, VaultError
 from proxy.paths import upstream_url
 from proxy.upstream import forwarded_headers
@@ -77,20 +79,20 @@ def _body() -> bytes | None:
 
 @bp.route("/<account_id>/proxy/<anypath:path>", methods=METHODS)
 def proxy(account_id: str, path: str):
-    services = current_app.extensions["vault"]
+    svc = services()
     raw_path, raw_query = _raw_path()
-    url = upstream_url(services.config.api_url, raw_path, raw_query)
+    url = upstream_url(svc.config.api_url, raw_path, raw_query)
     scope = request.headers.get("Trackunit-Scope")
     body = _body()
     started = time.monotonic()
 
-    token = services.tokens.get_token(account_id, scope)
-    upstream = services.trackunit_api.send(request.method, url, forwarded_headers(request.headers, token.access_token), body)
-    if upstream.status == 401 and token.source == "cache":
+    token = svc.tokens.get_token(account_id, scope)
+    upstream = svc.trackunit_api.send(request.method, url, forwarded_headers(request.headers, token.access_token), body)
+    if upstream.status == 401 and token.source is Source.CACHE:
         # The cached token was refused (revoked early, say): one forced refresh, one retry.
         upstream.close()
-        token = services.tokens.get_token(account_id, scope, force_refresh=True)
-        upstream = services.trackunit_api.send(
+        token = svc.tokens.get_token(account_id, scope, force_refresh=True)
+        upstream = svc.trackunit_api.send(
             request.method, url, forwarded_headers(request.headers, token.access_token), body
         )
     metrics.PROXY_REQUESTS.labels(f"{upstream.status // 100}xx").inc()

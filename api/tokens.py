@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from core import metrics
 from api.errors import error_response
 from api.requestlog import audit
+from api.context import services
+from auth.tokens import Source
 from core.errors import InvalidRequest, VaultError
 
 bp = Blueprint("tokens", __name__, url_prefix="/v1/accounts")
@@ -39,8 +41,8 @@ def get_token(account_id: str):
         if force not in _TRUE + _FALSE:
             raise InvalidRequest("force_refresh must be true or false.")
         scope = req.args.get("scope")
-    token = current_app.extensions["vault"].tokens.get_token(account_id, scope, force_refresh=force in _TRUE)
-    (_HITS if token.source == "cache" else _FETCHES).inc()
+    token = services().tokens.get_token(account_id, scope, force_refresh=force in _TRUE)
+    (_HITS if token.source is Source.CACHE else _FETCHES).inc()
     audit("token_issued", account_id=account_id, scopes=token.scope, source=token.source)
     body = json.dumps(
         {

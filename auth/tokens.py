@@ -8,6 +8,7 @@ the still-valid token. Revocation and its cool-down are the fetcher's (`TokenFet
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import logging
 import time
@@ -25,9 +26,16 @@ from core.errors import VaultError
 from vault.accounts import AccountRepository
 from vault.tokencache import CachedToken, TokenCache
 
-__all__ = ["IssuedToken", "TokenService", "cache_lifetime"]
+__all__ = ["IssuedToken", "Source", "TokenService", "cache_lifetime"]
 
 log = logging.getLogger(__name__)
+
+
+class Source(enum.StrEnum):
+    """Where a token handed out came from (for logs and metrics)."""
+
+    CACHE = "cache"  # memory or Redis, or another request's fetch that this one waited for
+    FETCHED = "fetched"  # this request asked Trackunit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +47,7 @@ class IssuedToken:
     token_type: str
     expires_in: int
     scope: str
-    source: str  # "cache" or "fetched" (for logs and metrics)
+    source: Source
 
 
 class TokenService:
@@ -117,15 +125,15 @@ class TokenService:
     def _serve(self, account_id: str, scopes: tuple[str, ...], slot: str, cached: CachedToken, now: float) -> IssuedToken:
         if now >= cached.refresh_from:
             self.refresh_ahead.start(account_id, scopes, slot)
-        return _issue(account_id, cached, "cache", now)
+        return _issue(account_id, cached, Source.CACHE, now)
 
     def _fetch_once(self, account_id: str, scopes: tuple[str, ...], slot: str, *,
                     seen: CachedToken | None) -> IssuedToken:
         token, fetched = self.single_flight.fetch_once(account_id, scopes, slot, seen=seen)
-        return _issue(account_id, token, "fetched" if fetched else "cache", self.clock())
+        return _issue(account_id, token, Source.FETCHED if fetched else Source.CACHE, self.clock())
 
 
-def _issue(account_id: str, token: CachedToken, source: str, now: float) -> IssuedToken:
+def _issue(account_id: str, token: CachedToken, source: Source, now: float) -> IssuedToken:
     return IssuedToken(
         account_id=account_id,
         access_token=token.access_token,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 from flask import current_app
@@ -12,15 +12,18 @@ from flask.cli import AppGroup
 
 from core.errors import VaultError
 
+if TYPE_CHECKING:
+    from app import Services
+
 vault_group = AppGroup("vault", help="Sealing keys and sealed records.")
 accounts_group = AppGroup("accounts", help="Installed accounts (never their credentials).")
 
 F = TypeVar("F", bound=Callable)
 
 
-def services():
-    """The app's `Services` (app.Services), built once by create_app."""
-    return current_app.extensions["vault"]
+def services() -> Services:
+    """The app's `Services`, built once by create_app."""
+    return current_app.extensions["vault"]  # where create_app puts them (as api.context.services reads them)
 
 
 def vault_errors(command: F) -> F:

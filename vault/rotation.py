@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import logging
 from collections.abc import Callable, Iterator
 
@@ -40,9 +41,15 @@ from vault.tokencache import token_aad
 
 log = logging.getLogger(__name__)
 
-CREDENTIALS = "credentials"
-TOKEN = "token"
-KINDS = (CREDENTIALS, TOKEN)
+class Kind(enum.StrEnum):
+    """The two kinds of sealed records."""
+
+    CREDENTIALS = "credentials"  # the `cred.N` pieces of an account hash
+    TOKEN = "token"  # a cached token's string
+
+
+CREDENTIALS, TOKEN = Kind.CREDENTIALS, Kind.TOKEN
+KINDS = tuple(Kind)
 
 # Outcomes of `rotate`.
 RESEALED = "re-sealed"
@@ -63,7 +70,7 @@ MAX_ATTEMPTS = 5
 class Record:
     """Where one sealed value lives (never the value itself)."""
 
-    kind: str  # CREDENTIALS or TOKEN
+    kind: Kind
     account_id: str
     key: bytes  # the Redis key, exactly as SCAN returned it
     slot: str | None = None  # tokens only
