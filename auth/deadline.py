@@ -104,7 +104,7 @@ class _Watched:
             left = deadline.time_left()
             if not isinstance(self.timeout, (int, float)) or self.timeout > left:  # None or urllib3's default sentinel
                 self.timeout = left  # urllib3 sets the connect timeout again before each connect
-        sock = super()._new_conn()  # type: ignore[misc]
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
         try:
             _watch(sock)
         except DeadlinePassed:  # expired while connecting: urllib3 never sees this socket
@@ -140,7 +140,7 @@ class DeadlineRetry(BudgetRetry):
     than sleeping and being cut as "too slow"."""
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def]
-        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        new = super().increment(method, url, response, error, _pool, _stacktrace)  # type: ignore[no-untyped-call]
         deadline = _deadline()
         if deadline is not None and _longest_wait(new, response) >= deadline.time_left():
             raise MaxRetryError(_pool, url, error or ResponseError("the next attempt would start after the fetch deadline"))

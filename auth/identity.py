@@ -56,7 +56,7 @@ class IdentityVerifier:
         allowed = _algorithms_for(key)
         if header["alg"] not in allowed:
             raise InvalidIdentity("The Trackunit-Identity token's algorithm does not match its key.")
-        options: dict[str, Any] = {"verify_aud": self.audience is not None}
+        options: jwt.types.Options = {"verify_aud": self.audience is not None}
         if self.audience is not None:
             options["require"] = ["aud"]
         try:

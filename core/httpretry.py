@@ -19,7 +19,7 @@ class BudgetRetry(Retry):
     ends the retries and the answer goes back as it is: urllib3 would sleep the capped time and
     retry sooner than Trackunit asked (or fail on an unreadable header)."""
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def]  # urllib3's own signature
         header = response.headers.get("Retry-After") if response is not None else None
         if header and self.respect_retry_after_header and retry_after_seconds(header) > self.retry_after_max:
             raise MaxRetryError(_pool, url, ResponseError("Retry-After is beyond the request budget"))

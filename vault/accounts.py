@@ -14,7 +14,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import redis
 
@@ -91,7 +92,7 @@ def join_sealed(fields: Mapping[bytes, bytes]) -> bytes | None:
     legacy = fields.get(Field.LEGACY_CRED.encode())
     if legacy is not None:
         return legacy  # a release before the pieces wrote it last (see CRED_PIECE)
-    parts = []
+    parts: list[bytes] = []
     while (part := fields.get(f"{Field.CRED_PIECE}{len(parts)}".encode())) is not None:
         parts.append(part)
     return b"".join(parts) if parts else None
@@ -163,7 +164,7 @@ class AccountRepository:
     def load(self, account_id: str) -> tuple[AccountRecord, Credentials] | None:
         """The record and its opened credentials, or None if not installed."""
         with store_errors():
-            fields = self.redis.hgetall(self.keys.key_for(account_id))
+            fields = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.key_for(account_id)))
         record = _record(account_id, [fields.get(name.encode()) for name in _SUMMARY_FIELDS])
         if record is None:
             return None
@@ -172,7 +173,7 @@ class AccountRepository:
     def sealed_credentials(self, account_id: str) -> bytes | None:
         """The sealed credentials as stored (for key ids and tests; never shown), or None."""
         with store_errors():
-            return join_sealed(self.redis.hgetall(self.keys.key_for(account_id)))
+            return join_sealed(cast(dict[bytes, bytes], self.redis.hgetall(self.keys.key_for(account_id))))
 
     def open_credentials(self, record: AccountRecord, sealed: bytes | None) -> Credentials:
         try:
@@ -228,9 +229,8 @@ class AccountRepository:
         """One page of accounts in id order after the id `after`, and the id to go on after (None at the end)."""
         start = "-" if after is None else "(" + after
         with store_errors():
-            ids = [
-                raw.decode() for raw in self.redis.zrangebylex(self.keys.index, start, "+", start=0, num=limit + 1)
-            ]
+            found = cast(list[bytes], self.redis.zrangebylex(self.keys.index, start, "+", start=0, num=limit + 1))
+            ids = [raw.decode() for raw in found]
             page_ids = ids[:limit]
             pipe = self.redis.pipeline(transaction=False)
             for account_id in page_ids:
@@ -249,7 +249,7 @@ class AccountRepository:
         return int(total), int(revoked)
 
 
-def _record(account_id: str, values: list) -> AccountRecord | None:
+def _record(account_id: str, values: Sequence[Any]) -> AccountRecord | None:
     app, status, installed, updated, generation, revoked_until = values
     if app is None:
         return None

@@ -27,6 +27,7 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import redis
 
@@ -99,7 +100,7 @@ class Report:
 
     current_key_id: str
     outcomes: tuple[str, ...]
-    counts: dict[tuple[str, str], collections.Counter] = dataclasses.field(default_factory=dict)
+    counts: dict[tuple[str, str], collections.Counter[str]] = dataclasses.field(default_factory=dict)
     problems: list[Problem] = dataclasses.field(default_factory=list)
     complete: bool = True  # False when `limit` stopped a rotation early
 
@@ -166,7 +167,7 @@ class Rotation:
         pattern = self.keys.account_scan_pattern
         while True:
             with store_errors():
-                cursor, names = self.redis.scan(cursor, match=pattern, count=batch)
+                cursor, names = cast(tuple[int, list[bytes]], self.redis.scan(cursor, match=pattern, count=batch))
             records = []
             for name in names:
                 if name in seen:
@@ -208,7 +209,7 @@ class Rotation:
                 else:
                     pipe.get(record.key)
             raw = pipe.execute(raise_on_error=False)
-        values: list = []
+        values: list[tuple[bytes | None, bytes | None, bool] | Exception] = []
         for record, value in zip(records, raw):
             if isinstance(value, Exception):
                 values.append(value)

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 import redis
 from redis.lock import Lock
@@ -75,15 +76,15 @@ class TokenCache:
 
     def get(self, account_id: str, slot: str) -> CachedToken | None:
         with store_errors():
-            sealed = self.redis.get(self.keys.key_for(account_id, TOKEN, slot))
+            sealed = cast(bytes | None, self.redis.get(self.keys.key_for(account_id, TOKEN, slot)))
         return self._open(account_id, slot, sealed)
 
     def peek(self, account_id: str, slot: str) -> tuple[CachedToken | None, Failure | None]:
         """The cached token and the failure marker of a slot, in one round trip."""
         with store_errors():
-            sealed, failure = self.redis.mget(
+            sealed, failure = cast(list[bytes | None], self.redis.mget(
                 [self.keys.key_for(account_id, TOKEN, slot), self.keys.key_for(account_id, FAILURE, slot)]
-            )
+            ))
         return self._open(account_id, slot, sealed), _failure(failure)
 
     def put(self, account_id: str, generation: str, slot: str, token: CachedToken) -> bool:
@@ -104,15 +105,17 @@ class TokenCache:
 
     def lock(self, account_id: str, slot: str, *, blocking_timeout: float | None = None) -> Lock:
         """The slot's single-flight lock; it frees itself after LOCK_TIMEOUT if its holder dies."""
-        return self.redis.lock(
+        lock: Lock = self.redis.lock(
             self.keys.key_for(account_id, LOCK, slot),
             timeout=tunables.LOCK_TIMEOUT,
             sleep=tunables.LOCK_POLL_INTERVAL,
             blocking_timeout=blocking_timeout,
             thread_local=False,  # a refresh-ahead lock is taken in the request, released by a thread
         )
+        return lock
 
-    def _write(self, account_id: str, generation: str, kind: str, slot: str, value, ttl_ms: int, *, activate: bool) -> bool:
+    def _write(self, account_id: str, generation: str, kind: str, slot: str, value: bytes | str, ttl_ms: int, *,
+               activate: bool) -> bool:
         with store_errors():
             done = self._put(
                 account=self.keys.key_for(account_id), cache=self.keys.key_for(account_id, CACHE),

@@ -63,7 +63,7 @@ class InvalidationListener:
     def _run(self) -> None:
         reported = False
         while not self._stop.is_set() and not self._idle():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self.channel)
                 reported = False
