@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import API_KEY
-from tests.integration.test_proxy import Elsewhere
+from tests.support.constants import API_KEY
+from tests.support.elsewhere import Elsewhere
 
 import iris_vault_client
 from iris_vault_client import VaultAuth, VaultError, trackunit_session

@@ -3,8 +3,9 @@ import json
 
 import requests
 
-from tests.conftest import API_KEY, APP_ID, VAULT_KEY
+from tests.support.constants import API_KEY, VAULT_KEY
 from tests.support.gunicorn import GunicornServer
+from tests.support.installer import Installer
 
 ACCOUNT = "acc-logs"
 
@@ -15,11 +16,10 @@ def test_full_flow_logs_no_secret_and_sigterm_exits_cleanly(env, sim_server, sim
     base = f"{server.url}/v1/accounts/{ACCOUNT}"
     secrets = {API_KEY, VAULT_KEY}
     try:
+        installer = Installer(sim, server.url, sim_url=sim_server.url)
+
         def install():
-            result = requests.post(f"{sim_server.url}/_sim/install", json={
-                "callbackUrl": f"{server.url}/appinstall", "accountId": ACCOUNT, "irisAppId": APP_ID,
-                "scopes": ["asset.view", "account.view"]}, timeout=20).json()
-            assert result["callbackStatus"] == 200, result
+            result = installer.through_simulator(ACCOUNT)
             secrets.update({result["clientSecret"], result["identityToken"]})
 
         def token(**params):
