@@ -13,11 +13,10 @@ import pytest
 import requests
 
 from core import tunables
-from tests.support.constants import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
+from tests.support.constants import ACCOUNT, API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
 from tests.support.gunicorn import GunicornServer
 from tests.support.redis_server import free_port
 
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 CONCURRENCY = 128
 WORKERS = 4
 

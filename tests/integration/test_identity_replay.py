@@ -17,8 +17,8 @@ import pytest
 
 from core import metrics
 from core import tunables
-from tests.support.constants import APP_ID
-from tests.support.flows import ACCOUNT, get_token, ok_token, wait_for
+from tests.support.constants import ACCOUNT, APP_ID
+from tests.support.flows import get_token, ok_token, wait_for
 
 OTHER = "0c7d3f0e-1111-4a2b-9c3d-5e6f7a8b9c0d"
 

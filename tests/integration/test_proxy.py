@@ -19,10 +19,9 @@ import pytest
 
 from core import tunables
 from simulator.state import large_body
-from tests.support.constants import API_KEY
+from tests.support.constants import ACCOUNT, API_KEY
 from tests.support.elsewhere import Elsewhere
 
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 UNKNOWN = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 MANAGE = "account.asset.manage"
 ATTEMPTS = 1 + tunables.PROXY_RETRIES

@@ -15,11 +15,11 @@ import requests
 from flask import request as flask_request
 
 from core import tunables
+from tests.support.constants import ACCOUNT
 from tests.support.installer import Installer
 from tests.support.flows import get_token, ok_token
 from tests.support.redis_server import free_port
 
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 COLD = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 PREFIX = "test"
 ATTEMPTS = 1 + tunables.TRACKUNIT_RETRIES

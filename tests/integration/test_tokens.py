@@ -12,10 +12,10 @@ import pytest
 import requests
 
 from core import tunables
+from tests.support.constants import ACCOUNT
 from tests.support.installer import Installer
 from tests.support.flows import get_token, ok_token
 
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 OTHER = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 PREFIX = "test"  # KEY_PREFIX of the env fixture
 TOKEN_FIELDS = {"access_token", "token_type", "expires_in", "scope", "account_id"}
