@@ -1,22 +1,22 @@
-"""Fixtures: a real redis-server on a free port, the simulator over real HTTP, the app wired to both."""
+"""Fixtures: a real redis-server on a free port, the simulator over real HTTP, apps wired to both.
+
+Every app a test builds comes from `make_app` (`app` is its default one), which closes it when
+the test ends; the session checks that no app's invalidation listener is left running.
+"""
 from __future__ import annotations
 
-import base64
 import threading
 
 import pytest
-import requests
 
 from app import create_app
 from core.config import Config
 from simulator import SigningKey, create_simulator, serve_in_thread
+from tests.support.constants import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
+from tests.support.installer import Installer
 from tests.support.redis_server import RedisServer
 
-VAULT_KEY = base64.b64encode(bytes(range(32))).decode()
-OLD_KEY = base64.b64encode(bytes(range(100, 132))).decode()
-API_KEY = "test-api-key-0123456789"
-APP_ID = "@organization/appname"
-APP_SCOPES = "asset.view account.view account.alert.view?"
+LISTENER_THREAD = "itv-invalidation"  # the name auth.memory.feed gives its thread
 
 
 @pytest.fixture(scope="session")
@@ -24,37 +24,21 @@ def redis_server():
     server = RedisServer()
     server.start()
     yield server
-    _stop_invalidation_listeners()
+    assert_no_listener_is_left()
     server.stop()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_listener_outlives_its_module(request):
-    """Apps that a module's tests built without closing stop listening when the module ends.
+def assert_no_listener_is_left(timeout: float = 5.0) -> None:
+    """Every app was closed by `make_app`, so every invalidation listener ends (within its ping interval).
 
-    A stray listener reconnecting in the background (redis-py's jittered backoff uses `random`)
-    would otherwise run beside later tests, Hypothesis's among them.
+    One still running would outlive the test Redis, reconnect in the background beside later tests
+    (Hypothesis's among them) and log after pytest has closed its streams.
     """
-    yield
-    if "integration" in str(request.node.path):
-        _stop_invalidation_listeners()
-
-
-def _stop_invalidation_listeners() -> None:
-    """Stop the listener threads of apps that tests did not close, before their Redis goes away.
-
-    Otherwise they log "subscription lost" after pytest has closed its streams (a logging error).
-    """
-    import gc
-
-    from auth.memory import InvalidationListener
-
-    listeners = [obj for obj in gc.get_objects() if isinstance(obj, InvalidationListener)]
-    for listener in listeners:
-        listener.stop()
-    for thread in threading.enumerate():
-        if thread.name == "itv-invalidation":
-            thread.join(timeout=2)
+    running = [thread for thread in threading.enumerate() if thread.name == LISTENER_THREAD]
+    for thread in running:
+        thread.join(timeout=timeout)
+    left = [thread for thread in running if thread.is_alive()]
+    assert not left, f"{len(left)} invalidation listener(s) still running: an app was not closed"
 
 
 @pytest.fixture
@@ -112,10 +96,23 @@ def env(redis_server, redis_client, sim_server) -> dict[str, str]:
 
 
 @pytest.fixture
-def app(env):
-    app = create_app(Config.from_env(env))
-    yield app
-    app.extensions["vault"].close()
+def make_app(env):
+    """`make_app(**overrides)`: an app built from `env` with some variables changed; closed when the test ends."""
+    built = []
+
+    def _make_app(**overrides: str):
+        app = create_app(Config.from_env({**env, **overrides}))
+        built.append(app)
+        return app
+
+    yield _make_app
+    for app in built:
+        app.extensions["vault"].close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
 
 
 @pytest.fixture
@@ -137,23 +134,15 @@ def vault_server(app):
 
 
 @pytest.fixture
-def install(sim_server, vault_server):
-    """Install an account the way Trackunit does: the simulator signs and POSTs the callback."""
+def installer(sim, client, sim_server):
+    """Install accounts as Trackunit does, through the test client (`installer.to(...)`: another vault)."""
+    return Installer(sim, client, sim_url=sim_server.url)
 
-    def _install(account_id: str = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3", scopes=("asset.view", "account.view"),
-                 **extra) -> dict:
-        response = requests.post(
-            f"{sim_server.url}/_sim/install",
-            json={"callbackUrl": f"{vault_server.url}/appinstall", "accountId": account_id,
-                  "irisAppId": APP_ID, "scopes": list(scopes), **extra},
-            timeout=15,
-        )
-        assert response.status_code == 200, response.text
-        result = response.json()
-        assert result["callbackStatus"] == 200, result
-        return result
 
-    return _install
+@pytest.fixture
+def install(sim, sim_server, vault_server):
+    """`install(account_id, scopes, **options)`: the simulator signs and POSTs the callback over real HTTP."""
+    return Installer(sim, vault_server.url, sim_url=sim_server.url).through_simulator
 
 
 # In CI a skipped test is a test that did not run: fail the session instead of counting it.

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import API_KEY, APP_ID
+from tests.support.constants import API_KEY, APP_ID
 from vault.accounts import Credentials
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

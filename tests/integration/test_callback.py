@@ -16,13 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import RSAAlgorithm
 
-from app import create_app
-from core.config import Config
 from simulator import SigningKey
-from tests.conftest import APP_ID
+from tests.support.constants import ACCOUNT, APP_ID
 from tests.support.redis_server import free_port
 
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 AUDIENCE = "https://vault.example.com/appinstall"
 FORGER = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # a key Trackunit never published
 
@@ -33,29 +30,6 @@ FORGER = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # a key
 def keyspace(r) -> dict[bytes, bytes]:
     """Every key with its DUMP: equal snapshots mean Redis is byte-for-byte unchanged."""
     return {key: r.dump(key) for key in r.keys("*")}
-
-
-def message(sim, account_id: str = ACCOUNT, **fields) -> dict:
-    """An INSTALLED body with credentials the simulator's token endpoint accepts."""
-    creds = sim.add_account(account_id)
-    return {"type": "INSTALLED", "irisAppId": APP_ID, "accountId": account_id,
-            "clientId": creds["clientId"], "clientSecret": creds["clientSecret"], **fields}
-
-
-def identity(sim, body=None, **claims) -> str:
-    """A Trackunit-Identity JWT signed by the simulator's published key, naming the body's app and account."""
-    body = body if isinstance(body, dict) else {}
-    return sim.identity_token({"irisAppId": body.get("irisAppId"), "accountId": body.get("accountId"), **claims})
-
-
-def signed_callback(client, sim, body, *, token: str | None = "sign", data=None, content_type="application/json",
-                    **claims):
-    """POST the callback; the identity is signed for `body` (plus `claims`) unless a token (or None) is given."""
-    if token == "sign":
-        token = identity(sim, body, **claims)
-    headers = {"Trackunit-Identity": token} if token is not None else {}
-    payload = json.dumps(body) if data is None else data
-    return client.post("/appinstall", data=payload, content_type=content_type, headers=headers)
 
 
 def assert_error(response, status: int, code: str) -> None:
@@ -82,14 +56,11 @@ def hs256_with_public_pem(sim, claims: dict) -> str:
     return f"{signing_input}.{b64url(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())}"
 
 
-def app_with(env: dict, **overrides: str):
-    return create_app(Config.from_env({**env, **overrides}))
-
 
 @pytest.fixture
-def existing(client, sim, redis_client, auth_headers):
+def existing(installer, client, sim, redis_client, auth_headers):
     """ACCOUNT installed with a cached token; returns the keyspace snapshot refused calls must leave alone."""
-    assert signed_callback(client, sim, message(sim)).status_code == 200
+    assert installer.post(installer.message()).status_code == 200
     assert get_token(client, auth_headers).status_code == 200
     assert any(b":token:" in key for key in redis_client.keys("*"))
     return keyspace(redis_client)
@@ -103,24 +74,24 @@ def assert_refused(response, status: int, code: str, redis_client, before: dict)
 # Identity (Trackunit-Identity) -------------------------------------------------------------------
 
 IDENTITY_FORGERIES = {
-    "missing": lambda sim, body: None,
-    "empty": lambda sim, body: "",
-    "not_a_jwt": lambda sim, body: "not.a.jwt",
-    "alg_none": lambda sim, body: sim.signing_key.sign(
+    "missing": lambda installer, body: None,
+    "empty": lambda installer, body: "",
+    "not_a_jwt": lambda installer, body: "not.a.jwt",
+    "alg_none": lambda installer, body: installer.sim.signing_key.sign(
         {"irisAppId": APP_ID, "accountId": ACCOUNT}, algorithm="none"),
-    "hs256_keyed_with_public_pem": lambda sim, body: hs256_with_public_pem(
-        sim, {"irisAppId": APP_ID, "accountId": ACCOUNT}),
-    "own_key_with_published_kid": lambda sim, body: jwt.encode(
+    "hs256_keyed_with_public_pem": lambda installer, body: hs256_with_public_pem(
+        installer.sim, {"irisAppId": APP_ID, "accountId": ACCOUNT}),
+    "own_key_with_published_kid": lambda installer, body: jwt.encode(
         {"irisAppId": APP_ID, "accountId": ACCOUNT}, FORGER, algorithm="RS256",
-        headers={"kid": sim.signing_key.kid}),
-    "own_key_with_unknown_kid": lambda sim, body: jwt.encode(
+        headers={"kid": installer.sim.signing_key.kid}),
+    "own_key_with_unknown_kid": lambda installer, body: jwt.encode(
         {"irisAppId": APP_ID, "accountId": ACCOUNT}, FORGER, algorithm="RS256", headers={"kid": "forged"}),
-    "tampered_payload": lambda sim, body: _swap_payload(identity(sim, body), {"irisAppId": APP_ID}),
-    "expired_10_minutes_ago": lambda sim, body: sim.identity_token(
+    "tampered_payload": lambda installer, body: _swap_payload(installer.identity(body), {"irisAppId": APP_ID}),
+    "expired_10_minutes_ago": lambda installer, body: installer.sim.identity_token(
         {"irisAppId": APP_ID, "accountId": ACCOUNT}, expires_in=-600),
-    "not_valid_for_10_minutes": lambda sim, body: identity(sim, body, nbf=int(sim.clock()) + 600),
-    "account_claim_differs": lambda sim, body: identity(sim, body, accountId="another-account"),
-    "app_claim_differs": lambda sim, body: identity(sim, body, irisAppId="@organization/otherapp"),
+    "not_valid_for_10_minutes": lambda installer, body: installer.identity(body, nbf=int(installer.sim.clock()) + 600),
+    "account_claim_differs": lambda installer, body: installer.identity(body, accountId="another-account"),
+    "app_claim_differs": lambda installer, body: installer.identity(body, irisAppId="@organization/otherapp"),
 }
 
 
@@ -131,51 +102,51 @@ def _swap_payload(token: str, claims: dict) -> str:
 
 @pytest.mark.parametrize("forgery", IDENTITY_FORGERIES.values(), ids=IDENTITY_FORGERIES.keys())
 def test_missing_or_bad_identity_is_401_invalid_identity_and_writes_nothing(
-        forgery, client, sim, redis_client, existing):
-    body = message(sim)
-    response = signed_callback(client, sim, body, token=forgery(sim, body))
+        installer, forgery, client, sim, redis_client, existing):
+    body = installer.message()
+    response = installer.post(body, token=forgery(installer, body))
     assert_refused(response, 401, "invalid_identity", redis_client, existing)
 
 
-def test_identity_with_published_key_and_no_app_or_account_claims_is_accepted(client, sim):
-    body = message(sim)
-    token = sim.identity_token({})
-    assert signed_callback(client, sim, body, token=token).status_code == 200
+def test_identity_with_published_key_and_no_app_or_account_claims_is_accepted(installer, client, sim):
+    body = installer.message()
+    token = installer.identity(body, names=False)
+    assert installer.post(body, token=token).status_code == 200
 
 
-def test_time_claims_allow_clock_skew_leeway(client, sim):
-    body = message(sim)
-    token = sim.identity_token({"irisAppId": APP_ID, "accountId": ACCOUNT}, expires_in=-30)  # expired 30 s ago
-    assert signed_callback(client, sim, body, token=token).status_code == 200
+def test_time_claims_allow_clock_skew_leeway(installer, client, sim):
+    body = installer.message()
+    token = installer.identity(body, expires_in=-30)  # expired 30 s ago
+    assert installer.post(body, token=token).status_code == 200
 
 
-def test_unknown_kid_refetches_the_jwks(client, sim, redis_client):
-    assert signed_callback(client, sim, message(sim, "account-1")).status_code == 200  # JWKS fetched and cached
+def test_unknown_kid_refetches_the_jwks(installer, client, sim, redis_client):
+    assert installer.post(installer.message("account-1")).status_code == 200  # JWKS fetched and cached
     sim.signing_key = SigningKey()  # Trackunit rotates its signing key
-    response = signed_callback(client, sim, message(sim, "account-2"))
+    response = installer.post(installer.message("account-2"))
     assert response.status_code == 200, response.get_data(as_text=True)
     assert redis_client.zrange("test:accounts", 0, -1) == [b"account-1", b"account-2"]
 
 
-def test_aud_is_accepted_as_is_without_a_configured_audience(client, sim):
-    body = message(sim)
-    assert signed_callback(client, sim, body, aud="https://somewhere.example").status_code == 200
+def test_aud_is_accepted_as_is_without_a_configured_audience(installer, client, sim):
+    body = installer.message()
+    assert installer.post(body, aud="https://somewhere.example").status_code == 200
 
 
 @pytest.mark.parametrize("aud, status", [(AUDIENCE, 200), ("https://other.example", 401), (None, 401)],
                          ids=["matching", "other", "missing"])
-def test_aud_must_match_a_configured_audience(aud, status, env, sim, redis_client):
-    client = app_with(env, TRACKUNIT_IDENTITY_AUDIENCE=AUDIENCE).test_client()
-    response = signed_callback(client, sim, message(sim), aud=aud)
+def test_aud_must_match_a_configured_audience(installer, aud, status, make_app, sim, redis_client):
+    client = make_app(TRACKUNIT_IDENTITY_AUDIENCE=AUDIENCE).test_client()
+    response = installer.to(client).post(installer.message(), aud=aud)
     assert response.status_code == status, response.get_data(as_text=True)
     if status == 401:
         assert_refused(response, 401, "invalid_identity", redis_client, {})
 
 
-def test_unreachable_jwks_is_503_identity_unavailable_not_401(env, sim, redis_client, existing):
+def test_unreachable_jwks_is_503_identity_unavailable_not_401(installer, make_app, sim, redis_client, existing):
     closed = f"http://127.0.0.1:{free_port()}/api/marketplace/jwks"
-    client = app_with(env, TRACKUNIT_JWKS_URL=closed).test_client()
-    response = signed_callback(client, sim, message(sim))
+    client = make_app(TRACKUNIT_JWKS_URL=closed).test_client()
+    response = installer.to(client).post(installer.message())
     assert_refused(response, 503, "identity_unavailable", redis_client, existing)
     assert int(response.headers["Retry-After"]) >= 1
 
@@ -184,9 +155,9 @@ def test_unreachable_jwks_is_503_identity_unavailable_not_401(env, sim, redis_cl
 
 
 @pytest.mark.parametrize("kind", ["INSTALLED", "UNINSTALLED", "SOMETHING_ELSE"])
-def test_another_iris_app_is_403_unknown_app(kind, client, sim, redis_client, existing):
-    body = message(sim, irisAppId="@organization/otherapp", type=kind)
-    assert_refused(signed_callback(client, sim, body), 403, "unknown_app", redis_client, existing)
+def test_another_iris_app_is_403_unknown_app(installer, kind, client, sim, redis_client, existing):
+    body = installer.message(irisAppId="@organization/otherapp", type=kind)
+    assert_refused(installer.post(body), 403, "unknown_app", redis_client, existing)
 
 
 # The request --------------------------------------------------------------------------------------
@@ -219,43 +190,43 @@ BAD_BODIES = {
 
 
 @pytest.mark.parametrize("mutate", BAD_BODIES.values(), ids=BAD_BODIES.keys())
-def test_invalid_body_is_400_invalid_request(mutate, client, sim, redis_client, existing):
-    body = mutate(message(sim))
-    assert_refused(signed_callback(client, sim, body), 400, "invalid_request", redis_client, existing)
+def test_invalid_body_is_400_invalid_request(installer, mutate, client, sim, redis_client, existing):
+    body = mutate(installer.message())
+    assert_refused(installer.post(body), 400, "invalid_request", redis_client, existing)
 
 
 @pytest.mark.parametrize("data", [b"{not json", b'{"type": "INSTALLED",', b"\xff\xfe{}", b""],
                          ids=["garbage", "truncated", "not_utf8", "empty"])
-def test_malformed_json_is_400_invalid_request(data, client, sim, redis_client, existing):
-    token = sim.identity_token({"irisAppId": APP_ID, "accountId": ACCOUNT})
-    response = signed_callback(client, sim, None, token=token, data=data)
+def test_malformed_json_is_400_invalid_request(installer, data, client, sim, redis_client, existing):
+    token = installer.identity(names=False, irisAppId=APP_ID, accountId=ACCOUNT)
+    response = installer.post(None, token=token, data=data)
     assert_refused(response, 400, "invalid_request", redis_client, existing)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
-def test_non_json_content_type_is_415(content_type, client, sim, redis_client, existing):
-    response = signed_callback(client, sim, message(sim), content_type=content_type)
+def test_non_json_content_type_is_415(installer, content_type, client, sim, redis_client, existing):
+    response = installer.post(installer.message(), content_type=content_type)
     assert_refused(response, 415, "unsupported_media_type", redis_client, existing)
 
 
-def test_body_over_64_kib_is_413(client, sim, redis_client, existing):
-    body = message(sim, padding="x" * (64 * 1024))
-    assert_refused(signed_callback(client, sim, body), 413, "payload_too_large", redis_client, existing)
+def test_body_over_64_kib_is_413(installer, client, sim, redis_client, existing):
+    body = installer.message(padding="x" * (64 * 1024))
+    assert_refused(installer.post(body), 413, "payload_too_large", redis_client, existing)
 
 
-def test_body_just_under_64_kib_with_extra_fields_is_accepted(client, sim):
-    body = message(sim, note="tolerated")
+def test_body_just_under_64_kib_with_extra_fields_is_accepted(installer, client, sim):
+    body = installer.message(note="tolerated")
     body["padding"] = "x" * (64 * 1024 - len(json.dumps(body)) - len(', "padding": ""'))
     assert len(json.dumps(body)) == 64 * 1024
-    assert signed_callback(client, sim, body).status_code == 200
+    assert installer.post(body).status_code == 200
 
 
 # Accepted messages ----------------------------------------------------------------------------------
 
 
-def test_installed_for_a_new_account_is_stored(client, sim, redis_client, auth_headers):
-    body = message(sim)
-    response = signed_callback(client, sim, body)
+def test_installed_for_a_new_account_is_stored(installer, client, sim, redis_client, auth_headers):
+    body = installer.message()
+    response = installer.post(body)
     assert response.status_code == 200
     assert response.get_json()["status"] == "stored"
     assert body["clientSecret"] not in response.get_data(as_text=True)
@@ -264,10 +235,10 @@ def test_installed_for_a_new_account_is_stored(client, sim, redis_client, auth_h
 
 
 def test_installed_for_an_existing_account_replaces_credentials_and_drops_cached_tokens(
-        client, sim, redis_client, auth_headers, existing):
+        installer, client, sim, redis_client, auth_headers, existing):
     old_token = get_token(client, auth_headers).get_json()["access_token"]
-    body = message(sim)  # the simulator now accepts only these new credentials
-    response = signed_callback(client, sim, body)
+    body = installer.message()  # the simulator now accepts only these new credentials
+    response = installer.post(body)
     assert response.status_code == 200 and response.get_json()["status"] == "stored"
     assert not [key for key in redis_client.keys("*") if b":token:" in key]
     fresh = get_token(client, auth_headers)
@@ -275,10 +246,10 @@ def test_installed_for_an_existing_account_replaces_credentials_and_drops_cached
     assert sim.last_token_request["client_id"] == body["clientId"]
 
 
-def test_reinstall_replaces_credentials_and_drops_tokens_in_one_script(client, sim, redis_client, existing):
+def test_reinstall_replaces_credentials_and_drops_tokens_in_one_script(installer, client, sim, redis_client, existing):
     """MONITOR: every command that touches the account comes from one Lua script call (atomic)."""
     with redis_client.monitor() as monitor:
-        assert signed_callback(client, sim, message(sim)).status_code == 200
+        assert installer.post(installer.message()).status_code == 200
         redis_client.echo("itv-monitor-end")
         commands = []
         while "itv-monitor-end" not in (entry := monitor.next_command())["command"]:
@@ -291,11 +262,11 @@ def test_reinstall_replaces_credentials_and_drops_tokens_in_one_script(client, s
     assert any(cmd.startswith("HSET") and "cred" in cmd for cmd in in_script), in_script
 
 
-def test_identical_replay_is_200_and_the_account_still_works(client, sim, auth_headers):
-    body = message(sim)
-    token = identity(sim, body)
-    assert signed_callback(client, sim, body, token=token).status_code == 200
-    replay = signed_callback(client, sim, body, token=token)
+def test_identical_replay_is_200_and_the_account_still_works(installer, client, sim, auth_headers):
+    body = installer.message()
+    token = installer.identity(body)
+    assert installer.post(body, token=token).status_code == 200
+    replay = installer.post(body, token=token)
     assert replay.status_code == 200 and replay.get_json()["status"] == "stored"
     assert get_token(client, auth_headers).status_code == 200
 
@@ -306,18 +277,18 @@ def test_installed_over_real_http_from_the_simulator_is_stored(install, client, 
     assert get_token(client, auth_headers).status_code == 200
 
 
-def test_another_message_type_is_202_ignored_and_changes_nothing(client, sim, redis_client, existing):
+def test_another_message_type_is_202_ignored_and_changes_nothing(installer, client, sim, redis_client, existing):
     body = {"type": "SUSPENDED", "irisAppId": APP_ID, "accountId": ACCOUNT}
-    response = signed_callback(client, sim, body)
+    response = installer.post(body)
     assert response.status_code == 202
     assert response.get_json()["status"] == "ignored"
     assert keyspace(redis_client) == existing
 
 
-def test_uninstalled_deletes_nothing(client, sim, redis_client, auth_headers, existing):
+def test_uninstalled_deletes_nothing(installer, client, sim, redis_client, auth_headers, existing):
     """UNINSTALLED cannot be told from a replay: it re-checks the credentials (tests/integration/test_identity_replay.py)."""
     body = {"type": "UNINSTALLED", "irisAppId": APP_ID, "accountId": ACCOUNT}
-    response = signed_callback(client, sim, body)
+    response = installer.post(body)
     assert response.status_code == 202 and response.get_json()["status"] == "verifying"
     assert redis_client.zscore("test:accounts", ACCOUNT) is not None
     assert client.get(f"/v1/accounts/{ACCOUNT}", headers=auth_headers).status_code == 200

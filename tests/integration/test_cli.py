@@ -12,11 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-from app import create_app
 from core.config import Config
-from tests.conftest import APP_ID, OLD_KEY, VAULT_KEY
+from tests.support.constants import APP_ID, OLD_KEY, VAULT_KEY
 from tests.support.records import read_sealed, write_sealed
-from tests.integration.test_rotation import (
+from tests.support.rotation import (
     KEYS, NEW_ID, OLD_ID, SLOT, THIRD_KEY, account, cached, creds, install_many, repository, token_cache, token_key,
 )
 from vault.keys import KEY_SIZE, parse_key
@@ -27,18 +26,18 @@ ROOT = Path(__file__).resolve().parents[2]
 # Helpers ---------------------------------------------------------------------------------------
 
 
-def run(env: dict, *args: str, input: str | None = None, **overrides: str):
-    """Invoke a command the way `flask --app app ...` does, with the environment `env` + overrides."""
-    app = create_app(Config.from_env({**env, **overrides}))
+def run(make_app, *args: str, input: str | None = None, **overrides: str):
+    """Invoke a command the way `flask --app app ...` does, with the test environment + overrides."""
+    app = make_app(**overrides)
     return app.test_cli_runner().invoke(args=list(args), input=input)
 
 
-def rotate(env: dict, *args: str, keys: tuple[str, ...] = (VAULT_KEY, OLD_KEY)):
-    return run(env, "vault", "rotate", *args, VAULT_KEY=keys[0], VAULT_PREVIOUS_KEYS=",".join(keys[1:]))
+def rotate(make_app, *args: str, keys: tuple[str, ...] = (VAULT_KEY, OLD_KEY)):
+    return run(make_app, "vault", "rotate", *args, VAULT_KEY=keys[0], VAULT_PREVIOUS_KEYS=",".join(keys[1:]))
 
 
-def check(env: dict, *args: str, keys: tuple[str, ...] = (VAULT_KEY,)):
-    return run(env, "vault", "check", *args, VAULT_KEY=keys[0], VAULT_PREVIOUS_KEYS=",".join(keys[1:]))
+def check(make_app, *args: str, keys: tuple[str, ...] = (VAULT_KEY,)):
+    return run(make_app, "vault", "check", *args, VAULT_KEY=keys[0], VAULT_PREVIOUS_KEYS=",".join(keys[1:]))
 
 
 def report_of(result) -> dict:
@@ -58,12 +57,12 @@ def clean_env() -> dict[str, str]:
 # vault keygen ----------------------------------------------------------------------------------------
 
 
-def test_keygen_prints_a_new_key_that_vault_key_accepts(env):
-    first, second = run(env, "vault", "keygen"), run(env, "vault", "keygen")
+def test_keygen_prints_a_new_key_that_vault_key_accepts(make_app, env):
+    first, second = run(make_app, "vault", "keygen"), run(make_app, "vault", "keygen")
     assert first.exit_code == 0 and second.exit_code == 0
     assert len(parse_key(first.stdout.strip(), "VAULT_KEY")) == KEY_SIZE
     assert first.stdout != second.stdout and first.stdout.count("\n") == 1
-    as_hex = run(env, "vault", "keygen", "--hex").stdout.strip()
+    as_hex = run(make_app, "vault", "keygen", "--hex").stdout.strip()
     assert len(as_hex) == 64 and len(parse_key(as_hex, "VAULT_KEY")) == KEY_SIZE
     Config.from_env({**env, "VAULT_KEY": first.stdout.strip(), "VAULT_PREVIOUS_KEYS": as_hex})
 
@@ -136,7 +135,7 @@ class WebProcess(threading.Thread):
             self.started_writing.set()
 
 
-def test_rotating_10000_accounts_while_the_service_writes_loses_and_clobbers_nothing(env, redis_client, capsys):
+def test_rotating_10000_accounts_while_the_service_writes_loses_and_clobbers_nothing(make_app, redis_client, capsys):
     n, token_every = 10_000, 40
     started = time.monotonic()
     install_many(redis_client, n, tokens_every=token_every)  # AccountRepository.install in a loop, old key
@@ -151,7 +150,7 @@ def test_rotating_10000_accounts_while_the_service_writes_loses_and_clobbers_not
     web.start()
     assert web.started_writing.wait(30) and not web.errors
     before, began = web.done, time.monotonic()
-    result = rotate(env, "--json")
+    result = rotate(make_app, "--json")
     took, during = time.monotonic() - began, web.done - before
     web.stop.set()
     web.join(30)
@@ -187,7 +186,7 @@ def test_rotating_10000_accounts_while_the_service_writes_loses_and_clobbers_not
         else:
             assert token is None and not redis_client.exists(token_key(i))
 
-    checked = check(env, "--json")
+    checked = check(make_app, "--json")
     assert checked.exit_code == 0, checked.output
     assert rows(report_of(checked)) == {
         (NEW_ID, "credentials"): {"opens": n - len(web.deleted), "failed to open": 0},
@@ -200,25 +199,25 @@ def test_rotating_10000_accounts_while_the_service_writes_loses_and_clobbers_not
               f"totals {totals}")
 
 
-def test_rotate_is_idempotent_and_resumes_after_a_partial_run(env, redis_client):
+def test_rotate_is_idempotent_and_resumes_after_a_partial_run(make_app, redis_client):
     install_many(redis_client, 300, tokens_every=10)
 
-    partial = rotate(env, "--limit", "100", "--batch", "50")
+    partial = rotate(make_app, "--limit", "100", "--batch", "50")
     assert partial.exit_code == 0, partial.output
     assert "Stopped after re-sealing 100 record(s)" in partial.stdout
-    midway = check(env, "--json", keys=(VAULT_KEY, OLD_KEY))
+    midway = check(make_app, "--json", keys=(VAULT_KEY, OLD_KEY))
     assert midway.exit_code == 0
     counted = rows(report_of(midway))
     assert sum(v["opens"] for (kid, _), v in counted.items() if kid == NEW_ID) == 100
     assert sum(v["opens"] for (kid, _), v in counted.items() if kid == OLD_ID) == 230
-    assert "230 record(s) are not under the current key" in check(env, keys=(VAULT_KEY, OLD_KEY)).stdout
-    assert check(env).exit_code == 1  # the new key alone does not open them yet
+    assert "230 record(s) are not under the current key" in check(make_app, keys=(VAULT_KEY, OLD_KEY)).stdout
+    assert check(make_app).exit_code == 1  # the new key alone does not open them yet
 
-    rest = rotate(env, "--json")
+    rest = rotate(make_app, "--json")
     assert rest.exit_code == 0 and report_of(rest)["totals"]["re-sealed"] == 230
     assert report_of(rest)["totals"]["already current"] == 100
 
-    again = rotate(env)
+    again = rotate(make_app)
     assert again.exit_code == 0, again.output
     lines = again.stdout.splitlines()
     assert lines[0] == f"Re-sealing every record under key id {NEW_ID} (VAULT_KEY)."
@@ -228,26 +227,26 @@ def test_rotate_is_idempotent_and_resumes_after_a_partial_run(env, redis_client)
     assert lines[3].split() == [NEW_ID, "(current)", "token", "0", "30", "0", "0", "0"]
     assert lines[4].split() == ["total", "0", "330", "0", "0", "0"]
     assert "the previous keys can be dropped" in again.stdout
-    final = check(env)
+    final = check(make_app)
     assert final.exit_code == 0 and "330 record(s)" in final.stdout
 
 
-def test_rotate_exits_non_zero_when_a_record_does_not_open(env, redis_client):
+def test_rotate_exits_non_zero_when_a_record_does_not_open(make_app, redis_client):
     install_many(redis_client, 4)
     repository(redis_client, THIRD_KEY).install(account(2), APP_ID, creds(2))
-    result = rotate(env)
+    result = rotate(make_app)
     assert result.exit_code == 1
     assert f"account {account(2)}: credentials: sealed with unknown key id" in result.stdout
     assert "1 record(s) do not open with the configured keys" in result.stdout
     assert "can be dropped" not in result.stdout
-    assert report_of(rotate(env, "--json"))["totals"] == {
+    assert report_of(rotate(make_app, "--json"))["totals"] == {
         "re-sealed": 0, "already current": 3, "changed concurrently": 0, "skipped": 0, "failed to open": 1}
 
 
 # vault check ------------------------------------------------------------------------------------------
 
 
-def test_check_reports_a_tampered_record_by_account_without_printing_it(env, redis_client, caplog):
+def test_check_reports_a_tampered_record_by_account_without_printing_it(make_app, redis_client, caplog):
     install_many(redis_client, 5, VAULT_KEY, tokens_every=1)
     key = KEYS.key_for(account(3))
     sealed = read_sealed(redis_client, key)
@@ -256,7 +255,7 @@ def test_check_reports_a_tampered_record_by_account_without_printing_it(env, red
     write_sealed(redis_client, key, bytes(tampered))
     caplog.set_level(logging.DEBUG)
 
-    text, as_json = check(env), check(env, "--json")
+    text, as_json = check(make_app), check(make_app, "--json")
 
     assert text.exit_code == 1 and as_json.exit_code == 1
     assert f"account {account(3)}: credentials: failed to open a value sealed with key id {NEW_ID}" in text.stdout
@@ -274,9 +273,9 @@ def test_check_reports_a_tampered_record_by_account_without_printing_it(env, red
     assert not [secret for secret in secrets if secret in printed]
 
 
-def test_commands_end_with_one_line_when_redis_is_down(env, redis_server, redis_client):
+def test_commands_end_with_one_line_when_redis_is_down(make_app, redis_server, redis_client):
     install_many(redis_client, 2)
-    app = create_app(Config.from_env(env))
+    app = make_app()
     redis_server.stop()
     for args in (["vault", "check"], ["vault", "rotate"], ["accounts", "list"], ["accounts", "show", account(1)]):
         result = app.test_cli_runner().invoke(args=args)
@@ -288,42 +287,42 @@ def test_commands_end_with_one_line_when_redis_is_down(env, redis_server, redis_
 # accounts ---------------------------------------------------------------------------------------------
 
 
-def test_accounts_list_show_and_delete(env, redis_client, caplog):
+def test_accounts_list_show_and_delete(make_app, redis_client, caplog):
     install_many(redis_client, 3, VAULT_KEY, tokens_every=1)
     secrets = [creds(i).client_secret for i in range(3)] + [creds(i).client_id for i in range(3)]
 
-    listed = run(env, "accounts", "list")
+    listed = run(make_app, "accounts", "list")
     assert listed.exit_code == 0
     lines = listed.stdout.splitlines()
     assert lines[0].split()[:3] == ["account", "id", "status"]
     assert [line.split()[:2] for line in lines[1:]] == [[account(i), "active"] for i in range(3)]
     assert "3 account(s)" in listed.stderr
-    as_json = [json.loads(line) for line in run(env, "accounts", "list", "--json").stdout.splitlines()]
+    as_json = [json.loads(line) for line in run(make_app, "accounts", "list", "--json").stdout.splitlines()]
     assert [a["account_id"] for a in as_json] == [account(i) for i in range(3)]
     assert set(as_json[0]) == {"account_id", "iris_app_id", "status", "installed_at", "updated_at"}
 
-    shown = run(env, "accounts", "show", account(1))
+    shown = run(make_app, "accounts", "show", account(1))
     assert shown.exit_code == 0
     assert f"account_id:         {account(1)}" in shown.stdout and f"iris_app_id:        {APP_ID}" in shown.stdout
     assert f"credentials_key_id: {NEW_ID}" in shown.stdout and "revoked_until:      -" in shown.stdout
-    shown_json = json.loads(run(env, "accounts", "show", account(1), "--json").stdout)
+    shown_json = json.loads(run(make_app, "accounts", "show", account(1), "--json").stdout)
     assert shown_json["status"] == "active" and shown_json["credentials_key_id"] == NEW_ID
     assert not [s for s in secrets if s in listed.output + shown.output + json.dumps(shown_json)]
-    missing = run(env, "accounts", "show", "nope")
+    missing = run(make_app, "accounts", "show", "nope")
     assert missing.exit_code == 1 and "account nope is not installed" in missing.output
-    assert run(env, "accounts", "show", "not/an-id").exit_code == 2
+    assert run(make_app, "accounts", "show", "not/an-id").exit_code == 2
 
-    refused = run(env, "accounts", "delete", account(1), input="n\n")
+    refused = run(make_app, "accounts", "delete", account(1), input="n\n")
     assert refused.exit_code == 1 and redis_client.exists(KEYS.key_for(account(1)))
     caplog.set_level(logging.INFO, logger="itv.audit")
-    deleted = run(env, "accounts", "delete", account(1), input="y\n")
+    deleted = run(make_app, "accounts", "delete", account(1), input="y\n")
     assert deleted.exit_code == 0 and f"deleted account {account(1)}" in deleted.stdout
     assert [(r.getMessage(), r.account_id, r.key_name) for r in caplog.records if r.name == "itv.audit"] == [
         ("account_deleted", account(1), "cli")]
     assert not list(redis_client.scan_iter(KEYS.pattern(account(1))))
     assert redis_client.zscore(KEYS.index, account(1)) is None
-    again = run(env, "accounts", "delete", account(1), "--yes")
+    again = run(make_app, "accounts", "delete", account(1), "--yes")
     assert again.exit_code == 1 and "is not installed" in again.output
-    assert run(env, "accounts", "delete", account(2), "--yes").exit_code == 0
-    assert [line.split()[0] for line in run(env, "accounts", "list").stdout.splitlines()[1:]] == [account(0)]
-    assert run(env, "accounts", "list").stderr.strip() == "1 account(s)"
+    assert run(make_app, "accounts", "delete", account(2), "--yes").exit_code == 0
+    assert [line.split()[0] for line in run(make_app, "accounts", "list").stdout.splitlines()[1:]] == [account(0)]
+    assert run(make_app, "accounts", "list").stderr.strip() == "1 account(s)"

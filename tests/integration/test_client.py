@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import API_KEY
-from tests.integration.test_proxy import Elsewhere
+from tests.support.constants import ACCOUNT, API_KEY
+from tests.support.elsewhere import Elsewhere
 
 import iris_vault_client
 from iris_vault_client import VaultAuth, VaultError, trackunit_session
@@ -24,7 +24,6 @@ from iris_vault_client import auth as auth_module
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
 
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 UNKNOWN = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 MANAGE = "account.asset.manage"
 ASSETS = "/api/asset/v1/assets"

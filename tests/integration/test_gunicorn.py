@@ -13,12 +13,10 @@ import pytest
 import requests
 
 from core import tunables
-from tests.conftest import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
+from tests.support.constants import ACCOUNT, API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
 from tests.support.gunicorn import GunicornServer
 from tests.support.redis_server import free_port
-from tests.support.flows import install
 
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 CONCURRENCY = 128
 WORKERS = 4
 
@@ -72,8 +70,8 @@ def valid_env() -> dict[str, str]:
 # The stampede ---------------------------------------------------------------------------------
 
 
-def test_cold_stampede_makes_one_trackunit_call(gunicorn, client, sim, auth_headers):
-    install(client, sim)
+def test_cold_stampede_makes_one_trackunit_call(installer, gunicorn, client, sim, auth_headers):
+    installer.install()
     sim.configure(delay=0.5)  # the fetch is slow enough for every request to find it in flight
     server = gunicorn()
     results = stampede(token_url(server), auth_headers)
@@ -86,8 +84,8 @@ def test_cold_stampede_makes_one_trackunit_call(gunicorn, client, sim, auth_head
     assert sim.token_requests == 1
 
 
-def test_cold_stampede_while_trackunit_fails_makes_one_fetch(gunicorn, client, sim, auth_headers):
-    install(client, sim)
+def test_cold_stampede_while_trackunit_fails_makes_one_fetch(installer, gunicorn, client, sim, auth_headers):
+    installer.install()
     sim.configure(fail_status=503, delay=0.2)
     server = gunicorn()
     results = stampede(token_url(server), auth_headers)

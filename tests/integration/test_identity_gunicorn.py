@@ -17,9 +17,10 @@ import pytest
 import requests
 
 from simulator import create_simulator, serve_in_thread
-from tests.conftest import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
+from tests.support.constants import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
 from tests.support.flows import wait_for
 from tests.support.gunicorn import GunicornServer
+from tests.support.installer import Installer
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 WORKERS = 4
@@ -53,15 +54,10 @@ def vault(stack) -> GunicornServer:
     return stack[2]
 
 
-def message(sim, account_id: str, **fields) -> dict:
-    creds = sim.add_account(account_id, ("asset.view", "account.view"), APP_ID)
-    return {"type": "INSTALLED", "irisAppId": APP_ID, "accountId": account_id,
-            "clientId": creds["clientId"], "clientSecret": creds["clientSecret"], **fields}
-
-
-def post(vault, body, token: str, *, data: str | None = None) -> requests.Response:
-    return requests.post(f"{vault.url}/appinstall", data=json.dumps(body) if data is None else data,
-                         headers={"Trackunit-Identity": token, "Content-Type": "application/json"}, timeout=15)
+@pytest.fixture
+def installer(stack, sim, vault) -> Installer:
+    """Install as Trackunit does, to the gunicorn vault: signed here, or by the simulator (`through_simulator`)."""
+    return Installer(sim, vault.url, sim_url=stack[1].url)
 
 
 def token_of(vault, account_id: str, **params) -> requests.Response:
@@ -78,17 +74,10 @@ def keyspace(r) -> dict[bytes, bytes]:
     return {key: r.dump(key) for key in r.keys("gid:account:*")}
 
 
-def test_two_accounts_installed_through_the_simulator_with_one_token(stack, sim, vault):
+def test_two_accounts_installed_through_the_simulator_with_one_token(installer, sim, vault):
     """`/_sim/install` as `simulator install --no-jti --no-account-claims --identity-token` drives it."""
-    _, sim_server, _ = stack
     token = sim.identity_token({}, jti=False)
-    results = []
-    for account_id in ("gu-two-a", "gu-two-b"):
-        answer = requests.post(f"{sim_server.url}/_sim/install", timeout=30, json={
-            "callbackUrl": f"{vault.url}/appinstall", "accountId": account_id, "irisAppId": APP_ID,
-            "identityToken": token})
-        assert answer.status_code == 200, answer.text
-        results.append(answer.json())
+    results = [installer.through_simulator(account_id, identityToken=token) for account_id in ("gu-two-a", "gu-two-b")]
     assert [r["identityToken"] for r in results] == [token, token]
     assert [r["callbackStatus"] for r in results] == [200, 200], results
     for result in results:
@@ -96,36 +85,33 @@ def test_two_accounts_installed_through_the_simulator_with_one_token(stack, sim,
     assert sim.token_requests_by_client == {r["clientId"]: 1 for r in results}
 
 
-def test_the_simulator_signs_without_jti_or_account_claims_on_request(stack, sim, vault):
-    _, sim_server, _ = stack
-    answers = [requests.post(f"{sim_server.url}/_sim/install", timeout=30, json={
-        "callbackUrl": f"{vault.url}/appinstall", "accountId": f"gu-minimal-{i}", "irisAppId": APP_ID,
-        "jti": False, "accountClaims": False}).json() for i in range(2)]
+def test_the_simulator_signs_without_jti_or_account_claims_on_request(installer):
+    answers = [installer.through_simulator(f"gu-minimal-{i}", jti=False, accountClaims=False) for i in range(2)]
     assert [a["callbackStatus"] for a in answers] == [200, 200], answers
     claims = [jwt.decode(  # the claims the simulator signed, read without verifying
         a["identityToken"], options={"verify_signature": False}) for a in answers]
     assert all(set(c) == {"iss", "iat", "exp"} for c in claims), claims
 
 
-def test_a_reinstall_with_new_credentials_and_the_same_token(sim, vault):
+def test_a_reinstall_with_new_credentials_and_the_same_token(installer, sim, vault):
     token = sim.identity_token({"accountId": "gu-re"}, jti=False)
-    assert post(vault, message(sim, "gu-re"), token).json()["replaced"] is False
+    assert installer.post(installer.message("gu-re"), token).json()["replaced"] is False
     assert token_of(vault, "gu-re").status_code == 200
-    again = message(sim, "gu-re")
-    answer = post(vault, again, token)
+    again = installer.message("gu-re")
+    answer = installer.post(again, token)
     assert answer.status_code == 200 and answer.json() == {"status": "stored", "account_id": "gu-re", "replaced": True}
     assert token_of(vault, "gu-re").status_code == 200  # every worker dropped the old token: fetched anew
     assert sim.last_token_request["client_id"] == again["clientId"]
 
 
-def test_20_concurrent_installs_for_20_accounts_with_one_token(sim, vault):
+def test_20_concurrent_installs_for_20_accounts_with_one_token(installer, sim, vault):
     token = sim.identity_token({}, jti=False)
-    bodies = [message(sim, f"gu-many-{i:02d}") for i in range(20)]
+    bodies = [installer.message(f"gu-many-{i:02d}") for i in range(20)]
     barrier = threading.Barrier(len(bodies))
 
     def install(body):
         barrier.wait(timeout=10)
-        return post(vault, body, token)
+        return installer.post(body, token)
 
     with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
         answers = list(pool.map(install, bodies))
@@ -139,40 +125,40 @@ def test_20_concurrent_installs_for_20_accounts_with_one_token(sim, vault):
     assert sorted(sim.token_requests_by_client) == sorted(b["clientId"] for b in bodies)
 
 
-def test_a_jti_carries_one_message_and_its_retries(sim, vault, redis_client):
-    token, body = sim.identity_token({}), message(sim, "gu-jti")
-    assert post(vault, body, token).status_code == 200
-    retry = post(vault, body, token, data=json.dumps(dict(reversed(list(body.items()))), indent=2))
+def test_a_jti_carries_one_message_and_its_retries(installer, sim, vault, redis_client):
+    token, body = sim.identity_token({}), installer.message("gu-jti")
+    assert installer.post(body, token).status_code == 200
+    retry = installer.post(body, token, data=json.dumps(dict(reversed(list(body.items()))), indent=2))
     assert retry.status_code == 200 and retry.json()["status"] == "stored"
     before = keyspace(redis_client)
-    forged = post(vault, {**body, "clientSecret": "attacker-secret"}, token)
+    forged = installer.post({**body, "clientSecret": "attacker-secret"}, token)
     assert forged.status_code == 401 and forged.json()["error"]["code"] == "invalid_identity"
     assert keyspace(redis_client) == before
 
 
-def test_an_older_token_after_a_reinstall_is_stale(sim, vault, redis_client):
+def test_an_older_token_after_a_reinstall_is_stale(installer, sim, vault, redis_client):
     now = int(time.time())
-    old_token, old_body = sim.identity_token({"iat": now - 60}, jti=False), message(sim, "gu-stale")
-    assert post(vault, old_body, old_token).status_code == 200
-    new_body = message(sim, "gu-stale")
-    assert post(vault, new_body, sim.identity_token({"iat": now}, jti=False)).json()["replaced"] is True
+    old_token, old_body = sim.identity_token({"iat": now - 60}, jti=False), installer.message("gu-stale")
+    assert installer.post(old_body, old_token).status_code == 200
+    new_body = installer.message("gu-stale")
+    assert installer.post(new_body, sim.identity_token({"iat": now}, jti=False)).json()["replaced"] is True
     before = keyspace(redis_client)
-    stale = post(vault, old_body, old_token)
+    stale = installer.post(old_body, old_token)
     assert stale.status_code == 200 and stale.json() == {"status": "stale", "account_id": "gu-stale"}
     assert keyspace(redis_client) == before
     assert token_of(vault, "gu-stale").status_code == 200
     assert sim.last_token_request["client_id"] == new_body["clientId"]
 
 
-def test_uninstalled_keeps_working_credentials_and_revokes_refused_ones(sim, vault):
+def test_uninstalled_keeps_working_credentials_and_revokes_refused_ones(installer, sim, vault):
     token = sim.identity_token({}, jti=False)
     for account_id in ("gu-un-works", "gu-un-refused"):
-        assert post(vault, message(sim, account_id), token).status_code == 200
+        assert installer.post(installer.message(account_id), token).status_code == 200
         assert token_of(vault, account_id).status_code == 200
     sim.revoke("gu-un-refused")
     calls = sim.token_requests
     for account_id in ("gu-un-works", "gu-un-refused"):
-        answer = post(vault, {"type": "UNINSTALLED", "irisAppId": APP_ID, "accountId": account_id}, token)
+        answer = installer.post({"type": "UNINSTALLED", "irisAppId": APP_ID, "accountId": account_id}, token)
         assert answer.status_code == 202 and answer.json() == {"status": "verifying", "account_id": account_id}
     wait_for(lambda: account(vault, "gu-un-refused")["status"] == "revoked")
     wait_for(lambda: sim.token_requests == calls + 2)
@@ -182,19 +168,11 @@ def test_uninstalled_keeps_working_credentials_and_revokes_refused_ones(sim, vau
     assert refused.status_code == 410 and refused.json()["error"]["code"] == "credentials_revoked"
 
 
-def test_an_uninstall_as_the_simulator_sends_it_revokes_and_keeps_the_record(stack, sim, vault):
+def test_an_uninstall_as_the_simulator_sends_it_revokes_and_keeps_the_record(installer, sim, vault):
     """`simulator install --type UNINSTALLED`: the client is refused from now on, the message has no credentials."""
-    _, sim_server, _ = stack
-
-    def send(kind: str) -> dict:
-        answer = requests.post(f"{sim_server.url}/_sim/install", timeout=30, json={
-            "callbackUrl": f"{vault.url}/appinstall", "accountId": "gu-sim-un", "irisAppId": APP_ID, "type": kind})
-        assert answer.status_code == 200, answer.text
-        return answer.json()
-
-    installed = send("INSTALLED")
+    installed = installer.through_simulator("gu-sim-un", type="INSTALLED")
     assert token_of(vault, "gu-sim-un").status_code == 200
-    uninstalled = send("UNINSTALLED")
+    uninstalled = installer.through_simulator("gu-sim-un", type="UNINSTALLED", callback_status=202)
     assert uninstalled["callbackStatus"] == 202 and "clientSecret" not in uninstalled
     assert uninstalled["callbackResponse"] == {"status": "verifying", "account_id": "gu-sim-un"}
     wait_for(lambda: account(vault, "gu-sim-un")["status"] == "revoked")

@@ -17,8 +17,8 @@ import pytest
 
 from core import metrics
 from core import tunables
-from tests.conftest import APP_ID
-from tests.support.flows import ACCOUNT, get_token, ok_token, wait_for
+from tests.support.constants import ACCOUNT, APP_ID
+from tests.support.flows import get_token, ok_token, wait_for
 
 OTHER = "0c7d3f0e-1111-4a2b-9c3d-5e6f7a8b9c0d"
 
@@ -39,13 +39,6 @@ def keyspace(r) -> dict[bytes, bytes]:
     return {key: r.dump(key) for key in r.keys("*")}
 
 
-def message(sim, account_id: str = ACCOUNT, **fields) -> dict:
-    """An INSTALLED body with new credentials the simulator's token endpoint accepts."""
-    creds = sim.add_account(account_id, ("asset.view", "account.view"), APP_ID)
-    return {"type": "INSTALLED", "irisAppId": APP_ID, "accountId": account_id,
-            "clientId": creds["clientId"], "clientSecret": creds["clientSecret"], **fields}
-
-
 def uninstalled(account_id: str = ACCOUNT) -> dict:
     return {"type": "UNINSTALLED", "irisAppId": APP_ID, "accountId": account_id}
 
@@ -53,11 +46,6 @@ def uninstalled(account_id: str = ACCOUNT) -> dict:
 def shared_token(sim, shape: dict | None = None, **claims) -> str:
     """A token without a jti: the same claims in the same second give these very bytes again."""
     return sim.identity_token({**(shape or {}), **claims}, jti=False)
-
-
-def post(client, body, token: str, *, data: str | None = None):
-    return client.post("/appinstall", data=json.dumps(body) if data is None else data,
-                       content_type="application/json", headers={"Trackunit-Identity": token})
 
 
 def assert_stored(response, *, replaced: bool | None = None) -> None:
@@ -84,39 +72,39 @@ def test_identical_claims_sign_to_byte_identical_tokens(sim):
 
 
 @pytest.mark.parametrize("shape", SHARED_SHAPES.values(), ids=SHARED_SHAPES.keys())
-def test_two_accounts_installed_with_one_token_are_both_stored(shape, client, sim, auth_headers):
+def test_two_accounts_installed_with_one_token_are_both_stored(installer, shape, client, sim, auth_headers):
     token = shared_token(sim, shape)
-    first, second = message(sim, ACCOUNT), message(sim, OTHER)
-    assert_stored(post(client, first, token))
-    assert_stored(post(client, second, token))
+    first, second = installer.message(ACCOUNT), installer.message(OTHER)
+    assert_stored(installer.post(first, token))
+    assert_stored(installer.post(second, token))
     assert token_client_id(client, sim, auth_headers, ACCOUNT) == first["clientId"]
     assert token_client_id(client, sim, auth_headers, OTHER) == second["clientId"]
 
 
 @pytest.mark.parametrize("shape", [*SHARED_SHAPES.values(), {"accountId": ACCOUNT}],
                          ids=[*SHARED_SHAPES.keys(), "with_account_claim"])
-def test_a_reinstall_with_new_credentials_and_the_same_token_is_stored(shape, client, sim, auth_headers):
+def test_a_reinstall_with_new_credentials_and_the_same_token_is_stored(installer, shape, client, sim, auth_headers):
     token = shared_token(sim, shape)
-    assert_stored(post(client, message(sim), token), replaced=False)
+    assert_stored(installer.post(installer.message(), token), replaced=False)
     ok_token(client, auth_headers)
-    again = message(sim)  # Trackunit issued new credentials; the old ones no longer work
-    assert_stored(post(client, again, token), replaced=True)
+    again = installer.message()  # Trackunit issued new credentials; the old ones no longer work
+    assert_stored(installer.post(again, token), replaced=True)
     assert ok_token(client, auth_headers)["access_token"]
     assert sim.last_token_request["client_id"] == again["clientId"]
 
 
-def test_any_number_of_identical_retries_without_jti_are_stored(client, sim, auth_headers):
-    token, body = shared_token(sim), message(sim)
+def test_any_number_of_identical_retries_without_jti_are_stored(installer, client, sim, auth_headers):
+    token, body = shared_token(sim), installer.message()
     for _ in range(5):
-        assert_stored(post(client, body, token))
+        assert_stored(installer.post(body, token))
     assert get_token(client, auth_headers).status_code == 200
 
 
-def test_a_token_without_jti_is_counted_and_logged_once_without_the_token(client, sim, caplog):
-    token, body = shared_token(sim), message(sim)
+def test_a_token_without_jti_is_counted_and_logged_once_without_the_token(installer, client, sim, caplog):
+    token, body = shared_token(sim), installer.message()
     before = metrics.IDENTITY_WITHOUT_JTI._value.get()
     with caplog.at_level(logging.INFO):
-        assert_stored(post(client, body, token))
+        assert_stored(installer.post(body, token))
     assert metrics.IDENTITY_WITHOUT_JTI._value.get() == before + 1
     lines = [r for r in caplog.records if "replay protection did not apply" in r.getMessage()]
     assert len(lines) == 1 and lines[0].account_id == ACCOUNT
@@ -125,63 +113,63 @@ def test_a_token_without_jti_is_counted_and_logged_once_without_the_token(client
         assert token not in text and token.split(".")[2] not in text and body["clientSecret"] not in text
 
 
-def test_a_token_with_jti_is_not_counted_as_unprotected(client, sim):
+def test_a_token_with_jti_is_not_counted_as_unprotected(installer, client, sim):
     before = metrics.IDENTITY_WITHOUT_JTI._value.get()
-    assert_stored(post(client, message(sim), sim.identity_token({})))
+    assert_stored(installer.post(installer.message(), sim.identity_token({})))
     assert metrics.IDENTITY_WITHOUT_JTI._value.get() == before
 
 
 # A jti carries one message ---------------------------------------------------------------------------
 
 
-def test_the_same_jti_with_another_body_is_refused_and_changes_nothing(client, sim, redis_client):
+def test_the_same_jti_with_another_body_is_refused_and_changes_nothing(installer, client, sim, redis_client):
     token = sim.identity_token({})
-    assert_stored(post(client, message(sim), token))
+    assert_stored(installer.post(installer.message(), token))
     before = keyspace(redis_client)
-    for forged in (message(sim, clientId="0oaATTACKER000000000", clientSecret="attacker-secret"),
-                   message(sim, OTHER), uninstalled()):
-        response = post(client, forged, token)
+    for forged in (installer.message(clientId="0oaATTACKER000000000", clientSecret="attacker-secret"),
+                   installer.message(OTHER), uninstalled()):
+        response = installer.post(forged, token)
         assert response.status_code == 401, response.get_data(as_text=True)
         assert response.get_json()["error"]["code"] == "invalid_identity"
         assert keyspace(redis_client) == before
 
 
-def test_the_same_jti_with_the_same_body_is_a_retry(client, sim, auth_headers):
-    token, body = sim.identity_token({"irisAppId": APP_ID, "accountId": ACCOUNT}), message(sim)
+def test_the_same_jti_with_the_same_body_is_a_retry(installer, client, sim, auth_headers):
+    token, body = sim.identity_token({"irisAppId": APP_ID, "accountId": ACCOUNT}), installer.message()
     for _ in range(3):
-        assert_stored(post(client, body, token))
+        assert_stored(installer.post(body, token))
     assert get_token(client, auth_headers).status_code == 200
 
 
 @pytest.mark.parametrize("jti", [True, False], ids=["jti", "no_jti"])
-def test_a_reserialised_retry_is_the_same_message(jti, client, sim):
-    token, body = sim.identity_token({}, jti=jti), message(sim)
-    assert_stored(post(client, body, token))
+def test_a_reserialised_retry_is_the_same_message(installer, jti, client, sim):
+    token, body = sim.identity_token({}, jti=jti), installer.message()
+    assert_stored(installer.post(body, token))
     reordered = dict(reversed(list(body.items())))
-    assert_stored(post(client, body, token, data=json.dumps(reordered, indent=4)))
-    assert_stored(post(client, body, token, data=json.dumps(body, separators=(",", ":"))))
-    assert_stored(post(client, body, token, data=json.dumps(body, ensure_ascii=True).replace("-", "\\u002d")))
+    assert_stored(installer.post(body, token, data=json.dumps(reordered, indent=4)))
+    assert_stored(installer.post(body, token, data=json.dumps(body, separators=(",", ":"))))
+    assert_stored(installer.post(body, token, data=json.dumps(body, ensure_ascii=True).replace("-", "\\u002d")))
 
 
-def test_one_jti_from_two_issuers_binds_separately(client, sim):
+def test_one_jti_from_two_issuers_binds_separately(installer, client, sim):
     first = sim.identity_token({"iss": "https://issuer-a.example", "jti": "same-jti"})
     second = sim.identity_token({"iss": "https://issuer-b.example", "jti": "same-jti"})
-    assert_stored(post(client, message(sim, ACCOUNT), first))
-    assert_stored(post(client, message(sim, OTHER), second))
+    assert_stored(installer.post(installer.message(ACCOUNT), first))
+    assert_stored(installer.post(installer.message(OTHER), second))
 
 
-def test_the_binding_lives_as_long_as_the_token(client, sim, redis_client):
+def test_the_binding_lives_as_long_as_the_token(installer, client, sim, redis_client):
     def binding_ttls() -> list[int]:
         return [redis_client.ttl(key) for key in redis_client.keys("test:identity:*")]
 
-    assert_stored(post(client, message(sim, "short"), sim.identity_token({}, expires_in=300)))
+    assert_stored(installer.post(installer.message("short"), sim.identity_token({}, expires_in=300)))
     ttl, = binding_ttls()
     assert 300 < ttl <= 300 + tunables.IDENTITY_LEEWAY
     redis_client.delete(*redis_client.keys("test:identity:*"))
-    assert_stored(post(client, message(sim, "long"), sim.identity_token({}, expires_in=30 * 86400)))
+    assert_stored(installer.post(installer.message("long"), sim.identity_token({}, expires_in=30 * 86400)))
     assert binding_ttls()[0] == pytest.approx(tunables.IDENTITY_REPLAY_WINDOW, abs=2)
     redis_client.delete(*redis_client.keys("test:identity:*"))
-    assert_stored(post(client, message(sim, "none"), sim.identity_token({"exp": None})))
+    assert_stored(installer.post(installer.message("none"), sim.identity_token({"exp": None})))
     assert binding_ttls()[0] == pytest.approx(tunables.IDENTITY_REPLAY_WINDOW, abs=2)
 
 
@@ -189,16 +177,16 @@ def test_the_binding_lives_as_long_as_the_token(client, sim, redis_client):
 
 
 @pytest.mark.parametrize("jti", [True, False], ids=["jti", "no_jti"])
-def test_an_older_token_after_a_reinstall_is_stale_and_changes_nothing(jti, client, sim, redis_client,
+def test_an_older_token_after_a_reinstall_is_stale_and_changes_nothing(installer, jti, client, sim, redis_client,
                                                                         auth_headers):
     now = int(time.time())
-    old_token, old_body = sim.identity_token({"iat": now - 100}, jti=jti), message(sim)
-    assert_stored(post(client, old_body, old_token))
-    new_token, new_body = sim.identity_token({"iat": now}, jti=jti), message(sim)
-    assert_stored(post(client, new_body, new_token), replaced=True)
+    old_token, old_body = sim.identity_token({"iat": now - 100}, jti=jti), installer.message()
+    assert_stored(installer.post(old_body, old_token))
+    new_token, new_body = sim.identity_token({"iat": now}, jti=jti), installer.message()
+    assert_stored(installer.post(new_body, new_token), replaced=True)
     ok_token(client, auth_headers)
     before = keyspace(redis_client)
-    response = post(client, old_body, old_token)  # captured, or delayed: Trackunit replaced these since
+    response = installer.post(old_body, old_token)  # captured, or delayed: Trackunit replaced these since
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json() == {"status": "stale", "account_id": ACCOUNT}
     assert {k: v for k, v in keyspace(redis_client).items() if b":identity:" not in k} == {
@@ -206,30 +194,30 @@ def test_an_older_token_after_a_reinstall_is_stale_and_changes_nothing(jti, clie
     assert token_client_id(client, sim, auth_headers, ACCOUNT) == new_body["clientId"]
 
 
-def test_stale_is_audited(client, sim, caplog):
+def test_stale_is_audited(installer, client, sim, caplog):
     now = int(time.time())
-    old_token, old_body = shared_token(sim, iat=now - 50), message(sim)
-    assert_stored(post(client, old_body, old_token))
-    assert_stored(post(client, message(sim), shared_token(sim, iat=now)))
+    old_token, old_body = shared_token(sim, iat=now - 50), installer.message()
+    assert_stored(installer.post(old_body, old_token))
+    assert_stored(installer.post(installer.message(), shared_token(sim, iat=now)))
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        assert post(client, old_body, old_token).get_json()["status"] == "stale"
+        assert installer.post(old_body, old_token).get_json()["status"] == "stale"
     assert [r.getMessage() for r in caplog.records if r.name == "itv.audit"] == ["install_stale"]
 
 
-def test_an_older_token_for_another_account_is_stored(client, sim):
+def test_an_older_token_for_another_account_is_stored(installer, client, sim):
     now = int(time.time())
-    assert_stored(post(client, message(sim, ACCOUNT), shared_token(sim, iat=now)))
-    assert_stored(post(client, message(sim, OTHER), shared_token(sim, iat=now - 100)))
+    assert_stored(installer.post(installer.message(ACCOUNT), shared_token(sim, iat=now)))
+    assert_stored(installer.post(installer.message(OTHER), shared_token(sim, iat=now - 100)))
 
 
-def test_a_token_without_iat_replaces_credentials_and_the_newest_iat_is_kept(client, sim, auth_headers):
+def test_a_token_without_iat_replaces_credentials_and_the_newest_iat_is_kept(installer, client, sim, auth_headers):
     now = int(time.time())
     first = shared_token(sim, iat=now - 10)
-    assert_stored(post(client, message(sim), first))
-    without_iat = message(sim)
-    assert_stored(post(client, without_iat, shared_token(sim, iat=None)), replaced=True)
-    older = post(client, {**without_iat, "clientSecret": "older-secret"}, shared_token(sim, iat=now - 20))
+    assert_stored(installer.post(installer.message(), first))
+    without_iat = installer.message()
+    assert_stored(installer.post(without_iat, shared_token(sim, iat=None)), replaced=True)
+    older = installer.post({**without_iat, "clientSecret": "older-secret"}, shared_token(sim, iat=now - 20))
     assert older.get_json()["status"] == "stale"
     assert token_client_id(client, sim, auth_headers, ACCOUNT) == without_iat["clientId"]
 
@@ -238,16 +226,16 @@ def test_a_token_without_iat_replaces_credentials_and_the_newest_iat_is_kept(cli
 
 
 @pytest.fixture
-def installed(client, sim, auth_headers):
+def installed(installer, client, sim, auth_headers):
     """ACCOUNT installed, with a cached token."""
-    assert_stored(post(client, message(sim), sim.identity_token({})))
+    assert_stored(installer.post(installer.message(), sim.identity_token({})))
     return ok_token(client, auth_headers)["access_token"]
 
 
-def test_uninstalled_with_working_credentials_keeps_the_account_active(installed, client, sim, redis_client,
+def test_uninstalled_with_working_credentials_keeps_the_account_active(installer, installed, client, sim, redis_client,
                                                                        auth_headers):
     calls = sim.token_requests
-    response = post(client, uninstalled(), shared_token(sim))
+    response = installer.post(uninstalled(), shared_token(sim))
     assert response.status_code == 202, response.get_data(as_text=True)
     assert response.get_json() == {"status": "verifying", "account_id": ACCOUNT}
     wait_for(lambda: sim.token_requests == calls + 1)  # one verification fetch
@@ -259,35 +247,35 @@ def test_uninstalled_with_working_credentials_keeps_the_account_active(installed
     assert sim.token_requests == calls + 1
 
 
-def test_uninstalled_with_refused_credentials_makes_the_account_revoked(installed, client, sim, auth_headers):
+def test_uninstalled_with_refused_credentials_makes_the_account_revoked(installer, installed, client, sim, auth_headers):
     sim.revoke(ACCOUNT)  # the app was really uninstalled: Trackunit refuses the client now
-    assert post(client, uninstalled(), shared_token(sim)).status_code == 202
+    assert installer.post(uninstalled(), shared_token(sim)).status_code == 202
     wait_for(lambda: client.get(f"/v1/accounts/{ACCOUNT}", headers=auth_headers).get_json()["status"] == "revoked")
     response = get_token(client, auth_headers)
     assert response.status_code == 410 and response.get_json()["error"]["code"] == "credentials_revoked"
     assert client.get(f"/v1/accounts/{ACCOUNT}", headers=auth_headers).status_code == 200  # nothing deleted
 
 
-def test_many_uninstalled_make_one_verification_fetch(installed, client, sim):
+def test_many_uninstalled_make_one_verification_fetch(installer, installed, client, sim):
     calls = sim.token_requests
     token = shared_token(sim)
     for _ in range(5):
-        assert post(client, uninstalled(), token).get_json()["status"] == "verifying"
+        assert installer.post(uninstalled(), token).get_json()["status"] == "verifying"
     wait_for(lambda: sim.token_requests == calls + 1)
     time.sleep(0.3)
     assert sim.token_requests == calls + 1
 
 
-def test_uninstalled_for_an_account_not_installed_is_ignored_and_writes_nothing(client, sim, redis_client):
+def test_uninstalled_for_an_account_not_installed_is_ignored_and_writes_nothing(installer, client, sim, redis_client):
     before = keyspace(redis_client)
-    response = post(client, uninstalled(), shared_token(sim))
+    response = installer.post(uninstalled(), shared_token(sim))
     assert response.status_code == 202
     assert response.get_json()["status"] == "ignored"
     assert keyspace(redis_client) == before
 
 
-def test_delete_removes_the_verification_mark_too(installed, client, sim, redis_client, auth_headers):
-    assert post(client, uninstalled(), shared_token(sim)).status_code == 202
+def test_delete_removes_the_verification_mark_too(installer, installed, client, sim, redis_client, auth_headers):
+    assert installer.post(uninstalled(), shared_token(sim)).status_code == 202
     wait_for(lambda: any(b":verifying" in key for key in redis_client.keys("*")))
     assert client.delete(f"/v1/accounts/{ACCOUNT}", headers=auth_headers).status_code == 204
     time.sleep(0.2)  # a verification still in flight must not bring anything back
@@ -298,13 +286,13 @@ def test_delete_removes_the_verification_mark_too(installed, client, sim, redis_
 
 
 @pytest.mark.parametrize("jti", [True, False], ids=["jti", "no_jti"])
-def test_redis_down_is_503_with_retry_after_never_401(jti, client, sim, redis_server, auth_headers):
+def test_redis_down_is_503_with_retry_after_never_401(installer, jti, client, sim, redis_server, auth_headers):
     assert client.get("/v1/accounts", headers=auth_headers).status_code == 200  # a live pooled connection
-    body, token = message(sim), sim.identity_token({}, jti=jti)
+    body, token = installer.message(), sim.identity_token({}, jti=jti)
     redis_server.stop()
-    response = post(client, body, token)
+    response = installer.post(body, token)
     assert response.status_code == 503, response.get_data(as_text=True)
     assert response.get_json()["error"]["code"] == "store_unavailable"
     assert int(response.headers["Retry-After"]) >= 1
     redis_server.start()
-    assert_stored(post(client, body, token))  # Trackunit's retry, once Redis is back
+    assert_stored(installer.post(body, token))  # Trackunit's retry, once Redis is back

@@ -5,7 +5,7 @@ import time
 import pytest
 import requests
 
-from tests.support.gunicorn import GunicornServer
+from tests.support.gunicorn import GunicornServer, WorkerConnections
 
 ACCOUNT = "acc-local"
 
@@ -69,13 +69,29 @@ def test_memory_is_not_trusted_while_redis_is_down(client, install, auth_headers
     assert response.get_json()["error"]["code"] == "store_unavailable"
 
 
+def wait_until_worker_serves_from_memory(workers: WorkerConnections, pid: int, redis_client) -> str:
+    """The same wait on one gunicorn worker; returns the token it then serves from memory."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        before = redis_gets(redis_client)
+        status, body = workers.get(pid, f"/v1/accounts/{ACCOUNT}/token")
+        assert status == 200, body
+        if redis_gets(redis_client) == before:
+            return body["access_token"]
+        time.sleep(0.05)
+    raise AssertionError(f"worker {pid} never served the token from memory")
+
+
 @pytest.mark.slow
-def test_every_worker_stops_serving_a_dropped_token_within_one_second(env, install, auth_headers):
+def test_every_worker_stops_serving_a_dropped_token_within_one_second(env, install, auth_headers, redis_client):
     server = GunicornServer(env, workers=4, threads=4).start()
     url = f"{server.url}/v1/accounts/{ACCOUNT}/token"
+    workers = None
     try:
         install(ACCOUNT)
         old = requests.get(url, headers=auth_headers, timeout=20).json()["access_token"]
+        workers = WorkerConnections(server, auth_headers)  # one keep-alive connection per worker
+        assert len(workers.by_worker) == 4
 
         def hit(_):
             r = requests.get(url, headers=auth_headers, timeout=20)  # a new connection each: any worker
@@ -85,6 +101,9 @@ def test_every_worker_stops_serving_a_dropped_token_within_one_second(env, insta
             for _ in range(3):  # warm every worker's memory
                 assert {s for s, _t in pool.map(hit, range(64))} == {200}
                 time.sleep(0.3)
+            # Every worker serves the old token from its memory: a request to it costs no Redis GET.
+            for pid in workers.by_worker:
+                assert wait_until_worker_serves_from_memory(workers, pid, redis_client) == old
 
             with requests.Session() as session:  # keep-alive: the same worker
                 refreshed = session.get(url + "?force_refresh=true", headers=auth_headers, timeout=20).json()
@@ -93,14 +112,23 @@ def test_every_worker_stops_serving_a_dropped_token_within_one_second(env, insta
                     assert session.get(url, headers=auth_headers, timeout=20).json()["access_token"] != old
 
             time.sleep(1.0)
+            for pid in workers.by_worker:  # each worker that held the old token in memory
+                status, body = workers.get(pid, f"/v1/accounts/{ACCOUNT}/token")
+                assert (status, body["access_token"]) == (200, refreshed["access_token"]), pid
             tokens = {t for _s, t in pool.map(hit, range(200))}
             assert tokens == {refreshed["access_token"]}
 
+            for pid in workers.by_worker:  # memory warm again, now with the refreshed token
+                assert wait_until_worker_serves_from_memory(workers, pid, redis_client) == refreshed["access_token"]
             with requests.Session() as session:
                 assert session.delete(f"{server.url}/v1/accounts/{ACCOUNT}", headers=auth_headers,
                                       timeout=20).status_code == 204
                 assert session.get(url, headers=auth_headers, timeout=20).status_code == 404
             time.sleep(1.0)
+            for pid in workers.by_worker:
+                assert workers.get(pid, f"/v1/accounts/{ACCOUNT}/token")[0] == 404, pid
             assert {s for s, _t in pool.map(hit, range(200))} == {404}
     finally:
+        if workers is not None:
+            workers.close()
         server.stop()

@@ -4,8 +4,6 @@ import re
 import pytest
 import requests
 
-from app import create_app
-from core.config import Config
 from tests.support.gunicorn import GunicornServer
 
 ACCOUNT = "acc-metrics"
@@ -63,8 +61,8 @@ def test_revoked_accounts_are_counted(client, install, auth_headers, sim_server)
     assert sample(scrape(client), "itv_accounts", status="revoked") == 0
 
 
-def test_metrics_token_protects_the_endpoint(env):
-    client = create_app(Config.from_env({**env, "METRICS_TOKEN": "metrics-secret-123456"})).test_client()
+def test_metrics_token_protects_the_endpoint(make_app):
+    client = make_app(METRICS_TOKEN="metrics-secret-123456").test_client()
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer metrics-secret-123456"}).status_code == 200

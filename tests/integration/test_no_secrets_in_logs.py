@@ -3,10 +3,12 @@ import json
 
 import requests
 
-from tests.conftest import API_KEY, APP_ID, VAULT_KEY
+from tests.support.constants import API_KEY, VAULT_KEY
 from tests.support.gunicorn import GunicornServer
+from tests.support.installer import Installer
 
 ACCOUNT = "acc-logs"
+SHAPED = "0oaShapedLikeAClientSecret0123"  # sent in a path, as `client_secret=...`: redacted by its shape
 
 
 def test_full_flow_logs_no_secret_and_sigterm_exits_cleanly(env, sim_server, sim):
@@ -15,11 +17,10 @@ def test_full_flow_logs_no_secret_and_sigterm_exits_cleanly(env, sim_server, sim
     base = f"{server.url}/v1/accounts/{ACCOUNT}"
     secrets = {API_KEY, VAULT_KEY}
     try:
+        installer = Installer(sim, server.url, sim_url=sim_server.url)
+
         def install():
-            result = requests.post(f"{sim_server.url}/_sim/install", json={
-                "callbackUrl": f"{server.url}/appinstall", "accountId": ACCOUNT, "irisAppId": APP_ID,
-                "scopes": ["asset.view", "account.view"]}, timeout=20).json()
-            assert result["callbackStatus"] == 200, result
+            result = installer.through_simulator(ACCOUNT)
             secrets.update({result["clientSecret"], result["identityToken"]})
 
         def token(**params):
@@ -41,12 +42,16 @@ def test_full_flow_logs_no_secret_and_sigterm_exits_cleanly(env, sim_server, sim
         assert requests.get(f"{base}/token", headers={"Authorization": "Bearer wrong-key-0123456789"},
                             timeout=10).status_code == 401
         assert requests.delete(base, headers=auth, timeout=10).status_code == 204
+        # A path only gunicorn's access log writes (its own handler, not the root logger's).
+        assert requests.get(f"{server.url}/client_secret={SHAPED}", timeout=10).status_code == 404
+        secrets.add(SHAPED)
     finally:
         server.stop()
     assert server.process is None and server.exit_code == 0  # SIGTERM: a clean, prompt exit
 
     log = server.log()
     assert "credentials_stored" in log and "token_issued" in log  # the audit lines are there
+    assert '"GET /client_secret=[redacted]" 404' in log  # gunicorn's access line, redacted too
     leaks = [s for s in secrets if s in log]
     assert not leaks, f"{len(leaks)} secret(s) found in the logs"
     json_lines = [line for line in log.splitlines() if line.startswith("{")]

@@ -1,4 +1,4 @@
-"""/v1/accounts/<id>/proxy/<path>: the proxy contract (issue 6), over real HTTP.
+"""/v1/accounts/<id>/proxy/<path>: the proxy contract the README describes, over real HTTP.
 
 The vault runs in a thread on a real socket, Trackunit is the simulator on another, Redis a real
 redis-server. Requests go out with http.client so that paths reach the vault exactly as written.
@@ -14,15 +14,14 @@ import http.server
 import json
 import logging
 import socket
-import threading
 
 import pytest
 
 from core import tunables
 from simulator.state import large_body
-from tests.conftest import API_KEY
+from tests.support.constants import ACCOUNT, API_KEY
+from tests.support.elsewhere import Elsewhere
 
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 UNKNOWN = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 MANAGE = "account.asset.manage"
 ATTEMPTS = 1 + tunables.PROXY_RETRIES
@@ -31,38 +30,6 @@ WRITE = {**KEY, "Trackunit-Scope": f"asset.view {MANAGE}", "Content-Type": "appl
 
 
 # Servers ---------------------------------------------------------------------------------------
-
-
-class Elsewhere:
-    """A plain HTTP server that records every request it gets (and answers `status`)."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.log: list[tuple[str, str, dict[str, str]]] = []
-        log = self.log
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _record(self) -> None:
-                log.append((self.command, self.path, dict(self.headers)))
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _record
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @pytest.fixture

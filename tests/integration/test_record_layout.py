@@ -7,15 +7,15 @@ import uuid
 import pytest
 import redis
 
-from tests.conftest import APP_ID, OLD_KEY, VAULT_KEY
-from tests.integration.test_rotation import KEYS, NEW_ID, repository, rotation
+from tests.support.constants import APP_ID, OLD_KEY, VAULT_KEY
+from tests.support.rotation import KEYS, NEW_ID, repository, rotation
 from tests.support.records import read_sealed
 from vault.accounts import CRED_PIECE, Credentials, credentials_aad
 from vault.layout import Field
 from vault.rotation import RESEALED
 from vault.seal import Sealer
 
-RECORD_BUDGET = 512  # bytes of Redis memory per credential record (issue 5)
+RECORD_BUDGET = 512  # bytes of Redis memory per credential record: the target the benchmark reports against
 
 
 def trackunit_like_credentials() -> Credentials:

@@ -20,15 +20,15 @@ import zlib
 from pathlib import Path
 
 import pytest
-import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
 from simulator import create_simulator, serve_in_thread
-from tests.conftest import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
+from tests.support.constants import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
 from tests.support.gunicorn import GunicornServer
+from tests.support.installer import Installer
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_PATH = ROOT / "api" / "openapi.json"
@@ -97,15 +97,8 @@ def live(redis_server, trackunit):
 @pytest.fixture(autouse=True)
 def installed(live, trackunit):
     """Before each operation, the example account installed by Trackunit (a DELETE may have removed it)."""
-    sim_server, _ = trackunit
-    response = requests.post(
-        f"{sim_server.url}/_sim/install",
-        json={"callbackUrl": f"{live.url}/appinstall", "accountId": ACCOUNT, "irisAppId": APP_ID,
-              "scopes": ["asset.view", "account.view"]},
-        timeout=15,
-    )
-    assert response.status_code == 200, response.text
-    assert response.json()["callbackStatus"] == 200, response.text
+    sim_server, sim = trackunit
+    Installer(sim, live.url, sim_url=sim_server.url).through_simulator(ACCOUNT)
 
 
 def component_is_positive(case, location: ParameterLocation) -> bool:

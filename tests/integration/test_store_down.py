@@ -6,21 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import APP_ID
-
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
+from tests.support.constants import ACCOUNT
 
 
 # Helpers ---------------------------------------------------------------------------------------
-
-
-def signed_install(client, sim, account_id: str = ACCOUNT):
-    """POST the install callback with a valid Trackunit-Identity from the simulator."""
-    creds = sim.add_account(account_id)
-    body = {"type": "INSTALLED", "irisAppId": APP_ID, "accountId": account_id,
-            "clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
-    token = sim.identity_token({"irisAppId": APP_ID, "accountId": account_id})
-    return client.post("/appinstall", json=body, headers={"Trackunit-Identity": token})
 
 
 def assert_store_unavailable(response) -> None:
@@ -38,18 +27,18 @@ def redis_down(client, redis_server, auth_headers):
 
 
 CALLS = {
-    "list_accounts": lambda client, sim, auth: client.get("/v1/accounts", headers=auth),
-    "show_account": lambda client, sim, auth: client.get(f"/v1/accounts/{ACCOUNT}", headers=auth),
-    "delete_account": lambda client, sim, auth: client.delete(f"/v1/accounts/{ACCOUNT}", headers=auth),
-    "get_token": lambda client, sim, auth: client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth),
-    "install_callback": lambda client, sim, auth: signed_install(client, sim),
-    "readyz": lambda client, sim, auth: client.get("/readyz"),
+    "list_accounts": lambda client, installer, auth: client.get("/v1/accounts", headers=auth),
+    "show_account": lambda client, installer, auth: client.get(f"/v1/accounts/{ACCOUNT}", headers=auth),
+    "delete_account": lambda client, installer, auth: client.delete(f"/v1/accounts/{ACCOUNT}", headers=auth),
+    "get_token": lambda client, installer, auth: client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth),
+    "install_callback": lambda client, installer, auth: installer.post(installer.message()),
+    "readyz": lambda client, installer, auth: client.get("/readyz"),
 }
 
 
 @pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
-def test_redis_stopped_is_503_store_unavailable_with_retry_after(call, client, sim, auth_headers, redis_down):
-    assert_store_unavailable(call(client, sim, auth_headers))
+def test_redis_stopped_is_503_store_unavailable_with_retry_after(call, client, installer, auth_headers, redis_down):
+    assert_store_unavailable(call(client, installer, auth_headers))
 
 
 def test_healthz_is_200_with_redis_stopped(client, redis_down):
@@ -57,10 +46,10 @@ def test_healthz_is_200_with_redis_stopped(client, redis_down):
     assert response.status_code == 200 and response.is_json
 
 
-def test_the_same_app_serves_again_once_redis_is_back(client, sim, auth_headers, redis_server, redis_down):
-    assert_store_unavailable(signed_install(client, sim))
+def test_the_same_app_serves_again_once_redis_is_back(client, installer, auth_headers, redis_server, redis_down):
+    assert_store_unavailable(installer.post(installer.message()))
     redis_server.start()
-    response = signed_install(client, sim)  # the first request after the restart, on the stale pool
+    response = installer.post(installer.message())  # the first request after the restart, on the stale pool
     assert response.status_code == 200, response.get_data(as_text=True)
     assert client.get("/readyz").status_code == 200
     assert [a["account_id"] for a in client.get("/v1/accounts", headers=auth_headers).get_json()["accounts"]] == [
@@ -70,8 +59,8 @@ def test_the_same_app_serves_again_once_redis_is_back(client, sim, auth_headers,
 
 
 def test_token_path_recovers_after_redis_restarts_under_a_cached_token(
-        client, sim, auth_headers, redis_server):
-    assert signed_install(client, sim).status_code == 200
+        client, installer, auth_headers, redis_server):
+    assert installer.post(installer.message()).status_code == 200
     assert client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).status_code == 200
     redis_server.stop()
     assert_store_unavailable(client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers))

@@ -15,12 +15,11 @@ import requests
 from flask import request as flask_request
 
 from core import tunables
-from app import create_app
-from core.config import Config
-from tests.support.flows import get_token, install, ok_token
+from tests.support.constants import ACCOUNT
+from tests.support.installer import Installer
+from tests.support.flows import get_token, ok_token
 from tests.support.redis_server import free_port
 
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 COLD = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 PREFIX = "test"
 ATTEMPTS = 1 + tunables.TRACKUNIT_RETRIES
@@ -50,9 +49,6 @@ def account_status(client, headers, account_id: str = ACCOUNT) -> str:
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()["status"]
 
-
-def app_with(env: dict, **overrides: str):
-    return create_app(Config.from_env({**env, **overrides}))
 
 
 def unrevoke_at_simulator(sim_server, creds: dict) -> None:
@@ -105,9 +101,9 @@ class DroppingListener:
 
 
 @pytest.fixture
-def revocable(env):
+def revocable(make_app):
     """An app whose revocation cool-down is short (REVOKED_RETRY_AFTER=2)."""
-    return app_with(env, REVOKED_RETRY_AFTER=str(REVOKED_RETRY_AFTER)).test_client()
+    return make_app(REVOKED_RETRY_AFTER=str(REVOKED_RETRY_AFTER)).test_client()
 
 
 def revoke_through_the_service(client, headers, sim_server, sim, redis_client):
@@ -124,7 +120,7 @@ def revoke_through_the_service(client, headers, sim_server, sim, redis_client):
 
 
 def test_invalid_client_revokes_the_account(revocable, auth_headers, sim, sim_server, redis_client):
-    creds = install(revocable, sim, ACCOUNT)
+    creds = Installer(sim, revocable).install(ACCOUNT)
     first = revoke_through_the_service(revocable, auth_headers, sim_server, sim, redis_client)
     assert account_status(revocable, auth_headers) == "revoked"
     assert token_keys(redis_client) == []
@@ -147,7 +143,7 @@ def test_invalid_client_revokes_the_account(revocable, auth_headers, sim, sim_se
 
 
 def test_a_failed_probe_starts_a_new_cool_down(revocable, auth_headers, sim, sim_server, redis_client):
-    install(revocable, sim, ACCOUNT)
+    Installer(sim, revocable).install(ACCOUNT)
     first = revoke_through_the_service(revocable, auth_headers, sim_server, sim, redis_client)
     wait_past_cool_down(first)
     calls = sim.token_requests
@@ -160,10 +156,10 @@ def test_a_failed_probe_starts_a_new_cool_down(revocable, auth_headers, sim, sim
 
 
 def test_reinstall_makes_a_revoked_account_active_at_once(revocable, auth_headers, sim, sim_server, redis_client):
-    install(revocable, sim, ACCOUNT)
+    Installer(sim, revocable).install(ACCOUNT)
     revoke_through_the_service(revocable, auth_headers, sim_server, sim, redis_client)
     assert account_status(revocable, auth_headers) == "revoked"
-    fresh = install(revocable, sim, ACCOUNT)  # the verified callback, inside the cool-down
+    fresh = Installer(sim, revocable).install(ACCOUNT)  # the verified callback, inside the cool-down
     assert account_status(revocable, auth_headers) == "active"
     calls = sim.token_requests
     ok_token(revocable, auth_headers)
@@ -171,11 +167,11 @@ def test_reinstall_makes_a_revoked_account_active_at_once(revocable, auth_header
     assert sim.last_token_request["client_id"] == fresh["clientId"]
 
 
-def test_cool_down_lasts_the_whole_revoked_retry_after(env, auth_headers, sim, sim_server, redis_client):
+def test_cool_down_lasts_the_whole_revoked_retry_after(make_app, auth_headers, sim, sim_server, redis_client):
     """REVOKED_RETRY_AFTER=1: a request 0.3 s after the revocation is inside the cool-down, whatever the clock's
     fraction of a second was (revoking at x.85 s must not end the cool-down at x+1.0 s)."""
-    client = app_with(env, REVOKED_RETRY_AFTER="1").test_client()
-    install(client, sim, ACCOUNT)
+    client = make_app(REVOKED_RETRY_AFTER="1").test_client()
+    Installer(sim, client).install(ACCOUNT)
     ok_token(client, auth_headers)
     revoke_at_simulator(sim_server)
     while not 0.80 <= time.time() % 1 < 0.85:
@@ -191,8 +187,8 @@ def test_cool_down_lasts_the_whole_revoked_retry_after(env, auth_headers, sim, s
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 429])
-def test_retryable_answers_are_retried_then_503(client, auth_headers, sim, redis_client, status):
-    install(client, sim, ACCOUNT)
+def test_retryable_answers_are_retried_then_503(installer, client, auth_headers, sim, redis_client, status):
+    installer.install(ACCOUNT)
     sim.configure(fail_status=status)
     response = get_token(client, auth_headers)
     assert_error(response, 503, "auth_unavailable", retry_after=True)
@@ -200,14 +196,14 @@ def test_retryable_answers_are_retried_then_503(client, auth_headers, sim, redis
     assert token_keys(redis_client) == []
 
 
-def test_retries_recover_from_a_transient_failure(client, auth_headers, sim):
-    install(client, sim, ACCOUNT)
+def test_retries_recover_from_a_transient_failure(installer, client, auth_headers, sim):
+    installer.install(ACCOUNT)
     sim.configure(fail_status=503, fail_count=tunables.TRACKUNIT_RETRIES)
     ok_token(client, auth_headers)
     assert sim.token_requests == ATTEMPTS
 
 
-def test_retry_after_is_honoured_between_attempts(client, auth_headers, sim, sim_app):
+def test_retry_after_is_honoured_between_attempts(installer, client, auth_headers, sim, sim_app):
     arrivals: list[float] = []
 
     @sim_app.before_request
@@ -215,7 +211,7 @@ def test_retry_after_is_honoured_between_attempts(client, auth_headers, sim, sim
         if flask_request.path == "/apptoken":
             arrivals.append(time.monotonic())
 
-    install(client, sim, ACCOUNT)
+    installer.install(ACCOUNT)
     sim.configure(fail_status=429, retry_after="1")
     response = get_token(client, auth_headers)
     assert_error(response, 503, "auth_unavailable")
@@ -226,10 +222,10 @@ def test_retry_after_is_honoured_between_attempts(client, auth_headers, sim, sim
     assert all(gap >= 0.95 for gap in gaps), gaps
 
 
-def test_hanging_trackunit_still_ends_in_503(client, auth_headers, sim, vault_server, redis_client):
+def test_hanging_trackunit_still_ends_in_503(installer, client, auth_headers, sim, vault_server, redis_client):
     """The simulator sleeps past the read timeout on every attempt; over real HTTP (client timeout 40 s, so a
     hang fails instead of blocking) the request still ends, after a bounded number of attempts."""
-    install(client, sim, ACCOUNT)
+    installer.install(ACCOUNT)
     sim.configure(delay=tunables.TRACKUNIT_READ_TIMEOUT + 10)
     try:
         response = requests.get(f"{vault_server.url}/v1/accounts/{ACCOUNT}/token", headers=auth_headers, timeout=40)
@@ -243,27 +239,27 @@ def test_hanging_trackunit_still_ends_in_503(client, auth_headers, sim, vault_se
     assert token_keys(redis_client) == []
 
 
-def test_unreachable_trackunit_is_503(env, auth_headers, sim):
-    client = app_with(env, TRACKUNIT_TOKEN_URL=f"http://127.0.0.1:{free_port()}/apptoken").test_client()
-    install(client, sim, ACCOUNT)
+def test_unreachable_trackunit_is_503(make_app, auth_headers, sim):
+    client = make_app(TRACKUNIT_TOKEN_URL=f"http://127.0.0.1:{free_port()}/apptoken").test_client()
+    Installer(sim, client).install(ACCOUNT)
     assert_error(get_token(client, auth_headers), 503, "auth_unavailable", retry_after=True)
     assert sim.token_requests == 0
 
 
-def test_connection_dropped_without_answer_is_retried_then_503(env, auth_headers, sim):
+def test_connection_dropped_without_answer_is_retried_then_503(make_app, auth_headers, sim):
     listener = DroppingListener()
     try:
-        client = app_with(env, TRACKUNIT_TOKEN_URL=listener.url).test_client()
-        install(client, sim, ACCOUNT)
+        client = make_app(TRACKUNIT_TOKEN_URL=listener.url).test_client()
+        Installer(sim, client).install(ACCOUNT)
         assert_error(get_token(client, auth_headers), 503, "auth_unavailable", retry_after=True)
         assert listener.connections == ATTEMPTS
     finally:
         listener.close()
 
 
-def test_cached_token_is_served_while_trackunit_is_down(client, auth_headers, sim):
-    install(client, sim, ACCOUNT)
-    install(client, sim, COLD)
+def test_cached_token_is_served_while_trackunit_is_down(installer, client, auth_headers, sim):
+    installer.install(ACCOUNT)
+    installer.install(COLD)
     token = ok_token(client, auth_headers)["access_token"]
     sim.configure(fail_status=503)
     calls = sim.token_requests
@@ -292,8 +288,8 @@ def test_cached_token_is_served_while_trackunit_is_down(client, auth_headers, si
         ({"fail_status": 200, "fail_body": {"access_token": "x", "expires_in": -1}}, "expires_in"),
     ],
 )
-def test_unexpected_answers_are_502(client, auth_headers, sim, redis_client, behaviour, expected_in_message):
-    creds = install(client, sim, ACCOUNT)
+def test_unexpected_answers_are_502(installer, client, auth_headers, sim, redis_client, behaviour, expected_in_message):
+    creds = installer.install(ACCOUNT)
     sim.configure(**behaviour)
     response = get_token(client, auth_headers)
     message = assert_error(response, 502, "auth_error")
@@ -303,8 +299,8 @@ def test_unexpected_answers_are_502(client, auth_headers, sim, redis_client, beh
     assert token_keys(redis_client) == []
 
 
-def test_auth_error_never_echoes_the_secret(client, auth_headers, sim):
-    creds = install(client, sim, ACCOUNT)
+def test_auth_error_never_echoes_the_secret(installer, client, auth_headers, sim):
+    creds = installer.install(ACCOUNT)
     sim.configure(fail_status=400, fail_body={
         "error": "invalid_request", "error_description": f"client_secret {creds['clientSecret']} is malformed"})
     response = get_token(client, auth_headers)
@@ -316,14 +312,14 @@ def test_auth_error_never_echoes_the_secret(client, auth_headers, sim):
 # Redis -------------------------------------------------------------------------------------------------
 
 
-def test_redis_unreachable_is_503(env, auth_headers, sim):
-    client = app_with(env, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
+def test_redis_unreachable_is_503(make_app, auth_headers, sim):
+    client = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
     assert_error(get_token(client, auth_headers), 503, "store_unavailable", retry_after=True)
     assert sim.token_requests == 0
 
 
-def test_redis_stopped_and_started_mid_run(client, auth_headers, sim, redis_server, redis_client):
-    install(client, sim, ACCOUNT)
+def test_redis_stopped_and_started_mid_run(installer, client, auth_headers, sim, redis_server, redis_client):
+    installer.install(ACCOUNT)
     token = ok_token(client, auth_headers)["access_token"]
     redis_client.save()  # the restarted server loads this snapshot: same account, same cached token
     dump = os.path.join(redis_server.dir, "dump.rdb")
@@ -345,9 +341,9 @@ def test_redis_stopped_and_started_mid_run(client, auth_headers, sim, redis_serv
     assert ok_token(client, auth_headers)["access_token"] == refreshed
 
 
-def test_a_retry_after_beyond_the_budget_is_not_retried_early(client, sim, auth_headers):
+def test_a_retry_after_beyond_the_budget_is_not_retried_early(installer, client, sim, auth_headers):
     """Trackunit asks for 60 s: the vault does not come back after 2 s, it tells the caller to wait 60 s."""
-    install(client, sim)
+    installer.install()
     sim.configure(fail_status=429, retry_after="60")
     response = get_token(client, auth_headers)
     assert_error(response, 503, "auth_unavailable", retry_after=True)

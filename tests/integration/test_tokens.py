@@ -12,11 +12,10 @@ import pytest
 import requests
 
 from core import tunables
-from app import create_app
-from core.config import Config
-from tests.support.flows import get_token, install, ok_token
+from tests.support.constants import ACCOUNT
+from tests.support.installer import Installer
+from tests.support.flows import get_token, ok_token
 
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 OTHER = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 PREFIX = "test"  # KEY_PREFIX of the env fixture
 TOKEN_FIELDS = {"access_token", "token_type", "expires_in", "scope", "account_id"}
@@ -65,8 +64,8 @@ def every_stored_byte_string(r) -> list[bytes]:
 # Shape of the answer ---------------------------------------------------------------------------
 
 
-def test_token_answer_shape_and_no_store(client, auth_headers, sim, sim_server, redis_client):
-    install(client, sim, ACCOUNT)
+def test_token_answer_shape_and_no_store(installer, client, auth_headers, sim, sim_server, redis_client):
+    installer.install(ACCOUNT)
     response = get_token(client, auth_headers)
     assert response.status_code == 200
     body = response.get_json()
@@ -86,8 +85,8 @@ def test_token_answer_shape_and_no_store(client, auth_headers, sim, sim_server, 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-the-key-0123456789"},
                                      {"Authorization": "Basic dGVzdA=="}])
-def test_api_key_required(client, sim, headers):
-    install(client, sim, ACCOUNT)
+def test_api_key_required(installer, client, sim, headers):
+    installer.install(ACCOUNT)
     response = get_token(client, headers)
     assert response.status_code == 401
     assert error_code(response) == "unauthorized"
@@ -95,8 +94,8 @@ def test_api_key_required(client, sim, headers):
     assert sim.token_requests == 0
 
 
-def test_exactly_the_seeds_request(client, auth_headers, sim):
-    creds = install(client, sim, ACCOUNT)
+def test_exactly_the_seeds_request(installer, client, auth_headers, sim):
+    creds = installer.install(ACCOUNT)
     ok_token(client, auth_headers, scope="asset.view,account.view")
     assert sim.last_token_request == {
         "grant_type": "client_credentials",
@@ -106,8 +105,8 @@ def test_exactly_the_seeds_request(client, auth_headers, sim):
     }
 
 
-def test_no_scope_asks_for_the_required_app_scopes(client, auth_headers, sim):
-    install(client, sim, ACCOUNT, scopes=("asset.view", "account.view", "account.alert.view"))
+def test_no_scope_asks_for_the_required_app_scopes(installer, client, auth_headers, sim):
+    installer.install(ACCOUNT, scopes=("asset.view", "account.view", "account.alert.view"))
     body = ok_token(client, auth_headers)
     assert sim.last_token_request["scope"] == "account.view asset.view"  # not the optional account.alert.view
     assert body["scope"] == "account.view asset.view"
@@ -119,16 +118,16 @@ def test_no_scope_asks_for_the_required_app_scopes(client, auth_headers, sim):
 
 
 @pytest.mark.parametrize("scope", ["account.user.manage", "asset.view account.user.manage", "asset.view,bogus?"])
-def test_scope_outside_the_manifest_is_400_without_calling_trackunit(client, auth_headers, sim, scope):
-    install(client, sim, ACCOUNT)
+def test_scope_outside_the_manifest_is_400_without_calling_trackunit(installer, client, auth_headers, sim, scope):
+    installer.install(ACCOUNT)
     response = get_token(client, auth_headers, scope=scope)
     assert response.status_code == 400
     assert error_code(response) == "invalid_scope"
     assert sim.token_requests == 0
 
 
-def test_optional_scope_not_granted_is_403(client, auth_headers, sim, redis_client):
-    install(client, sim, ACCOUNT, scopes=("asset.view", "account.view"))
+def test_optional_scope_not_granted_is_403(installer, client, auth_headers, sim, redis_client):
+    installer.install(ACCOUNT, scopes=("asset.view", "account.view"))
     response = get_token(client, auth_headers, scope="account.alert.view")
     assert response.status_code == 403
     assert error_code(response) == "scope_not_granted"
@@ -140,8 +139,8 @@ def test_optional_scope_not_granted_is_403(client, auth_headers, sim, redis_clie
     assert sim.token_requests == 2
 
 
-def test_unknown_account_is_404(client, auth_headers, sim):
-    install(client, sim, ACCOUNT)
+def test_unknown_account_is_404(installer, client, auth_headers, sim):
+    installer.install(ACCOUNT)
     for account_id in (OTHER, "no such account!"):
         response = get_token(client, auth_headers, account_id)
         assert response.status_code == 404
@@ -149,8 +148,8 @@ def test_unknown_account_is_404(client, auth_headers, sim):
     assert sim.token_requests == 0
 
 
-def test_force_refresh_must_be_a_boolean(client, auth_headers, sim):
-    install(client, sim, ACCOUNT)
+def test_force_refresh_must_be_a_boolean(installer, client, auth_headers, sim):
+    installer.install(ACCOUNT)
     response = get_token(client, auth_headers, force_refresh="maybe")
     assert response.status_code == 400
     assert error_code(response) == "invalid_request"
@@ -160,8 +159,8 @@ def test_force_refresh_must_be_a_boolean(client, auth_headers, sim):
 # The cache ----------------------------------------------------------------------------------------
 
 
-def test_one_slot_per_normalised_scope_set(client, auth_headers, sim, redis_client):
-    install(client, sim, ACCOUNT)
+def test_one_slot_per_normalised_scope_set(installer, client, auth_headers, sim, redis_client):
+    installer.install(ACCOUNT)
     spellings = ["asset.view account.view", "account.view,asset.view", "asset.view, account.view asset.view",
                  "account.view  account.view,asset.view"]
     tokens = {ok_token(client, auth_headers, scope=s)["access_token"] for s in spellings}
@@ -177,9 +176,9 @@ def test_one_slot_per_normalised_scope_set(client, auth_headers, sim, redis_clie
     assert len(token_keys(redis_client)) == 2
 
 
-def test_accounts_do_not_share_tokens(client, auth_headers, sim, redis_client):
-    install(client, sim, ACCOUNT)
-    install(client, sim, OTHER)
+def test_accounts_do_not_share_tokens(installer, client, auth_headers, sim, redis_client):
+    installer.install(ACCOUNT)
+    installer.install(OTHER)
     first = ok_token(client, auth_headers, ACCOUNT)
     second = ok_token(client, auth_headers, OTHER)
     assert first["access_token"] != second["access_token"]
@@ -189,8 +188,8 @@ def test_accounts_do_not_share_tokens(client, auth_headers, sim, redis_client):
     only_token_key(redis_client, OTHER)
 
 
-def test_cached_token_is_sealed_in_redis(client, auth_headers, sim, redis_client):
-    creds = install(client, sim, ACCOUNT, scopes=("asset.view", "account.view", "account.alert.view"))
+def test_cached_token_is_sealed_in_redis(installer, client, auth_headers, sim, redis_client):
+    creds = installer.install(ACCOUNT, scopes=("asset.view", "account.view", "account.alert.view"))
     tokens = [ok_token(client, auth_headers)["access_token"],
               ok_token(client, auth_headers, scope="account.alert.view")["access_token"]]
     assert len(token_keys(redis_client)) == 2
@@ -201,16 +200,16 @@ def test_cached_token_is_sealed_in_redis(client, auth_headers, sim, redis_client
         assert not any(needle in value for value in stored), "a secret is stored in clear in Redis"
 
 
-def test_cache_ttl_is_expires_in_minus_margin(client, auth_headers, sim, redis_client):
-    install(client, sim, ACCOUNT)  # simulator: expires_in 3600; env: TOKEN_EXPIRY_MARGIN default 300
+def test_cache_ttl_is_expires_in_minus_margin(installer, client, auth_headers, sim, redis_client):
+    installer.install(ACCOUNT)  # simulator: expires_in 3600; env: TOKEN_EXPIRY_MARGIN default 300
     body = ok_token(client, auth_headers)
     pttl = redis_client.pttl(only_token_key(redis_client))
     assert 3_290_000 < pttl <= 3_300_000
     assert body["expires_in"] <= pttl / 1000 + 1
 
 
-def test_short_lifetime_shrinks_the_margin_to_half(client, auth_headers, sim, redis_client):
-    install(client, sim, ACCOUNT)
+def test_short_lifetime_shrinks_the_margin_to_half(installer, client, auth_headers, sim, redis_client):
+    installer.install(ACCOUNT)
     sim.configure(expires_in=100)  # margin 300 cannot apply: at most half, so 50 s of cache
     body = ok_token(client, auth_headers)
     pttl = redis_client.pttl(only_token_key(redis_client))
@@ -218,8 +217,8 @@ def test_short_lifetime_shrinks_the_margin_to_half(client, auth_headers, sim, re
     assert 45 <= body["expires_in"] <= 50
 
 
-def test_missing_expires_in_is_treated_as_300_seconds(client, auth_headers, sim, redis_client):
-    install(client, sim, ACCOUNT)
+def test_missing_expires_in_is_treated_as_300_seconds(installer, client, auth_headers, sim, redis_client):
+    installer.install(ACCOUNT)
     sim.configure(omit_expires_in=True)  # 300 s with margin 300 → margin 150
     body = ok_token(client, auth_headers)
     pttl = redis_client.pttl(only_token_key(redis_client))
@@ -227,8 +226,8 @@ def test_missing_expires_in_is_treated_as_300_seconds(client, auth_headers, sim,
     assert 145 <= body["expires_in"] <= 150
 
 
-def test_expires_in_is_the_remaining_cache_ttl(client, auth_headers, sim, redis_client):
-    install(client, sim, ACCOUNT)
+def test_expires_in_is_the_remaining_cache_ttl(installer, client, auth_headers, sim, redis_client):
+    installer.install(ACCOUNT)
     first = ok_token(client, auth_headers)
     key = only_token_key(redis_client)
     before = redis_client.pttl(key)
@@ -245,8 +244,8 @@ def test_expires_in_is_the_remaining_cache_ttl(client, auth_headers, sim, redis_
     assert sim.token_requests == 1
 
 
-def test_force_refresh_replaces_the_cached_token(client, auth_headers, sim, redis_client):
-    install(client, sim, ACCOUNT)
+def test_force_refresh_replaces_the_cached_token(installer, client, auth_headers, sim, redis_client):
+    installer.install(ACCOUNT)
     old = ok_token(client, auth_headers)["access_token"]
     assert ok_token(client, auth_headers)["access_token"] == old
     assert sim.token_requests == 1
@@ -263,9 +262,9 @@ def test_force_refresh_replaces_the_cached_token(client, auth_headers, sim, redi
     assert sim.token_requests == 2
 
 
-def test_deleting_the_account_drops_its_tokens(client, auth_headers, sim, redis_client):
-    install(client, sim, ACCOUNT)
-    install(client, sim, OTHER)
+def test_deleting_the_account_drops_its_tokens(installer, client, auth_headers, sim, redis_client):
+    installer.install(ACCOUNT)
+    installer.install(OTHER)
     ok_token(client, auth_headers, ACCOUNT)
     ok_token(client, auth_headers, ACCOUNT, scope="asset.view")
     kept = ok_token(client, auth_headers, OTHER)["access_token"]
@@ -282,12 +281,12 @@ def test_deleting_the_account_drops_its_tokens(client, auth_headers, sim, redis_
     assert sim.token_requests == 3
 
 
-def test_reinstalling_the_account_drops_its_tokens(client, auth_headers, sim, redis_client):
-    first = install(client, sim, ACCOUNT)
+def test_reinstalling_the_account_drops_its_tokens(installer, client, auth_headers, sim, redis_client):
+    first = installer.install(ACCOUNT)
     old = ok_token(client, auth_headers)["access_token"]
     ok_token(client, auth_headers, scope="asset.view")
     assert len(token_keys(redis_client)) == 2
-    second = install(client, sim, ACCOUNT)
+    second = installer.install(ACCOUNT)
     assert second["clientId"] != first["clientId"]
     assert token_keys(redis_client) == []
     new = ok_token(client, auth_headers)["access_token"]
@@ -299,11 +298,11 @@ def test_reinstalling_the_account_drops_its_tokens(client, auth_headers, sim, re
 # Refresh ahead ---------------------------------------------------------------------------------
 
 
-def test_refresh_ahead_serves_the_old_token_while_one_background_refresh_runs(env, auth_headers, sim):
+def test_refresh_ahead_serves_the_old_token_while_one_background_refresh_runs(make_app, auth_headers, sim):
     """expires_in 8 s, margin 0: cached 8 s, refreshed ahead in the last 0.32 s (4% of the lifetime)."""
-    app = create_app(Config.from_env({**env, "TOKEN_EXPIRY_MARGIN": "0"}))
+    app = make_app(TOKEN_EXPIRY_MARGIN="0")
     client = app.test_client()
-    install(client, sim, ACCOUNT)
+    Installer(sim, client).install(ACCOUNT)
     sim.configure(expires_in=8, delay=0.2)  # the refresh takes a while, so it is observably in flight
     tokens = [ok_token(client, auth_headers)["access_token"]]
     assert sim.token_requests == 1
@@ -333,9 +332,9 @@ def test_refresh_ahead_serves_the_old_token_while_one_background_refresh_runs(en
 
 
 def test_hits_in_the_refresh_window_ask_redis_for_the_refresh_lock_at_most_once_per_interval(
-        app, client, auth_headers, sim, redis_client, monkeypatch):
+        installer, app, client, auth_headers, sim, redis_client, monkeypatch):
     monkeypatch.setattr(tunables, "REFRESH_ATTEMPT_INTERVAL", 0.5)
-    install(client, sim, ACCOUNT)
+    installer.install(ACCOUNT)
     first = ok_token(client, auth_headers)["access_token"]
     tokens = app.extensions["vault"].tokens
     slot = only_token_key(redis_client).decode().rsplit(":token:", 1)[1]

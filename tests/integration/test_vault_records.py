@@ -7,10 +7,8 @@ import logging
 
 import requests
 
-from app import create_app
-from core.config import Config
-from tests.conftest import OLD_KEY, VAULT_KEY
-from tests.support import flows
+from tests.support.constants import OLD_KEY, VAULT_KEY
+from tests.support.installer import Installer
 from tests.support.records import read_sealed, write_sealed
 from vault.keys import key_id, parse_key
 from vault.seal import HEADER_SIZE, NONCE_SIZE, Sealer
@@ -42,9 +40,6 @@ def everything_in(r) -> list[bytes]:
 def token_over_http(vault_server, auth_headers, account_id: str) -> requests.Response:
     return requests.get(f"{vault_server.url}/v1/accounts/{account_id}/token", headers=auth_headers, timeout=20)
 
-
-def app_with(env: dict, **overrides: str):
-    return create_app(Config.from_env({**env, **overrides}))
 
 
 def stored_key_id(r, account_id: str) -> str:
@@ -107,23 +102,23 @@ def test_credentials_copied_onto_another_account_do_not_open(
 # Key rotation ----------------------------------------------------------------------------------
 
 
-def test_records_sealed_under_a_previous_key_open_after_rotation(env, sim, redis_client, auth_headers):
-    old_app = app_with(env, VAULT_KEY=OLD_KEY).test_client()
-    flows.install(old_app, sim, "acc-1")
+def test_records_sealed_under_a_previous_key_open_after_rotation(make_app, sim, redis_client, auth_headers):
+    old_app = make_app(VAULT_KEY=OLD_KEY).test_client()
+    Installer(sim, old_app).install("acc-1")
     assert stored_key_id(redis_client, "acc-1") == key_id(parse_key(OLD_KEY, "old")).hex()
 
-    new_key_only = app_with(env, VAULT_KEY=VAULT_KEY).test_client()
+    new_key_only = make_app(VAULT_KEY=VAULT_KEY).test_client()
     assert_record_unreadable(new_key_only.get("/v1/accounts/acc-1/token", headers=auth_headers))
 
-    rotated = app_with(env, VAULT_KEY=VAULT_KEY, VAULT_PREVIOUS_KEYS=OLD_KEY).test_client()
+    rotated = make_app(VAULT_KEY=VAULT_KEY, VAULT_PREVIOUS_KEYS=OLD_KEY).test_client()
     response = rotated.get("/v1/accounts/acc-1/token", headers=auth_headers)
     assert response.status_code == 200 and response.get_json()["access_token"]
 
 
-def test_reinstall_after_rotation_seals_under_the_new_key(env, sim, redis_client, auth_headers):
-    flows.install(app_with(env, VAULT_KEY=OLD_KEY).test_client(), sim, "acc-1")
-    rotated = app_with(env, VAULT_KEY=VAULT_KEY, VAULT_PREVIOUS_KEYS=OLD_KEY).test_client()
-    flows.install(rotated, sim, "acc-1")
+def test_reinstall_after_rotation_seals_under_the_new_key(make_app, sim, redis_client, auth_headers):
+    Installer(sim, make_app(VAULT_KEY=OLD_KEY).test_client()).install("acc-1")
+    rotated = make_app(VAULT_KEY=VAULT_KEY, VAULT_PREVIOUS_KEYS=OLD_KEY).test_client()
+    Installer(sim, rotated).install("acc-1")
     assert stored_key_id(redis_client, "acc-1") == key_id(parse_key(VAULT_KEY, "new")).hex()
-    new_key_only = app_with(env, VAULT_KEY=VAULT_KEY).test_client()
+    new_key_only = make_app(VAULT_KEY=VAULT_KEY).test_client()
     assert new_key_only.get("/v1/accounts/acc-1/token", headers=auth_headers).status_code == 200

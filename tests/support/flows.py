@@ -1,22 +1,9 @@
-"""Steps several test modules share: installing as Trackunit does, asking for tokens."""
+"""Steps several test modules share: asking for tokens, waiting for a condition (installing: `installer`)."""
 from __future__ import annotations
 
 import time
 
-from tests.conftest import APP_ID
-
-ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
-
-
-def install(client, sim, account_id: str = ACCOUNT, scopes=("asset.view", "account.view")) -> dict:
-    """Install as Trackunit does: new credentials at the simulator, the INSTALLED callback signed with its key."""
-    creds = sim.add_account(account_id, scopes, APP_ID)
-    body = {"type": "INSTALLED", "irisAppId": APP_ID, "accountId": account_id,
-            "clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
-    identity = sim.identity_token({"irisAppId": APP_ID, "accountId": account_id})
-    response = client.post("/appinstall", json=body, headers={"Trackunit-Identity": identity})
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return creds
+from tests.support.constants import ACCOUNT
 
 
 def get_token(client, headers, account_id: str = ACCOUNT, **params):

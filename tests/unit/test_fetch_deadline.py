@@ -140,14 +140,57 @@ def test_the_token_request_asks_for_an_uncompressed_answer():
         endpoint.close()
 
 
+class SilentEndpoint(LocalEndpoint):
+    """Accepts each connection, reads the request and never answers (until closed): a hanging Trackunit."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+        super().__init__()
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.recv(65536)
+        threading.Thread(target=self._hold, args=(conn.dup(),), daemon=True).start()  # the next attempt may come
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            self._closed.wait()
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()
+
+
+@pytest.mark.slow
 def test_a_hanging_endpoint_is_given_up_inside_the_token_request_budget():
-    """Three attempts that each time out and the backoff between them (over-estimated) fit in the
-    fetch deadline, so it only cuts what drips; and the fetch deadline fits in a token request's budget."""
-    attempts = 1 + tunables.TRACKUNIT_RETRIES
-    backoff = sum(min(tunables.TRACKUNIT_BACKOFF_MAX, tunables.TRACKUNIT_BACKOFF_FACTOR * 2 ** n)
-                  + tunables.TRACKUNIT_BACKOFF_JITTER for n in range(1, attempts))
-    assert attempts * tunables.TRACKUNIT_READ_TIMEOUT + backoff < tunables.TRACKUNIT_FETCH_DEADLINE
+    """With the real timeouts, every attempt at an endpoint that never answers ends by its own read
+    timeout (all attempts and the backoff between them fit in the fetch deadline, so the deadline
+    only cuts what drips), and the whole fetch ends inside the deadline, which a token request's
+    budget leaves room for with a Retry-After on top."""
+    endpoint = SilentEndpoint()
+    try:
+        started = time.monotonic()
+        with pytest.raises(AuthUnavailable) as raised:
+            TrackunitAuth(endpoint.url).fetch_token("client", "secret", SCOPES)
+        given_up_after = time.monotonic() - started
+        assert "too slowly" not in str(raised.value)  # no attempt was cut by the deadline
+        assert endpoint.connections == 1 + tunables.TRACKUNIT_RETRIES  # every attempt was made
+        assert given_up_after < tunables.TRACKUNIT_FETCH_DEADLINE  # a bound from the deadline, not a speed test
+    finally:
+        endpoint.close()
     assert tunables.TRACKUNIT_FETCH_DEADLINE + tunables.TRACKUNIT_RETRY_AFTER_MAX <= tunables.TOKEN_REQUEST_BUDGET
+
+
+def test_a_hanging_endpoint_whose_read_timeout_outlasts_the_deadline_is_cut_at_it(monkeypatch):
+    """The deadline, not the read timeout, ends a hang when the timeout alone would not."""
+    monkeypatch.setattr(tunables, "TRACKUNIT_FETCH_DEADLINE", 0.5)
+    monkeypatch.setattr(tunables, "TRACKUNIT_READ_TIMEOUT", 5.0)  # 3 attempts: over 15 s without a deadline
+    endpoint = SilentEndpoint()
+    try:
+        with pytest.raises(AuthUnavailable, match="too slowly"):
+            TrackunitAuth(endpoint.url).fetch_token("client", "secret", SCOPES)
+        assert endpoint.connections == 1  # and no new attempt after the deadline
+    finally:
+        endpoint.close()
 
 
 class StatusEndpoint(LocalEndpoint):
