@@ -229,7 +229,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     if args.python_load and not args.smoke:
         parser.error("--python-load is for --smoke only: the full run needs wrk")
     # hit, stampede, rollover, economy and fan-out accounts: real simulator credentials
-    needed = 3 + settings.economy_accounts + settings.fanout
+    needed = 3 + settings.economy_accounts + (settings.fanout if "fanout" in settings.sections else 0)
     settings.callback_installs = max(settings.callback_installs, needed)
     settings.accounts = max(settings.accounts, settings.callback_installs)
     if settings.threads_given and settings.threads < 1:
@@ -1353,6 +1353,11 @@ class Bench:
         self.get_token(account)
         log(f"{n} connections in flight through the proxy, API delay {s.api_delay} s, {s.many_seconds} s, "
             f"gunicorn with WEB_CONCURRENCY unset (its default)")
+        # The same load straight to the simulator first: what one Python process answers at this
+        # concurrency, so that the proxied figures can be read against it.
+        self.sim.reset(delay=s.api_delay)
+        reference = self.load.run(self.sim.url, [API_PATH], s.many_seconds, n, headers=self._direct_headers(account))
+        self.sim.quiesce(self.budget)
         server = self.start_gunicorn("gunicorn-default", workers=None)
         try:
             workers = len(process_tree(server.process.pid)) - 1
@@ -1386,6 +1391,9 @@ class Bench:
                   f"{detail}; at the simulator: peak in flight {stats['api_in_flight_peak']}, "
                   f"{stats['connections_accepted']:,} new connections",
                   f"0 errors, 0 timeouts (> {WRK_TIMEOUT} s)", self.judged(errors == 0 and result.requests > 0))
+            r.row("13.2", "  the same load straight to the simulator (one Python process), just before",
+                  f"{reference.requests:,} answered, {reference.rps:.0f} req/s, p50 {ms(reference.p50)}, "
+                  f"p99 {ms(reference.p99)}; {self._errors([reference])[1]}")
             mib = 2 ** 20
             r.row("13.2", f"memory of all gunicorn processes (master + {workers} workers, /proc VmRSS summed; "
                           f"Pss beside it), peak during that run",
