@@ -1394,6 +1394,10 @@ class Bench:
             r.row("13.2", "  the same load straight to the simulator (one Python process), just before",
                   f"{reference.requests:,} answered, {reference.rps:.0f} req/s, p50 {ms(reference.p50)}, "
                   f"p99 {ms(reference.p99)}; {self._errors([reference])[1]}")
+            if not reference.clean:
+                r.notes.append(f"{n:,} connections: the simulator alone did not answer this load cleanly "
+                               f"({self._errors([reference])[1]}), so some of the proxied run's timeouts may be "
+                               f"the simulator's, not the service's.")
             mib = 2 ** 20
             r.row("13.2", f"memory of all gunicorn processes (master + {workers} workers, /proc VmRSS summed; "
                           f"Pss beside it), peak during that run",
