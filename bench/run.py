@@ -33,6 +33,7 @@ import os
 import platform
 import queue
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -66,6 +67,7 @@ APP_SCOPES = "asset.view account.view account.alert.view?"
 ACCOUNT_SCOPES = ["asset.view", "account.view"]
 SCOPE_SETS = (None, "asset.view")  # the manifest's required scopes (default) and a narrower set
 KEY_PREFIX = "itv"
+API_PATH = "/api/asset/v1/assets"  # the simulator's REST resource (answers after the API delay)
 HOST = "127.0.0.1"
 _ALNUM = string.ascii_letters + string.digits
 
@@ -91,6 +93,10 @@ function request()
 end
 """ + _WRK_DONE
 _WRK_RESULT = re.compile(r"^BENCH_RESULT((?: \d+){10})$", re.M)
+
+
+#: wrk's --timeout: a request unanswered after this many seconds counts as a timeout.
+WRK_TIMEOUT = 10
 
 
 class SetupError(Exception):
@@ -125,14 +131,42 @@ class Settings:
     install_wrk: bool
     python_load: bool
     budget: float
+    # issue 13: many calls in flight
+    inflight_rounds: int
+    inflight_duration: int
+    inflight_connections: int
+    api_delay: float
+    many_connections: int
+    many_seconds: int
+    fanout: int
+    fanout_delay: float
+    overhead_rounds: int
+    overhead_duration: int
+    tls: bool = True
+    sections: frozenset[str] = frozenset()
+    service_env: dict[str, str] = dataclasses.field(default_factory=dict)
+    threads_given: bool = False
 
 
 FULL = dict(accounts=100_000, callback_installs=1000, rounds=9, duration=2, stampede=200, stampede_delay=0.5,
             rollovers=2, rollover_expires_in=20, rollover_delay=0.3, margin=2, economy_accounts=10,
-            economy_seconds=60, economy_expires_in=6, page_size=1000, budget=1800.0)
-SMOKE = dict(accounts=300, callback_installs=40, rounds=1, duration=1, stampede=200, stampede_delay=0.5,
+            economy_seconds=60, economy_expires_in=6, page_size=1000, budget=1800.0,
+            # runs longer than wrk's timeout, so that a request stuck past it is seen as a timeout
+            inflight_rounds=5, inflight_duration=12, inflight_connections=256, api_delay=0.5,
+            many_connections=1000, many_seconds=20, fanout=500, fanout_delay=0.5,
+            overhead_rounds=7, overhead_duration=2)
+# The smoke run asserts counts only: a short proxied run without errors (few connections, so
+# that any worker model passes), a tiny cold fan-out (N accounts -> N token calls, all 200).
+SMOKE = dict(accounts=300, callback_installs=60, rounds=1, duration=1, stampede=200, stampede_delay=0.5,
              rollovers=1, rollover_expires_in=6, rollover_delay=0.05, margin=2, economy_accounts=2,
-             economy_seconds=4, economy_expires_in=4, page_size=50, budget=240.0)
+             economy_seconds=4, economy_expires_in=4, page_size=50, budget=240.0,
+             inflight_rounds=1, inflight_duration=2, inflight_connections=8, api_delay=0.1,
+             many_connections=0, many_seconds=0, fanout=20, fanout_delay=0.5,
+             overhead_rounds=1, overhead_duration=1)
+#: Sections, in the order they run; --sections picks some (the accounts are always installed).
+SECTIONS = ("paging", "hit", "stampede", "fanout", "rollover", "economy", "proxy", "tls", "overhead", "many")
+#: The variable the service is told to trust a CA bundle with (for Trackunit's URLs), see bench/README.md.
+CA_BUNDLE_VARIABLE = "TRACKUNIT_CA_BUNDLE"
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -144,33 +178,65 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--rounds", type=int, help="A/B rounds of the throughput ratio (5)")
     parser.add_argument("--duration", type=int, help="seconds per side per round (3)")
     parser.add_argument("--workers", type=int, default=4, help="WEB_CONCURRENCY (4)")
-    parser.add_argument("--threads", type=int, default=4, help="GUNICORN_THREADS (4, gunicorn.conf.py's default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="GUNICORN_THREADS (default: not set, so gunicorn.conf.py's own default applies)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (16)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (2)")
     parser.add_argument("--stampede", type=int, default=None, help="concurrent cold requests (200)")
     parser.add_argument("--rollovers", type=int, help="token rollovers under load (full 2, smoke 1)")
     parser.add_argument("--economy-seconds", type=int, help="length of the upstream-economy run (full 60)")
     parser.add_argument("--page-size", type=int, help="limit= of the paging walk (full 1000)")
+    parser.add_argument("--inflight-rounds", type=int, help="A/B rounds of the slow-API proxy section (full 5)")
+    parser.add_argument("--inflight-duration", type=int, help="seconds per side per round there (full 12)")
+    parser.add_argument("--inflight-connections", type=int, help="wrk connections there (full 256, smoke 8)")
+    parser.add_argument("--api-delay", type=float, help="simulator REST API delay there, seconds (full 0.5)")
+    parser.add_argument("--many-connections", type=int, help="connections of the in-flight section (1000; 0 skips)")
+    parser.add_argument("--many-seconds", type=int, help="length of that run (full 20)")
+    parser.add_argument("--fanout", type=int, help="accounts of the cold fan-out (full 500, smoke 20)")
+    parser.add_argument("--overhead-rounds", type=int, help="A/B rounds of the one-connection overhead (full 7)")
+    parser.add_argument("--no-tls", action="store_true", help="skip the HTTPS connection-reuse run")
+    parser.add_argument("--sections", help="comma-separated subset of: " + ",".join(SECTIONS) + " (default all)")
+    parser.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an extra environment variable for every gunicorn the bench starts (repeatable)")
     parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
     parser.add_argument("--python-load", action="store_true",
                         help="use the Python load loop even if wrk is there (smoke only: the fallback, tested)")
     args = parser.parse_args(argv)
     preset = dict(SMOKE if args.smoke else FULL)
     for name in ("accounts", "callback_installs", "rounds", "duration", "stampede", "rollovers", "economy_seconds",
-                 "page_size"):
+                 "page_size", "inflight_rounds", "inflight_duration", "inflight_connections", "api_delay",
+                 "many_connections", "many_seconds", "fanout", "overhead_rounds"):
         value = getattr(args, name)
         if value is not None:
             preset[name] = value
-    settings = Settings(smoke=args.smoke, install_concurrency=16, workers=args.workers, threads=args.threads,
+    sections = frozenset(SECTIONS)
+    if args.sections:
+        sections = frozenset(x.strip() for x in args.sections.split(",") if x.strip())
+        unknown = sections - set(SECTIONS)
+        if unknown:
+            parser.error(f"--sections: unknown {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")
+    service_env = {}
+    for item in args.service_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--service-env wants NAME=VALUE, not {item!r}")
+        service_env[name] = value
+    settings = Settings(smoke=args.smoke, install_concurrency=16, workers=args.workers,
+                        threads=args.threads if args.threads is not None else 0, threads_given=args.threads is not None,
                         connections=args.connections, wrk_threads=args.wrk_threads,
-                        install_wrk=not args.no_install, python_load=args.python_load, **preset)
+                        install_wrk=not args.no_install, python_load=args.python_load,
+                        tls=not args.no_tls and not args.smoke, sections=sections, service_env=service_env, **preset)
     if args.python_load and not args.smoke:
         parser.error("--python-load is for --smoke only: the full run needs wrk")
-    needed = 3 + settings.economy_accounts  # hit, stampede, rollover, economy accounts: real simulator credentials
+    # hit, stampede, rollover, economy and fan-out accounts: real simulator credentials
+    needed = 3 + settings.economy_accounts + (settings.fanout if "fanout" in settings.sections else 0)
     settings.callback_installs = max(settings.callback_installs, needed)
     settings.accounts = max(settings.accounts, settings.callback_installs)
-    for name in ("rounds", "duration", "workers", "threads", "connections", "wrk_threads", "stampede", "rollovers",
-                 "economy_seconds", "page_size"):
+    if settings.threads_given and settings.threads < 1:
+        parser.error("--threads must be at least 1")
+    for name in ("rounds", "duration", "workers", "connections", "wrk_threads", "stampede", "rollovers",
+                 "economy_seconds", "page_size", "inflight_rounds", "inflight_duration", "inflight_connections",
+                 "fanout", "overhead_rounds"):
         if getattr(settings, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     settings.page_size = min(settings.page_size, 1000)  # tunables.MAX_PAGE_SIZE
@@ -195,6 +261,56 @@ def percentile(values: list[float], p: float) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def us(seconds: float) -> str:
+    """Sub-millisecond figures: two decimals of a millisecond."""
+    return f"{seconds * 1000:.2f} ms"
+
+
+def process_tree(master: int) -> list[int]:
+    """The master's pid and those of its children (gunicorn's workers), from /proc."""
+    pids = [master]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == master:
+            pids.append(int(entry))
+    return pids
+
+
+def memory_of(pids: list[int]) -> tuple[int, int]:
+    """(VmRSS summed, Pss summed) in bytes. RSS counts pages shared by the forked workers once per
+    process (an upper bound); Pss shares them out (what the processes cost together)."""
+    rss = pss = 0
+    for pid in pids:
+        for path, field in ((f"/proc/{pid}/status", "VmRSS:"), (f"/proc/{pid}/smaps_rollup", "Pss:")):
+            with contextlib.suppress(OSError, ValueError, IndexError), open(path) as stream:
+                for line in stream:
+                    if line.startswith(field):
+                        value = int(line.split()[1]) * 1024
+                        if field == "VmRSS:":
+                            rss += value
+                        else:
+                            pss += value
+                        break
+    return rss, pss
+
+
+def raise_fd_limit(wanted: int = 65536) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards `wanted` (at most the hard limit); children
+    (wrk, gunicorn, the simulator) inherit it. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Budget:
@@ -270,10 +386,13 @@ class Wrk:
         out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
         self.name = "wrk " + ((out.stdout + out.stderr).split()[1:2] or ["?"])[0]
 
-    def run(self, base: str, paths: list[str], seconds: int, connections: int) -> LoadResult:
+    def run(self, base: str, paths: list[str], seconds: int, connections: int,
+            headers: dict[str, str] | None = None) -> LoadResult:
+        """`headers` replaces the default ones (the API key), e.g. for requests straight to the simulator."""
         threads = max(1, min(self.threads, connections))
-        command = [self.binary, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
-        for name, value in self.headers.items():
+        command = [self.binary, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout",
+                   f"{WRK_TIMEOUT}s"]
+        for name, value in (self.headers if headers is None else headers).items():
             command += ["-H", f"{name}: {value}"]
         if len(paths) == 1:
             command += ["-s", str(self.single), base + paths[0]]
@@ -294,7 +413,9 @@ class PythonLoad:
         self.headers = headers
         self.name = f"Python threads with keep-alive sessions, at most 16 ({why})"
 
-    def run(self, base: str, paths: list[str], seconds: int, connections: int) -> LoadResult:
+    def run(self, base: str, paths: list[str], seconds: int, connections: int,
+            headers: dict[str, str] | None = None) -> LoadResult:
+        headers = self.headers if headers is None else headers
         connections = min(connections, 16)
         stop_at = time.monotonic() + seconds
         latencies: list[list[float]] = [[] for _ in range(connections)]
@@ -309,7 +430,7 @@ class PythonLoad:
                     i += 1
                     started = time.perf_counter()
                     try:
-                        response = session.get(base + paths[i % len(paths)], headers=self.headers, timeout=10)
+                        response = session.get(base + paths[i % len(paths)], headers=headers, timeout=WRK_TIMEOUT)
                     except requests.Timeout:
                         with lock:
                             counts["timeouts"] += 1
@@ -332,6 +453,70 @@ class PythonLoad:
         flat = [x for part in latencies for x in part] or [0.0]
         return LoadResult(sum(len(p) for p in latencies), elapsed, counts["socket"], counts["status"],
                           counts["timeouts"], percentile(flat, 50), percentile(flat, 99), max(flat))
+
+
+def one_shot(base: str, paths: list[str], headers: dict[str, str], timeout: float) -> list[tuple[int, dict, float]]:
+    """One request per path, all at once: every connection is opened first, then every request is
+    written in one go from a single asyncio loop, so the client adds microseconds, not the tens of
+    milliseconds 500 Python threads would (the GIL). (status, JSON body or {}, seconds) per path, in
+    order; status 0 when the request failed or took longer than `timeout`."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    target = urlsplit(base)
+    host, port = target.hostname, target.port or 80
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> tuple[int, dict]:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}Connection: close\r\n\r\n".encode())
+        status = int((await reader.readline()).split()[1])
+        length, chunked = None, False
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+            elif name.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        if chunked:
+            body = b""
+            while (size := int((await reader.readline()).split(b";")[0], 16)) > 0:
+                body += await reader.readexactly(size)
+                await reader.readline()
+        elif length is not None:
+            body = await reader.readexactly(length)
+        else:
+            body = await reader.read()
+        try:
+            parsed = json.loads(body) if body else {}
+        except ValueError:
+            parsed = {}
+        return status, parsed if isinstance(parsed, dict) else {}
+
+    async def run() -> list[tuple[int, dict, float]]:
+        connections = await asyncio.gather(*(asyncio.open_connection(host, port) for _ in paths),
+                                           return_exceptions=True)
+        gate = asyncio.Event()
+
+        async def one(connection, path: str) -> tuple[int, dict, float]:
+            if isinstance(connection, BaseException):
+                return 0, {}, 0.0
+            reader, writer = connection
+            await gate.wait()
+            started = time.perf_counter()
+            try:
+                status, body = await asyncio.wait_for(exchange(reader, writer, path), timeout)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError):
+                status, body = 0, {}
+            elapsed = time.perf_counter() - started
+            writer.close()
+            return status, body, elapsed
+
+        tasks = [asyncio.ensure_future(one(c, p)) for c, p in zip(connections, paths)]
+        await asyncio.sleep(0.05)  # every task waits at the gate
+        gate.set()
+        return list(await asyncio.gather(*tasks))
+
+    return asyncio.run(run())
 
 
 def find_wrk(settings: Settings) -> str | None:
@@ -362,25 +547,29 @@ def find_wrk(settings: Settings) -> str | None:
 
 
 class Simulator:
-    def __init__(self, stack: contextlib.ExitStack, workdir: Path, budget: Budget) -> None:
+    def __init__(self, stack: contextlib.ExitStack, workdir: Path, budget: Budget, *, tls: bool) -> None:
         self._log = open(workdir / "simulator.log", "wb")
         stack.callback(self._log.close)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "simulator", "serve", "--host", HOST, "--port", "0"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log, text=True,
-        )
+        command = [sys.executable, "-m", "simulator", "serve", "--host", HOST, "--port", "0", "--quiet"]
+        if tls:  # a second listener, HTTPS, on the same state (accounts, tokens, counters)
+            command += ["--tls-port", "0", "--cert-dir", str(workdir / "simulator-tls")]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log, text=True)
         stack.callback(self.stop)
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in self.process.stdout], daemon=True).start()
         deadline = time.monotonic() + min(30, budget.left())
+        self.url = self.tls_url = self.ca_bundle = None
         while True:
             try:
                 line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 raise SetupError("the simulator did not start within 30 s") from None
-            match = re.search(r"simulator on (http://\S+)", line)
-            if match:
-                self.url = match.group(1)
+            for name, pattern in (("url", r"simulator on (http://\S+)"), ("tls_url", r"HTTPS: +(https://\S+)"),
+                                  ("ca_bundle", r"CA bundle: (\S+)")):
+                match = re.search(pattern, line)
+                if match:
+                    setattr(self, name, match.group(1))
+            if self.url and (not tls or (self.tls_url and self.ca_bundle)):
                 break
         self.http = requests.Session()
 
@@ -402,9 +591,36 @@ class Simulator:
         return self._post("/_sim/behaviour", fields)
 
     def token_requests(self, session: requests.Session | None = None) -> int:
+        return int(self.stats(session)["token_requests"])
+
+    def api_behaviour(self, **fields) -> dict:
+        return self._post("/_sim/api-behaviour", fields)
+
+    def stats(self, session: requests.Session | None = None) -> dict:
         response = (session or self.http).get(self.url + "/_sim/stats", timeout=10)
         response.raise_for_status()
-        return int(response.json()["token_requests"])
+        return response.json()
+
+    def reset(self, **api_behaviour) -> None:
+        """Counters (connections, peaks, requests), the API log and behaviour back to defaults, then
+        `api_behaviour` applied. Accounts and tokens stay. Also ends delayed requests still pending."""
+        self._post("/_sim/reset", {})
+        if api_behaviour:
+            self.api_behaviour(**api_behaviour)
+
+    def quiesce(self, budget: Budget, timeout: float = 30.0) -> float:
+        """Wait until no request is in flight at the simulator (a load generator's unanswered requests may
+        still be queued in the service when it stops); returns the seconds waited, at most `timeout`."""
+        started = time.monotonic()
+        deadline = started + min(timeout, max(1.0, budget.left()))
+        quiet = 0
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            quiet = quiet + 1 if stats["api_in_flight"] == 0 and stats["token_in_flight"] == 0 else 0
+            if quiet >= 3:
+                break
+            time.sleep(0.1)
+        return time.monotonic() - started
 
 
 # The benchmark ----------------------------------------------------------------------------------
@@ -424,7 +640,9 @@ class Bench:
         self.http = requests.Session()
         self.http.headers.update(self.headers)
         self.callback_ids: list[str] = []
+        self.client_of: dict[str, str] = {}
         self.direct_ids: list[str] = []
+        self.worker_class = "?"
 
     def _cleanup_workdir(self) -> None:
         if self.keep_workdir:
@@ -456,8 +674,9 @@ class Bench:
         self.stack.callback(self.redis.close)
         log(f"redis-server on port {self.redis_server.port}")
 
-        self.sim = Simulator(self.stack, self.workdir, self.budget)
-        log(f"simulator on {self.sim.url}")
+        self.sim = Simulator(self.stack, self.workdir, self.budget, tls=s.tls and "tls" in s.sections)
+        log(f"simulator on {self.sim.url}" + (f" and {self.sim.tls_url} (CA {self.sim.ca_bundle})"
+                                              if self.sim.tls_url else ""))
 
         self.env = {
             "REDIS_URL": self.redis_server.url,
@@ -471,18 +690,47 @@ class Bench:
             "TOKEN_EXPIRY_MARGIN": str(s.margin),
             "KEY_PREFIX": KEY_PREFIX,
             "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "prometheus"),
+            **s.service_env,
         }
         self.config = Config.from_env(self.env)
-        self.gunicorn = GunicornServer(self.env, workers=s.workers, threads=s.threads)
-        self.gunicorn.log_path = self.workdir / "gunicorn.log"
-        self.stack.callback(self._stop_gunicorn)
-        self.gunicorn.start()
+        self.gunicorn = self.start_gunicorn("gunicorn")
         self.base = self.gunicorn.url
-        log(f"service under gunicorn (Procfile) on {self.base}: {s.workers} workers x {s.threads} threads")
+        self.worker_class = self._worker_class(self.gunicorn)
+        log(f"service under gunicorn (Procfile) on {self.base}: {s.workers} workers, "
+            f"GUNICORN_THREADS={s.threads if s.threads_given else 'unset'}, worker class {self.worker_class}")
 
-    def _stop_gunicorn(self) -> None:
-        if getattr(self.gunicorn, "process", None) is not None or hasattr(self.gunicorn, "_log"):
-            self.gunicorn.stop()
+    def start_gunicorn(self, name: str, env: dict[str, str] | None = None, *,
+                       workers: int | None | bool = True) -> GunicornServer:
+        """gunicorn as the Procfile runs it, stopped with the bench. `workers`: True = --workers,
+        None = WEB_CONCURRENCY unset (gunicorn.conf.py's default). GUNICORN_THREADS is set only when
+        --threads was given, so gunicorn.conf.py's default worker model is what is measured."""
+        s = self.s
+        server = GunicornServer(env or self.env, workers=s.workers if workers is True else (workers or 1),
+                                threads=s.threads or 1)
+        if not s.threads_given:
+            server.env.pop("GUNICORN_THREADS", None)
+        if workers is None:
+            server.env.pop("WEB_CONCURRENCY", None)
+        server.log_path = self.workdir / f"{name}.log"
+        self.stack.callback(self._stop_gunicorn, server)
+        server.start()
+        return server
+
+    @staticmethod
+    def _stop_gunicorn(server: GunicornServer) -> None:
+        if getattr(server, "process", None) is not None or hasattr(server, "_log"):
+            server.stop()
+
+    @staticmethod
+    def _worker_class(server: GunicornServer) -> str:
+        """What gunicorn says it uses ("Using worker: gthread"), from its log."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            match = re.search(r"Using worker: (\S+)", server.log())
+            if match:
+                return match.group(1)
+            time.sleep(0.1)
+        return "?"
 
     def judged(self, met: bool) -> str:
         """The verdict of a timing or ratio target: none in smoke mode (too short and too small to judge)."""
@@ -530,6 +778,7 @@ class Bench:
         elapsed = time.monotonic() - started
         stored = sum(1 for code, status, _ in results if code == 200 and status == "stored")
         self.callback_ids = [item[0] for item in prepared]
+        self.client_of = {item[0]: item[1]["clientId"] for item in prepared}
         latencies = [x for _, _, x in results]
         r.row("6", f"install callback: POST /appinstall, {s.install_concurrency} concurrent, {len(prepared)} accounts",
               f"{len(prepared) / elapsed:.0f} req/s (p50 {ms(percentile(latencies, 50))}, "
@@ -717,23 +966,32 @@ class Bench:
 
     def _concurrent(self, url: str, n: int) -> list[tuple[int, str, float]]:
         """`n` threads, each with a keep-alive connection opened beforehand, released together by a barrier."""
+        return self._concurrent_urls([url] * n)
+
+    def _concurrent_urls(self, urls: list[str], timeout: float = 30) -> list[tuple[int, str, float]]:
+        """One thread per URL, each with a keep-alive connection opened beforehand, released together by a
+        barrier; (status, access_token or "", seconds) each, status 0 when the request failed or timed out."""
+        n = len(urls)
         barrier = threading.Barrier(n, timeout=60)
 
-        def one(_: int) -> tuple[int, str, float]:
+        def one(url: str) -> tuple[int, str, float]:
             with requests.Session() as session:
                 session.headers.update(self.headers)
                 session.get(self.base + "/healthz", timeout=30)  # the connection is open before the barrier
                 barrier.wait()
                 started = time.perf_counter()
-                response = session.get(url, timeout=30)
+                try:
+                    response = session.get(url, timeout=timeout)
+                except requests.RequestException:
+                    return 0, "", time.perf_counter() - started
                 elapsed = time.perf_counter() - started
                 token = response.json().get("access_token", "") if response.status_code == 200 else ""
                 return response.status_code, token, elapsed
 
         with ThreadPoolExecutor(max_workers=n) as pool:
-            futures = [pool.submit(one, i) for i in range(n)]
+            futures = [pool.submit(one, url) for url in urls]
             try:
-                return [f.result(timeout=120) for f in futures]
+                return [f.result(timeout=timeout + 90) for f in futures]
             except BaseException:
                 barrier.abort()
                 raise
@@ -935,6 +1193,314 @@ class Bench:
               f"{floor:.3f} here ({ratio / floor:.3f} x that measured); "
               f"{prod_ttl / (prod_ttl - prod_window):.3f} at 3600 s")
 
+    # Issue 13: many calls in flight ----------------------------------------------------------------
+
+    def proxy_path(self, account_id: str) -> str:
+        return f"/v1/accounts/{account_id}/proxy{API_PATH}"
+
+    def _direct_headers(self, account_id: str) -> dict[str, str]:
+        """What the service sends the simulator for the account: its cached Trackunit token."""
+        return {"Authorization": f"Bearer {self.get_token(account_id)['access_token']}"}
+
+    def _errors(self, results: list[LoadResult]) -> tuple[int, str]:
+        bad = sum(x.bad_status for x in results)
+        socket_errors = sum(x.socket_errors for x in results)
+        timeouts = sum(x.timeouts for x in results)
+        total = sum(x.requests for x in results)
+        return bad + socket_errors + timeouts, (f"{bad} non-2xx, {socket_errors} socket errors, {timeouts} timeouts "
+                                               f"of {total:,}")
+
+    def _reuse_run(self, base: str, path: str, seconds: int, connections: int) -> tuple[LoadResult, dict]:
+        """One proxied load run with the simulator's counters reset just before it and read once every
+        request has left the simulator (the service may still be working through a queue when wrk stops)."""
+        self.sim.reset(delay=self.s.api_delay)
+        result = self.load.run(base, [path], seconds, connections)
+        self.sim.quiesce(self.budget)
+        return result, self.sim.stats()
+
+    def _reuse_row(self, section: str, label: str, runs: list[tuple[LoadResult, dict]], tls: bool) -> None:
+        key = "tls_connections_accepted" if tls else "connections_accepted"
+        new = sum(stats[key] for _, stats in runs)
+        handshakes = sum(stats["tls_handshakes"] for _, stats in runs)
+        peak = max(stats["api_in_flight_peak"] for _, stats in runs)
+        open_peak = max(stats["connections_open_peak"] for _, stats in runs)
+        calls = sum(stats["api_requests"] for _, stats in runs)
+        limit = peak * 1.1
+        worst = max(new, handshakes) if tls else new
+        value = (f"{new:,} new connections" + (f", {handshakes:,} TLS handshakes" if tls else "")
+                 + f" for {calls:,} calls; peak in flight {peak} (simulator's open connections, all clients: "
+                   f"peak {open_peak})")
+        self.report.row(section, label, value, f"<= {limit:.0f} (peak in flight + 10%)",
+                        self.judged(peak > 0 and worst <= limit))
+        first = runs[0][1]
+        self.report.notes.append(
+            f"{label.split(':')[0]}: first run (the service's pools cold) {first[key]} new connections for a peak of "
+            f"{first['api_in_flight_peak']} in flight; the {len(runs) - 1} later run(s) "
+            f"{sum(stats[key] for _, stats in runs[1:])} new in all.")
+
+    def proxy_slow_api(self) -> None:
+        """Targets 1 and 3: proxied vs direct under a slow API, interleaved; the connections that took."""
+        s, r = self.s, self.report
+        account = self.callback_ids[0]
+        proxied, headers = self.proxy_path(account), self._direct_headers(account)
+        c, d, delay = s.inflight_connections, s.inflight_duration, s.api_delay
+        log(f"proxy under a slow API: {c} connections, API delay {delay} s, {s.inflight_rounds} rounds x {d} s "
+            f"per side, proxied vs straight to the simulator")
+        reuse: list[tuple[LoadResult, dict]] = []
+
+        def proxied_run(seconds: int) -> LoadResult:
+            result, stats = self._reuse_run(self.base, proxied, seconds, c)
+            reuse.append((result, stats))
+            return result
+
+        def direct_run(seconds: int) -> LoadResult:
+            self.sim.reset(delay=delay)
+            result = self.load.run(self.sim.url, [API_PATH], seconds, c, headers=headers)
+            self.sim.quiesce(self.budget)
+            return result
+
+        proxied_run(max(1, min(d, 2)))  # warm-up: the service's pools fill (counted for reuse, not for the ratio)
+        direct_run(1)
+        through, direct = [], []
+        for round_no in range(s.inflight_rounds):
+            self.budget.check("proxy rounds")
+            if round_no % 2 == 0:
+                a, b = proxied_run(d), direct_run(d)
+            else:
+                b, a = direct_run(d), proxied_run(d)
+            through.append(a)
+            direct.append(b)
+            log(f"  round {round_no + 1}: proxied {a.rps:.0f} req/s (p50 {ms(a.p50)}, {self._errors([a])[1]}), "
+                f"direct {b.rps:.0f} req/s (p50 {ms(b.p50)})")
+        self.sim.reset()
+        ratios = [a.rps / b.rps if b.rps else 0.0 for a, b in zip(through, direct)]
+        ratio = statistics.median(ratios)
+        p50, p50_direct = statistics.median(x.p50 for x in through), statistics.median(x.p50 for x in direct)
+        p50_limit = 1.1 * p50_direct + 0.020
+        errors, detail = self._errors(through)
+        direct_errors, direct_detail = self._errors(direct)
+        where = f"{c} connections, API delay {ms(delay)}, median of {s.inflight_rounds} A/B rounds of {d} s"
+        r.row("13.1", f"proxy under a slow API: proxied req/s / direct req/s ({where})",
+              f"{ratio:.2f} (proxied {statistics.median(x.rps for x in through):.0f}, direct "
+              f"{statistics.median(x.rps for x in direct):.0f} req/s)", ">= 0.9", self.judged(ratio >= 0.9))
+        r.row("13.1", "proxy under a slow API: p50 latency, proxied vs direct (same runs; medians)",
+              f"{ms(p50)} vs {ms(p50_direct)} (p99 {ms(statistics.median(x.p99 for x in through))} vs "
+              f"{ms(statistics.median(x.p99 for x in direct))})",
+              f"<= 1.1 x direct + 20 ms = {ms(p50_limit)}", self.judged(p50 <= p50_limit))
+        r.row("13.1", f"proxy under a slow API: errors, proxied (wrk: non-2xx, socket errors, timeouts > "
+                      f"{WRK_TIMEOUT} s)", f"{errors} ({detail}); direct: {direct_errors} ({direct_detail})", "0",
+              self.judged(errors == 0))
+        r.notes.append("proxy under a slow API, per-round ratios (proxied/direct): "
+                       + ", ".join(f"{x:.3f}" for x in ratios))
+        if direct_errors:
+            r.notes.append("proxy under a slow API: the direct side had errors, so the simulator (or the machine) "
+                           "could not keep up: the ratio is not a fair measure of the service in this run.")
+        if s.smoke:  # counts only: a short proxied run through any worker model answers every request
+            for i, (a, b) in enumerate(zip(through, direct)):
+                self.check_load(f"proxied run {i + 1}", a)
+                self.check_load(f"direct run {i + 1}", b)
+        self._reuse_row("13.3", f"connection reuse: connections the simulator accepted over the proxied runs of "
+                                f"13.1 ({len(reuse)} runs, warm-up included)", reuse, tls=False)
+
+    def proxy_tls(self) -> None:
+        """Target 3 over HTTPS: a second gunicorn whose Trackunit URLs are the simulator's HTTPS listener."""
+        s, r = self.s, self.report
+        label = (f"connection reuse over HTTPS (simulator's test CA given as {CA_BUNDLE_VARIABLE}): TLS "
+                 f"connections and handshakes over proxied runs like 13.1's")
+        if not self.sim.tls_url:
+            r.row("13.3", label, "not measured (" + ("smoke run" if s.smoke else "--no-tls") + ")")
+            return
+        env = {**self.env, "TRACKUNIT_API_URL": self.sim.tls_url,
+               "TRACKUNIT_TOKEN_URL": f"{self.sim.tls_url}/apptoken",
+               "TRACKUNIT_JWKS_URL": f"{self.sim.tls_url}/api/marketplace/jwks",
+               CA_BUNDLE_VARIABLE: self.sim.ca_bundle}
+        account = self.callback_ids[0]
+        self.get_token(account)  # cached in Redis, which both services share
+        log(f"connection reuse over HTTPS: a second gunicorn with TRACKUNIT_API_URL={self.sim.tls_url}, "
+            f"{CA_BUNDLE_VARIABLE}={self.sim.ca_bundle}")
+        server = self.start_gunicorn("gunicorn-tls", env)
+        try:
+            self.sim.reset()
+            probe = self.http.get(server.url + self.proxy_path(account), timeout=30)
+            if probe.status_code != 200:
+                failures = self.sim.stats()["tls_handshake_failures"]
+                r.row("13.3", label, f"not measured: with {CA_BUNDLE_VARIABLE} set the proxy answered "
+                                     f"{probe.status_code} {probe.headers.get('Token-Vault-Error', '')} "
+                                     f"({failures} failed TLS handshake(s) at the simulator): the service does not "
+                                     f"trust the bundle (see bench/README.md)")
+                return
+            c, d = s.inflight_connections, s.inflight_duration
+            runs = [self._reuse_run(server.url, self.proxy_path(account), max(1, min(d, 2)), c)]
+            runs.append(self._reuse_run(server.url, self.proxy_path(account), d, c))
+            errors, detail = self._errors([x for x, _ in runs])
+            self._reuse_row("13.3", label + f" ({len(runs)} runs, {c} connections)", runs, tls=True)
+            r.notes.append(f"connection reuse over HTTPS: {detail}; {runs[-1][0].rps:.0f} req/s in the last run.")
+        finally:
+            self.sim.reset()
+            self._stop_gunicorn(server)
+
+    def many_in_flight(self) -> None:
+        """Target 2: many connections through the proxy at the default WEB_CONCURRENCY; memory from /proc."""
+        s, r = self.s, self.report
+        n = s.many_connections
+        if n <= 0:
+            return
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 2 * n + 256:
+            r.notes.append(f"in flight: RLIMIT_NOFILE is {soft}, too low for {n} connections (wrk, the service "
+                           f"and the simulator each hold one descriptor per connection); raise the hard limit.")
+        account = self.callback_ids[0]
+        self.get_token(account)
+        log(f"{n} connections in flight through the proxy, API delay {s.api_delay} s, {s.many_seconds} s, "
+            f"gunicorn with WEB_CONCURRENCY unset (its default)")
+        # The same load straight to the simulator first: what one Python process answers at this
+        # concurrency, so that the proxied figures can be read against it.
+        self.sim.reset(delay=s.api_delay)
+        reference = self.load.run(self.sim.url, [API_PATH], s.many_seconds, n, headers=self._direct_headers(account))
+        self.sim.quiesce(self.budget)
+        server = self.start_gunicorn("gunicorn-default", workers=None)
+        try:
+            workers = len(process_tree(server.process.pid)) - 1
+            worker_class = self._worker_class(server)
+            probe = self.http.get(server.url + self.proxy_path(account), timeout=30)
+            if probe.status_code != 200:
+                raise SetupError(f"proxied request on the default-settings gunicorn: {probe.status_code}")
+            idle_rss, idle_pss = memory_of(process_tree(server.process.pid))
+            self.sim.reset(delay=s.api_delay)
+            peak = [idle_rss, idle_pss]
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.wait(0.25):
+                    rss, pss = memory_of(process_tree(server.process.pid))
+                    peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            try:
+                result = self.load.run(server.url, [self.proxy_path(account)], s.many_seconds, n)
+            finally:
+                stop.set()
+                sampler.join(timeout=5)
+            self.sim.quiesce(self.budget)
+            stats = self.sim.stats()
+            errors, detail = self._errors([result])
+            r.row("13.2", f"{n:,} connections through the proxy, API delay {ms(s.api_delay)}, {s.many_seconds} s, "
+                          f"default WEB_CONCURRENCY ({workers} {worker_class} workers)",
+                  f"{result.requests:,} answered, {result.rps:.0f} req/s, p50 {ms(result.p50)}, p99 {ms(result.p99)}; "
+                  f"{detail}; at the simulator: peak in flight {stats['api_in_flight_peak']}, "
+                  f"{stats['connections_accepted']:,} new connections",
+                  f"0 errors, 0 timeouts (> {WRK_TIMEOUT} s)", self.judged(errors == 0 and result.requests > 0))
+            r.row("13.2", "  the same load straight to the simulator (one Python process), just before",
+                  f"{reference.requests:,} answered, {reference.rps:.0f} req/s, p50 {ms(reference.p50)}, "
+                  f"p99 {ms(reference.p99)}; {self._errors([reference])[1]}")
+            if not reference.clean:
+                r.notes.append(f"{n:,} connections: the simulator alone did not answer this load cleanly "
+                               f"({self._errors([reference])[1]}), so some of the proxied run's timeouts may be "
+                               f"the simulator's, not the service's.")
+            mib = 2 ** 20
+            r.row("13.2", f"memory of all gunicorn processes (master + {workers} workers, /proc VmRSS summed; "
+                          f"Pss beside it), peak during that run",
+                  f"RSS {peak[0] / mib:.0f} MiB (idle {idle_rss / mib:.0f}); PSS {peak[1] / mib:.0f} MiB "
+                  f"(idle {idle_pss / mib:.0f})", "<= 512 MiB (Heroku basic dyno)",
+                  self.judged(peak[0] <= 512 * mib))
+        finally:
+            self.sim.reset()
+            self._stop_gunicorn(server)
+
+    def fanout(self) -> None:
+        """Target 4: many cold accounts at once, one first request each."""
+        s, r = self.s, self.report
+        first = 3 + s.economy_accounts
+        accounts = self.callback_ids[first:first + s.fanout]
+        n, delay = len(accounts), s.fanout_delay
+        self.sim.reset()
+        self.sim.behaviour(delay=delay)
+        log(f"cold fan-out: {n} accounts, none cached, {n} concurrent first requests, token endpoint delay {delay} s")
+        paths = [self.token_path(a) for a in accounts]
+        cold = [(code, body.get("access_token", ""), x)
+                for code, body, x in one_shot(self.base, paths, self.headers, timeout=60)]
+        after = self.sim.stats()
+        warm = [(code, body.get("access_token", ""), x)
+                for code, body, x in one_shot(self.base, paths, self.headers, timeout=60)]
+        after_warm = self.sim.stats()
+        self.sim.reset()
+        calls, by_client = after["token_requests"], after["token_requests_by_client"]
+        one_each = all(by_client.get(self.client_of[a], 0) == 1 for a in accounts)
+        ok = sum(1 for code, _, _ in cold if code == 200)
+        tokens = {t for _, t, _ in cold if t}
+        warm_ok = sum(1 for code, _, _ in warm if code == 200)
+        latencies = [x for _, _, x in cold]
+        p99 = percentile(latencies, 99)
+        r.row("13.4", f"cold fan-out: {n} concurrent first requests, one per account, none cached (token delay "
+                      f"{ms(delay)}): answered 200", f"{ok} of {n} ({len(tokens)} distinct tokens); warm repeat "
+                                                   f"{warm_ok} of {n}",
+              f"all ({n})", r.count("fan-out answers", ok == n and len(tokens) == n and warm_ok == n))
+        r.row("13.4", "cold fan-out: Trackunit token calls", f"{calls} ("
+              + ("one per account" if one_each else "NOT one per account") + f"); {after_warm['token_requests']} "
+              f"after the warm repeat", f"exactly {n}",
+              r.count("fan-out token calls", calls == n and one_each and after_warm["token_requests"] == n))
+        r.row("13.4", f"cold fan-out: p99 latency / token delay ({ms(delay)})",
+              f"{p99 / delay:.2f} (p50 {ms(percentile(latencies, 50))}, p99 {ms(p99)}, max {ms(max(latencies))}); "
+              f"token calls in flight at once: peak {after['token_in_flight_peak']}", "<= 3",
+              self.judged(p99 <= 3 * delay))
+        warm_latencies = [x for _, _, x in warm]
+        r.row("13.4", f"  same {n} requests again, all cached (what {n} at once cost without Trackunit)",
+              f"p50 {ms(percentile(warm_latencies, 50))}, p99 {ms(percentile(warm_latencies, 99))}")
+
+    def overhead(self) -> None:
+        """Target 6: what the proxy adds at one connection and no delay, interleaved A/B."""
+        s, r = self.s, self.report
+        account = self.callback_ids[0]
+        proxied, headers = self.proxy_path(account), self._direct_headers(account)
+        d = s.overhead_duration
+        log(f"proxy overhead: 1 connection, no API delay, {s.overhead_rounds} rounds x {d} s per side")
+
+        def run(side: str, seconds: int) -> LoadResult:
+            self.sim.reset()  # also empties the API log, which grows by every request
+            if side == "direct":
+                return self.load.run(self.sim.url, [API_PATH], seconds, 1, headers=headers)
+            return self.load.run(self.base, [proxied], seconds, 1)
+
+        run("proxied", 1)
+        run("direct", 1)
+        through, direct = [], []
+        for round_no in range(s.overhead_rounds):
+            self.budget.check("overhead rounds")
+            order = ("proxied", "direct") if round_no % 2 == 0 else ("direct", "proxied")
+            results = {side: run(side, d) for side in order}
+            through.append(results["proxied"])
+            direct.append(results["direct"])
+        self.sim.reset()
+        p50, p50_direct = statistics.median(x.p50 for x in through), statistics.median(x.p50 for x in direct)
+        added = p50 - p50_direct
+        diffs = [a.p50 - b.p50 for a, b in zip(through, direct)]
+        r.row("13.6", f"proxy overhead at 1 connection, no delay: proxied p50 - direct p50 (median of "
+                      f"{s.overhead_rounds} A/B rounds of {d} s)",
+              f"{us(added)} (proxied {us(p50)}, direct {us(p50_direct)})", "<= 1.0 ms",
+              self.judged(added <= 0.001))
+        r.row("13.6", "  the same runs: req/s proxied / direct, and p99",
+              f"{statistics.median(x.rps for x in through):.0f} / {statistics.median(x.rps for x in direct):.0f} "
+              f"req/s; p99 {us(statistics.median(x.p99 for x in through))} / "
+              f"{us(statistics.median(x.p99 for x in direct))}")
+        r.notes.append("proxy overhead, per-round p50 differences: " + ", ".join(us(x) for x in diffs))
+        if s.smoke:
+            for i, (a, b) in enumerate(zip(through, direct)):
+                self.check_load(f"overhead proxied run {i + 1}", a)
+                self.check_load(f"overhead direct run {i + 1}", b)
+
+    def no_regression(self) -> None:
+        """Target 5 (and 4's stampede): the rows of issue 5's sections, repeated under issue 13's numbers."""
+        wanted = (("13.5", "no regression: ", "1", "token hit req/s"),
+                  ("13.5", "no regression: ", "4", "rollover, server side"),
+                  ("13.5", "no regression: ", "4", "rollover: requests that waited"),
+                  ("13.4", "still: ", "3", "stampede: Trackunit token calls"))
+        for section, prefix, source, start in wanted:
+            row = next((x for x in self.report.rows if x.section == source and x.measure.startswith(start)), None)
+            if row is not None:
+                self.report.row(section, f"{prefix}{row.measure.split(' (')[0]} (row {source})", row.value,
+                                row.target, row.verdict)
+
     # Output ---------------------------------------------------------------------------------------
 
     def header(self) -> list[str]:
@@ -956,8 +1522,11 @@ class Bench:
             f"{platform.system()} {platform.release()}; 1-min load average {LOAD_AT_START:.2f} before the run "
             f"(other tenants)",
             f"service: commit {commit}{dirty}; gunicorn per Procfile, WEB_CONCURRENCY={s.workers}, "
-            f"GUNICORN_THREADS={s.threads}; redis-server {redis_version} (no persistence); "
-            f"TOKEN_EXPIRY_MARGIN={s.margin}; Python {platform.python_version()}",
+            f"GUNICORN_THREADS={s.threads if s.threads_given else 'unset (gunicorn.conf.py default)'}, "
+            f"worker class {self.worker_class} (gunicorn's log); redis-server {redis_version} (no persistence); "
+            f"TOKEN_EXPIRY_MARGIN={s.margin}; Python {platform.python_version()}"
+            + (f"; extra service env: {' '.join(f'{k}={v}' for k, v in s.service_env.items())}"
+               if s.service_env else ""),
             f"load: {self.load.name}" + (f", {s.wrk_threads} threads" if isinstance(self.load, Wrk) else "")
             + f", {s.connections} connections; throughput as ratios of "
             f"interleaved A/B runs (medians); N = {s.accounts:,} accounts; all traffic on 127.0.0.1",
@@ -995,16 +1564,21 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(AttributeError, ValueError):
         signal.signal(signal.SIGHUP, _interrupt)
     started = time.monotonic()
+    fd_limit = raise_fd_limit()
+    log(f"open files limit (RLIMIT_NOFILE, inherited by wrk, gunicorn and the simulator): {fd_limit}")
     with contextlib.ExitStack() as stack:
         bench = Bench(settings, stack)
         try:
             bench.start()
             bench.install_accounts()
-            bench.paging()
-            bench.hit_ratio()
-            bench.stampede()
-            bench.rollover()
-            bench.economy()
+            steps = {"paging": bench.paging, "hit": bench.hit_ratio, "stampede": bench.stampede,
+                     "fanout": bench.fanout, "rollover": bench.rollover, "economy": bench.economy,
+                     "proxy": bench.proxy_slow_api, "tls": bench.proxy_tls, "overhead": bench.overhead,
+                     "many": bench.many_in_flight}
+            for name in SECTIONS:
+                if name in settings.sections:
+                    steps[name]()
+            bench.no_regression()
             lines = bench.header()
         except KeyboardInterrupt:
             log("interrupted: stopping everything")

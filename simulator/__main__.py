@@ -3,27 +3,50 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from typing import NoReturn
 
 import requests
 
-from . import create_simulator, serve_in_thread
+from . import ServerThread, create_simulator
+from .tls import make_certificates
 
 
 def _serve(args: argparse.Namespace) -> int:
-    server = serve_in_thread(create_simulator(expires_in=args.expires_in), args.host, args.port)
+    app = create_simulator(expires_in=args.expires_in)
+    certificates, scratch = None, None
+    if args.tls or args.tls_port is not None:
+        if args.cert_dir is None:
+            scratch = tempfile.mkdtemp(prefix="simulator-tls-")
+        certificates = make_certificates(args.cert_dir or scratch)
+    servers = [ServerThread(app, args.host, args.port, log_requests=not args.quiet,
+                            tls=certificates if args.tls else None)]
+    if args.tls_port is not None:  # a second listener, HTTPS, on the same state
+        servers.append(ServerThread(app, args.host, args.tls_port, log_requests=not args.quiet, tls=certificates))
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_signal)  # stop cleanly under process managers
-    with server:
+    with contextlib.ExitStack() as stack:
+        if scratch is not None:
+            stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+        for server in servers:
+            stack.enter_context(server)
+        server = servers[0]
         print(f"Trackunit simulator on {server.url}", flush=True)
         print(f"  token URL: {server.url}/apptoken", flush=True)
         print(f"  JWKS URL:  {server.url}/api/marketplace/jwks", flush=True)
         print(f"  API URL:   {server.url}  (e.g. GET {server.url}/api/asset/v1/assets)", flush=True)
         print(f"  control:   {server.url}/_sim/...", flush=True)
+        for extra in servers[1:]:
+            print(f"  HTTPS:     {extra.url}  (the same simulator: same accounts, tokens and counters)", flush=True)
+        if certificates is not None:
+            print(f"  CA bundle: {certificates.ca}  (trust this certificate to verify the HTTPS listener)",
+                  flush=True)
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
@@ -71,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=5001, help="0 picks a free port")
     serve.add_argument("--expires-in", type=int, default=3600, help="lifetime of issued tokens (s)")
+    serve.add_argument("--tls", action="store_true", help="serve HTTPS (a fresh test CA; its path is printed)")
+    serve.add_argument("--tls-port", type=int, default=None,
+                       help="also serve HTTPS on this port (0 picks a free one), beside plain HTTP on --port")
+    serve.add_argument("--cert-dir", default=None,
+                       help="where ca.pem, cert.pem and key.pem are written (default: a new temporary directory)")
+    serve.add_argument("--quiet", action="store_true", help="no access log line per request")
     serve.set_defaults(func=_serve)
 
     install = sub.add_parser("install", help="make a running simulator call an app's tokenCallback")

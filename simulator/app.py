@@ -135,9 +135,12 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
             "scope": form.get("scope"),
             "content_type": request.content_type,
         })
-        if delay:
-            release.wait(delay)
-        status, body, headers = state.answer_token_request(form, form_encoded)
+        try:
+            if delay:
+                release.wait(delay)
+            status, body, headers = state.answer_token_request(form, form_encoded)
+        finally:
+            state.end_token_request()
         return _reply(status, body, {**_NO_STORE, **headers})
 
     @app.after_request

@@ -198,6 +198,10 @@ class SimulatorState:
         self._clients_by_account: dict[str, Client] = {}
         self._clients_by_id: dict[str, Client] = {}
         self._tokens: dict[str, IssuedToken] = {}
+        # Gauges (what is open or in flight now) survive a reset; counters and peaks start again from them.
+        self._connections_open = 0
+        self._api_in_flight = 0
+        self._token_in_flight = 0
         self._reset_locked()
 
     def _reset_locked(self) -> None:
@@ -211,6 +215,13 @@ class SimulatorState:
         self._api_behaviour = ApiBehaviour()
         self._api_requests_by_method: dict[str, int] = {}
         self._api_log: list[ApiRequest] = []
+        self._connections_accepted = 0
+        self._tls_connections_accepted = 0
+        self._tls_handshakes = 0
+        self._tls_handshake_failures = 0
+        self._connections_open_peak = self._connections_open
+        self._api_in_flight_peak = self._api_in_flight
+        self._token_in_flight_peak = self._token_in_flight
         old_release = getattr(self, "_release", None)
         self._release = threading.Event()
         if old_release is not None:
@@ -279,7 +290,50 @@ class SimulatorState:
                 "api_requests_by_method": dict(self._api_requests_by_method),
                 "tokens_issued": self._tokens_issued,
                 "last_token_request": dict(self._last_token_request) if self._last_token_request else None,
+                **self._connection_stats_locked(),
             }
+
+    def _connection_stats_locked(self) -> dict[str, int]:
+        return {
+            "connections_accepted": self._connections_accepted,
+            "tls_connections_accepted": self._tls_connections_accepted,
+            "tls_handshakes": self._tls_handshakes,
+            "tls_handshake_failures": self._tls_handshake_failures,
+            "connections_open": self._connections_open,
+            "connections_open_peak": self._connections_open_peak,
+            "api_in_flight": self._api_in_flight,
+            "api_in_flight_peak": self._api_in_flight_peak,
+            "token_in_flight": self._token_in_flight,
+            "token_in_flight_peak": self._token_in_flight_peak,
+        }
+
+    @property
+    def connection_stats(self) -> dict[str, int]:
+        """Connections the server accepted (HTTP and HTTPS listeners together; ``tls_*`` the HTTPS ones),
+        handshakes, and the peaks of open connections and of requests in flight, since the last reset."""
+        with self._lock:
+            return self._connection_stats_locked()
+
+    # -- connections (reported by simulator.server) ---------------------------
+
+    def connection_opened(self, *, tls: bool) -> None:
+        with self._lock:
+            self._connections_accepted += 1
+            if tls:
+                self._tls_connections_accepted += 1
+            self._connections_open += 1
+            self._connections_open_peak = max(self._connections_open_peak, self._connections_open)
+
+    def connection_closed(self) -> None:
+        with self._lock:
+            self._connections_open -= 1
+
+    def tls_handshake(self, *, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self._tls_handshakes += 1
+            else:
+                self._tls_handshake_failures += 1
 
     @property
     def token_requests(self) -> int:
@@ -423,7 +477,14 @@ class SimulatorState:
             key = record.get("client_id") or ""
             self._token_requests_by_client[key] = self._token_requests_by_client.get(key, 0) + 1
             self._last_token_request = dict(record)
+            self._token_in_flight += 1
+            self._token_in_flight_peak = max(self._token_in_flight_peak, self._token_in_flight)
             return self._behaviour.delay, self._release
+
+    def end_token_request(self) -> None:
+        """The answer to a token request counted by ``begin_token_request`` is on its way (or failed)."""
+        with self._lock:
+            self._token_in_flight -= 1
 
     def answer_token_request(self, form: dict[str, str], form_encoded: bool) -> Reply:
         """Decide the answer to ``/apptoken`` (after any delay): status, body, headers."""
@@ -488,8 +549,17 @@ class SimulatorState:
             self._last_api_headers = dict(headers)
             self._api_log.append(ApiRequest(method, path, query, dict(headers), bytes(body), time.monotonic()))
             delay, release = self._api_behaviour.delay, self._release
-        if delay:
-            release.wait(delay)  # outside the lock: many slow requests are in flight at once
+            self._api_in_flight += 1
+            self._api_in_flight_peak = max(self._api_in_flight_peak, self._api_in_flight)
+        try:
+            if delay:
+                release.wait(delay)  # outside the lock: many slow requests are in flight at once
+            return self._decide_api_request(headers, required_scope)
+        finally:
+            with self._lock:
+                self._api_in_flight -= 1
+
+    def _decide_api_request(self, headers: dict[str, str], required_scope: str | None) -> Reply | str:
         with self._lock:
             b = self._api_behaviour
             if b.fail_status is not None and (b.fail_count is None or b.fail_count > 0):
