@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from auth.background import Background, RefreshAhead
-from auth.fetcher import TokenFetcher, cache_lifetime
+from auth.fetcher import TokenFetcher
 from auth.memory import LocalTokenCache
 from auth.scopes import requested_scopes, scope_id
 from auth.singleflight import SingleFlight
@@ -25,8 +25,6 @@ from core.config import AppScopes
 from core.errors import VaultError
 from vault.accounts import AccountRepository
 from vault.tokencache import CachedToken, TokenCache
-
-__all__ = ["IssuedToken", "Source", "TokenService", "cache_lifetime"]
 
 log = logging.getLogger(__name__)
 

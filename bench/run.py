@@ -51,7 +51,7 @@ from pathlib import Path
 import redis
 import requests
 
-from auth.tokens import cache_lifetime
+from auth.fetcher import cache_lifetime
 from core.config import Config
 from tests.support.gunicorn import GunicornServer
 from tests.support.redis_server import RedisServer
