@@ -9,6 +9,15 @@ MAX_BODY_BYTES = 64 * 1024  # callback bodies are a few hundred bytes
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
+# Concurrency -------------------------------------------------------------------
+# gunicorn's gevent worker holds every request as a greenlet; MAX_IN_FLIGHT (config) bounds how
+# many one worker works on at once. It also accepts more connections than that, so that a
+# request above the limit is read and answered 503 `overloaded` instead of waiting unaccepted:
+# worker_connections = MAX_IN_FLIGHT x this + the spare below (idle keep-alive connections,
+# clients still sending their headers, overload answers).
+WORKER_CONNECTIONS_PER_IN_FLIGHT = 2
+WORKER_CONNECTIONS_SPARE = 50
+
 # Redis ----------------------------------------------------------------------
 REDIS_SOCKET_TIMEOUT = 2.0  # seconds; a hanging Redis must not hang a request
 REDIS_CONNECT_TIMEOUT = 2.0
