@@ -51,7 +51,8 @@ class Services:
 
 
 def build_services(config: Config, client: redis.Redis | None = None) -> Services:
-    client = client if client is not None else connect(config.redis_url, tls_verify=config.redis_tls_verify)
+    client = client if client is not None else connect(
+        config.redis_url, tls_verify=config.redis_tls_verify, max_connections=config.redis_max_connections)
     sealer = Sealer(config.keyring)
     keys = KeySpace(config.key_prefix)
     local = LocalTokenCache()
@@ -61,7 +62,8 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     tokens = TokenService(
         accounts,
         TokenCache(client, sealer, keys, config.iris_app_id),
-        TrackunitAuth(config.token_url),
+        # Every request in flight may be a cold fetch; refresh-ahead fetches come on top.
+        TrackunitAuth(config.token_url, pool_size=config.max_in_flight + tunables.REFRESH_AHEAD_WORKERS),
         config.app_scopes,
         expiry_margin=config.token_expiry_margin,
         revoked_retry_after=config.revoked_retry_after,
@@ -74,7 +76,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         identity=IdentityVerifier(config.jwks_url, audience=config.identity_audience),
         accounts=accounts,
         tokens=tokens,
-        trackunit_api=TrackunitApi(),
+        trackunit_api=TrackunitApi(pool_size=config.max_in_flight),
         listener=listener,
         metrics_token=ApiKeyChecker((ApiKey("metrics", config.metrics_token),)) if config.metrics_token else None,
     )

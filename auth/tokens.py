@@ -300,9 +300,11 @@ class TokenService:
                     pass
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        # Created lazily and per process: threads do not survive gunicorn's fork.
+        # Created lazily and per process: threads do not survive gunicorn's fork. Under the gevent
+        # worker (monkey-patched before this module is imported) its "threads" are greenlets.
         if self._executor is None or self._executor_pid != os.getpid():
-            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="refresh")
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=tunables.REFRESH_AHEAD_WORKERS, thread_name_prefix="refresh")
             self._executor_pid = os.getpid()
         return self._executor
 
