@@ -103,6 +103,6 @@ def create_app(config: Config | Mapping[str, str] | None = None, *, redis_client
     app.json.sort_keys = False
     app.url_map.merge_slashes = False  # never answer a redirect; the proxy refuses '//host' paths itself
     app.extensions["vault"] = build_services(config, redis_client)
-    api.init_app(app)
+    api.init_app(app, max_in_flight=config.max_in_flight)
     cli.init_app(app)
     return app

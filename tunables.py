@@ -17,6 +17,11 @@ MAX_PAGE_SIZE = 1000
 # clients still sending their headers, overload answers).
 WORKER_CONNECTIONS_PER_IN_FLIGHT = 2
 WORKER_CONNECTIONS_SPARE = 50
+# A client has this long for its whole request body once the headers are in (the headers get
+# gunicorn's `keepalive` seconds); after it the request is answered 408 and the connection ends.
+# Bodies are at most 1 MiB (the proxy) and usually a few hundred bytes (callbacks).
+CLIENT_BODY_DEADLINE = 10.0
+CLIENT_SEND_TIMEOUT = 30.0  # one send to a client that does not read its answer (gevent: a whole sendall)
 
 # Redis ----------------------------------------------------------------------
 REDIS_SOCKET_TIMEOUT = 2.0  # seconds; a hanging Redis must not hang a request
