@@ -34,3 +34,23 @@ def test_cooperative_paths_pass_under_gevent_monkey_patching():
     assert out.stdout.startswith("gevent: patched"), tail
     assert out.returncode == 0, tail
     assert " passed" in out.stdout and "failed" not in out.stdout and "skipped" not in out.stdout, tail
+
+
+# Imported after patch_all, as in a gevent worker: the per-fetch deadline is per greenlet (a
+# shared one would let one fetch's deadline cut another's sockets), locks and queues are gevent's.
+AFTER_PATCHING = """
+from gevent import monkey
+monkey.patch_all()
+import queue, threading
+import app, auth.deadline, auth.tokens, vault.invalidation
+assert type(auth.deadline._current).__module__.startswith("gevent"), type(auth.deadline._current)
+assert threading.Lock.__module__.startswith("gevent"), threading.Lock
+assert queue.SimpleQueue.__module__.startswith("gevent"), queue.SimpleQueue  # ThreadPoolExecutor's queue
+assert threading.get_ident.__module__.startswith("gevent"), threading.get_ident
+print("cooperative")
+"""
+
+
+def test_the_service_modules_see_gevent_primitives_once_patched():
+    out = subprocess.run([sys.executable, "-c", AFTER_PATCHING], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "cooperative", out.stderr[-2000:]
