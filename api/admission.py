@@ -42,7 +42,9 @@ class Admission:
         self.app = app
         self.limit = limit
         self.in_flight = 0
-        self._lock = threading.Lock()  # a gevent lock once monkey-patched; held for a few instructions
+        # Held for a few instructions, never across a wait (a gevent lock once monkey-patched);
+        # reentrant because _ClosingAnswer.__del__ may give a slot back from inside the GC.
+        self._lock = threading.RLock()
         self._timeout = _gevent_timeout()
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -73,7 +75,9 @@ class Admission:
         if sock is not None:
             # Per socket call: a send (gevent bounds a whole sendall) and, below, each body read.
             sock.settimeout(tunables.CLIENT_SEND_TIMEOUT)
-        if environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", ""):
+        has_body = environ.get("CONTENT_LENGTH") not in (None, "", "0") or \
+            "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if has_body:
             environ["wsgi.input"] = _DeadlineInput(
                 environ["wsgi.input"], time.monotonic() + tunables.CLIENT_BODY_DEADLINE, sock, self._timeout)
 
@@ -86,7 +90,12 @@ def refuse_when_overloaded() -> None:
 
 
 class _ClosingAnswer:
-    """The app's answer, passed through; the slot is given back once the server closes it (sent or not)."""
+    """The app's answer, passed through; the slot is given back once the server closes it (sent or not).
+
+    Every WSGI server calls close() (PEP 3333; gunicorn in a `finally`). A caller that drops
+    the answer without closing it (Flask's test client, unless buffered) gives the slot back
+    when the answer is collected, so a forgotten close cannot shrink the limit for good.
+    """
 
     def __init__(self, answer: Iterable[bytes], done: Callable[[], None]) -> None:
         self._answer = answer
@@ -101,9 +110,15 @@ class _ClosingAnswer:
             if close is not None:
                 close()
         finally:
-            done, self._done = self._done, None
-            if done is not None:
-                done()
+            self._release()
+
+    def _release(self) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done()
+
+    def __del__(self) -> None:
+        self._release()
 
 
 class _TooSlow(Exception):
