@@ -56,7 +56,8 @@ class Services:
 
 
 def build_services(config: Config, client: redis.Redis | None = None) -> Services:
-    client = client if client is not None else connect(config.redis_url, tls_verify=config.redis_tls_verify)
+    client = client if client is not None else connect(
+        config.redis_url, tls_verify=config.redis_tls_verify, max_connections=config.redis_max_connections)
     sealer = Sealer(config.keyring)
     keys = KeySpace(config.key_prefix)
     memory = WorkerMemory(client, keys.channel)
@@ -64,7 +65,8 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     tokens = TokenService(
         accounts,
         TokenCache(client, sealer, keys, config.iris_app_id),
-        TrackunitAuth(config.token_url),
+        # Every request in flight may be a cold fetch; refresh-ahead fetches come on top.
+        TrackunitAuth(config.token_url, pool_size=config.max_in_flight + tunables.REFRESH_AHEAD_WORKERS),
         config.app_scopes,
         expiry_margin=config.token_expiry_margin,
         revoked_retry_after=config.revoked_retry_after,
@@ -79,7 +81,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         accounts=accounts,
         health=StoreHealth(client),
         tokens=tokens,
-        trackunit_api=TrackunitApi(),
+        trackunit_api=TrackunitApi(pool_size=config.max_in_flight),
         memory=memory,
         metrics_token=ApiKeyChecker((ApiKey("metrics", config.metrics_token),)) if config.metrics_token else None,
     )
@@ -106,6 +108,6 @@ def create_app(config: Config | Mapping[str, str] | None = None, *, redis_client
     app.json.sort_keys = False
     app.url_map.merge_slashes = False  # never answer a redirect; the proxy refuses '//host' paths itself
     app.extensions[EXTENSION] = build_services(config, redis_client)
-    api.init_app(app)
+    api.init_app(app, max_in_flight=config.max_in_flight)
     cli.init_app(app)
     return app

@@ -1,13 +1,45 @@
-"""gunicorn settings, Heroku-style: PORT and WEB_CONCURRENCY come from the environment."""
+"""gunicorn settings, Heroku-style: PORT, WEB_CONCURRENCY and MAX_IN_FLIGHT come from the environment.
+
+The worker class is gevent: every request is a greenlet, and every wait on the network (Trackunit,
+Redis, a slow client) yields to the others, so one worker holds MAX_IN_FLIGHT calls at once
+instead of one per thread (README, "Deploying"). gunicorn's gevent worker monkey-patches the
+standard library (socket, ssl, threading, time, select, queue) in each worker right after the
+fork and only then imports the app (`wsgi:app`), so redis-py, urllib3/requests, the invalidation
+listener, the refresh-ahead pool and the fetch deadline's timers are all cooperative. That is why
+`preload_app` must stay off, and why the master imports nothing of the app here beyond `config`
+(validation) and `tunables` (constants), neither of which touches the network.
+`GUNICORN_CMD_ARGS="--worker-class gthread --threads 32"` would still run the old model.
+"""
 import os
 import sys
 
+from core import tunables
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-timeout = 30  # a token request is bounded well inside this (tunables.TOKEN_REQUEST_BUDGET)
+worker_class = "gevent"
+preload_app = False  # see above: the app must be imported after the worker's monkey-patching
+
+
+def _max_in_flight() -> int:
+    """MAX_IN_FLIGHT as config.py reads it; a malformed value is refused by on_starting, with one line."""
+    from core.config import ConfigError, max_in_flight
+
+    try:
+        return max_in_flight(os.environ)
+    except ConfigError:
+        return 1  # never used: on_starting stops the master first
+
+
+# More connections than requests in flight, so that the request above the limit is read and
+# answered 503 at once (api.admission) rather than left waiting in the listen queue.
+worker_connections = (_max_in_flight() * tunables.WORKER_CONNECTIONS_PER_IN_FLIGHT
+                      + tunables.WORKER_CONNECTIONS_SPARE)
+timeout = 30  # the worker's heartbeat; a token request is bounded well inside it (tunables.TOKEN_REQUEST_BUDGET)
 graceful_timeout = 20  # Heroku sends SIGKILL 30 s after SIGTERM
+# Idle keep-alive connections close after this. Under the gevent worker it is also the deadline for
+# a request's whole header block (gunicorn wraps reading it in gevent.Timeout(keepalive)): a client
+# dripping its headers is dropped after 5 s. It must stay above 0 for that.
 keepalive = 5
 accesslog = "-"
 # The query string can carry nothing secret, but keep access lines short: method, path, status, time.

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import accounts, apikeys, callback, errors, health, metrics, openapi, proxy, requestlog, tokens
+from api import accounts, admission, apikeys, callback, errors, health, metrics, openapi, proxy, requestlog, tokens
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, *, max_in_flight: int) -> None:
+    # Outermost: a request is counted (or refused) before Flask does any work on it.
+    app.wsgi_app = admission.Admission(app.wsgi_app, max_in_flight)  # type: ignore[method-assign]
     requestlog.init_app(app)
     errors.init_app(app)
+    app.before_request(admission.refuse_when_overloaded)  # right after the request id, before the API key
     app.before_request(apikeys.guard_v1)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)

@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 
 class Background:
-    """A small pool of background workers, created per process (threads do not survive gunicorn's fork)."""
+    """A small pool of background workers, created per process (threads do not survive gunicorn's fork).
+
+    Under the gevent worker (monkey-patched before this module is imported) its threads are greenlets.
+    """
 
     def __init__(self, workers: int = 2) -> None:
         self.workers = workers

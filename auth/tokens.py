@@ -20,7 +20,7 @@ from auth.memory import LocalTokenCache
 from auth.scopes import requested_scopes, scope_id
 from auth.singleflight import SingleFlight
 from auth.trackunit import TrackunitAuth
-from core import metrics
+from core import metrics, tunables
 from core.config import AppScopes
 from core.errors import VaultError
 from vault.accounts import AccountRepository
@@ -69,7 +69,7 @@ class TokenService:
         self.fetcher = TokenFetcher(accounts, cache, trackunit, expiry_margin=expiry_margin,
                                     revoked_retry_after=revoked_retry_after, clock=clock)
         self.single_flight = SingleFlight(cache, self.fetcher, clock=clock)
-        self.background = Background()
+        self.background = Background(workers=tunables.REFRESH_AHEAD_WORKERS)
         self.refresh_ahead = RefreshAhead(cache, self.fetcher, self.background, clock=clock)
         # Parsing and hashing a scope parameter is pure: remember the common ones.
         self._slot = functools.lru_cache(maxsize=256)(self._parse_scope)

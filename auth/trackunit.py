@@ -39,8 +39,12 @@ class TokenGrant:
     scope: str
 
 
-def build_session() -> requests.Session:
-    """A session whose POSTs to the token endpoint are retried with backoff."""
+DEFAULT_POOL_SIZE = 10  # requests' own default; the service passes its in-flight limit
+
+
+def build_session(pool_size: int = DEFAULT_POOL_SIZE) -> requests.Session:
+    """A session whose POSTs to the token endpoint are retried with backoff, keeping up to
+    `pool_size` connections (one per fetch in flight) for reuse."""
     retry = DeadlineRetry(
         total=tunables.TRACKUNIT_RETRIES,
         connect=tunables.TRACKUNIT_RETRIES,
@@ -60,7 +64,9 @@ def build_session() -> requests.Session:
     )
     session = requests.Session()
     session.trust_env = False  # no proxy or .netrc credentials picked up from the environment
-    adapter = DeadlineAdapter(max_retries=retry)  # so that a FetchDeadline can cut its connections
+    # A DeadlineAdapter so that a FetchDeadline can cut its connections. pool_block=False: a fetch
+    # above pool_size opens a connection of its own rather than waiting (with no time limit) for one.
+    adapter = DeadlineAdapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_size, pool_block=False)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -69,9 +75,10 @@ def build_session() -> requests.Session:
 class TrackunitAuth:
     """Fetches app tokens from `token_url`."""
 
-    def __init__(self, token_url: str, *, session: requests.Session | None = None) -> None:
+    def __init__(self, token_url: str, *, session: requests.Session | None = None,
+                 pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.token_url = token_url
-        self.session = session or build_session()
+        self.session = session or build_session(pool_size)
 
     def fetch_token(self, client_id: str, client_secret: str, scopes: Sequence[str]) -> TokenGrant:
         """POST the seed's request; raise ScopeNotGranted, CredentialsRevoked, AuthUnavailable or AuthError."""

@@ -19,6 +19,16 @@ DEFAULT_API_URL = "https://iris.trackunit.com"
 DEFAULT_TOKEN_EXPIRY_MARGIN = 300
 DEFAULT_REVOKED_RETRY_AFTER = 60
 DEFAULT_KEY_PREFIX = "itv"
+# Requests one worker process works on at once (the gevent worker holds each as a greenlet,
+# not a thread); above it a request is answered 503 `overloaded` at once (api.admission).
+DEFAULT_MAX_IN_FLIGHT = 1000
+# Every in-flight request may hold a client socket and a pooled upstream one (file descriptors,
+# memory): more than this per process is a typo, not a plan.
+MAX_MAX_IN_FLIGHT = 10_000
+# Redis connections one worker process may open, the invalidation subscription's included.
+# Heroku Redis mini accepts 20 clients: 2 workers x 8 leaves room for `heroku run` commands.
+DEFAULT_REDIS_MAX_CONNECTIONS = 8
+MIN_REDIS_MAX_CONNECTIONS = 2  # the subscription holds one for good; requests need another
 
 _API_KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SCOPE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -82,6 +92,8 @@ class Config:
     revoked_retry_after: int = DEFAULT_REVOKED_RETRY_AFTER
     key_prefix: str = DEFAULT_KEY_PREFIX
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
     #: Every configured secret as written, for the logging redaction net.
     secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
@@ -103,8 +115,16 @@ class Config:
             revoked_retry_after=_int(env, "REVOKED_RETRY_AFTER", DEFAULT_REVOKED_RETRY_AFTER, 1),
             key_prefix=_key_prefix(env),
             metrics_token=env.get("METRICS_TOKEN") or None,
+            max_in_flight=max_in_flight(env),
+            redis_max_connections=_int(env, "REDIS_MAX_CONNECTIONS", DEFAULT_REDIS_MAX_CONNECTIONS,
+                                       MIN_REDIS_MAX_CONNECTIONS, unit="connections", maximum=1000),
             secrets=_secrets(env),
         )
+
+
+def max_in_flight(env: Mapping[str, str]) -> int:
+    """MAX_IN_FLIGHT: requests per worker process; gunicorn.conf.py sizes worker_connections from it."""
+    return _int(env, "MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT, 1, unit="requests", maximum=MAX_MAX_IN_FLIGHT)
 
 
 def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -173,16 +193,19 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     return url
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, *, unit: str = "seconds",
+         maximum: int | None = None) -> int:
     raw = (env.get(name) or "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number of seconds") from None
+        raise ConfigError(f"{name} must be a whole number of {unit}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}")
     return value
 
 

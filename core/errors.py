@@ -59,6 +59,10 @@ class CredentialsRevoked(VaultError):
     message = "Trackunit refused the account's credentials (the app was probably uninstalled)."
 
 
+class RequestTimeout(VaultError):
+    status, code, message = 408, "request_timeout", "The request body did not arrive in time."
+
+
 class PayloadTooLarge(VaultError):
     status, code, message = 413, "payload_too_large", "The request body is too large."
 
@@ -79,6 +83,12 @@ class AuthError(VaultError):
 class UpstreamUnavailable(VaultError):
     status, code, message = 503, "upstream_unavailable", "Trackunit's API could not be reached."
     retry_after = 5
+
+
+class Overloaded(VaultError):
+    status, code = 503, "overloaded"
+    message = "The service has too many requests in flight; retry after Retry-After."
+    retry_after = 1  # slots free up as fast as calls end: a second is enough to find one
 
 
 class StoreUnavailable(VaultError):

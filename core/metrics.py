@@ -39,6 +39,9 @@ VERIFICATIONS = Counter("itv_verifications_total",
                         "Verification fetches with stored credentials (after UNINSTALLED), by result.", ["result"])
 PROXY_REQUESTS = Counter("itv_proxy_requests_total", "Proxied API calls, by upstream status class or error code.",
                          ["status"])
+OVERLOADED = Counter("itv_overloaded_total", "Requests answered 503 overloaded: their worker had MAX_IN_FLIGHT in flight.")
+CLIENT_TIMEOUTS = Counter("itv_client_body_timeouts_total",
+                          "Requests answered 408: the client's body did not arrive within the deadline.")
 
 
 class AccountsCollector:

@@ -9,11 +9,29 @@ MAX_BODY_BYTES = 64 * 1024  # callback bodies are a few hundred bytes
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
+# Concurrency -------------------------------------------------------------------
+# gunicorn's gevent worker holds every request as a greenlet; MAX_IN_FLIGHT (config) bounds how
+# many one worker works on at once. It also accepts more connections than that, so that a
+# request above the limit is read and answered 503 `overloaded` instead of waiting unaccepted:
+# worker_connections = MAX_IN_FLIGHT x this + the spare below (idle keep-alive connections,
+# clients still sending their headers, overload answers).
+WORKER_CONNECTIONS_PER_IN_FLIGHT = 2
+WORKER_CONNECTIONS_SPARE = 50
+# A client has this long for its whole request body once the headers are in (the headers get
+# gunicorn's `keepalive` seconds); after it the request is answered 408 and the connection ends.
+# Bodies are at most 1 MiB (the proxy) and usually a few hundred bytes (callbacks).
+CLIENT_BODY_DEADLINE = 10.0
+CLIENT_SEND_TIMEOUT = 30.0  # one send to a client that does not read its answer (gevent: a whole sendall)
+
 # Redis ----------------------------------------------------------------------
 REDIS_SOCKET_TIMEOUT = 2.0  # seconds; a hanging Redis must not hang a request
 REDIS_CONNECT_TIMEOUT = 2.0
 REDIS_HEALTH_CHECK_INTERVAL = 15
 REDIS_RETRIES = 1  # one quick reconnect attempt, then StoreUnavailable
+# Every command holds a pooled connection for one round trip, so a few connections serve many
+# in-flight requests; a request waits at most this for a free one, then gets store_unavailable.
+# The pool's size is REDIS_MAX_CONNECTIONS (config: a Redis plan limits its clients).
+REDIS_POOL_TIMEOUT = 2.0
 
 # Trackunit token endpoint ---------------------------------------------------
 # A hanging endpoint: 3 attempts x 3.5 s read + < 1 s backoff, inside TRACKUNIT_FETCH_DEADLINE.
@@ -29,6 +47,9 @@ MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 # per read would outlast the single-flight lock. Every attempt and every byte end within this
 # (auth.deadline), inside TOKEN_REQUEST_BUDGET.
 TRACKUNIT_FETCH_DEADLINE = 13.0
+# Connections kept to the token endpoint: one per request in flight (a cold fan-out fetches for
+# every one of them at once) plus the refresh-ahead workers; more are opened and closed, never waited for.
+REFRESH_AHEAD_WORKERS = 2
 BODY_READ_CHUNK = 8 * 1024
 DEFAULT_EXPIRES_IN = 300  # when Trackunit omits expires_in: assume short, never forever
 
@@ -64,6 +85,9 @@ PROXY_BACKOFF_FACTOR = 0.25
 PROXY_BACKOFF_JITTER = 0.25
 PROXY_RETRY_AFTER_MAX = 5
 PROXY_CHUNK_BYTES = 64 * 1024
+# A request holds at most one upstream connection at a time, so each worker keeps MAX_IN_FLIGHT of
+# them per host (connections reused, no new TLS handshake per call); this many hosts are pooled.
+PROXY_POOL_HOSTS = 4
 
 # In-process token cache (per worker) ------------------------------------------
 LOCAL_CACHE_MAX_ACCOUNTS = 10_000

@@ -31,9 +31,11 @@ _RESPONSE_EXACT = frozenset({
     "x-total-count", "x-request-id", "x-correlation-id",
 })
 _RESPONSE_PREFIXES = ("x-ratelimit-", "ratelimit", "x-rate-limit-", "x-page", "x-total")
+DEFAULT_POOL_SIZE = 10  # requests' own default; the service passes its in-flight limit
 
 
-def build_session() -> requests.Session:
+def build_session(pool_size: int = DEFAULT_POOL_SIZE) -> requests.Session:
+    """A session that keeps `pool_size` connections per host: one per request in flight."""
     retry = BudgetRetry(
         total=tunables.PROXY_RETRIES,
         connect=tunables.PROXY_RETRIES,  # nothing was sent: safe for every method
@@ -51,7 +53,10 @@ def build_session() -> requests.Session:
     )
     session = requests.Session()
     session.trust_env = False
-    adapter = HTTPAdapter(max_retries=retry)
+    # pool_block=False: a call above pool_size opens a connection of its own (closed after use)
+    # rather than waiting: urllib3 would wait for a free one with no time limit.
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=tunables.PROXY_POOL_HOSTS,
+                          pool_maxsize=pool_size, pool_block=False)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -82,8 +87,8 @@ def returned_headers(upstream: Mapping[str, str]) -> list[tuple[str, str]]:
 class TrackunitApi:
     """Sends requests to TRACKUNIT_API_URL (the URL is built and checked by proxy.paths)."""
 
-    def __init__(self, session: requests.Session | None = None) -> None:
-        self.session = session or build_session()
+    def __init__(self, session: requests.Session | None = None, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+        self.session = session or build_session(pool_size)
 
     def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
         try:

@@ -15,8 +15,13 @@ from core.errors import StoreUnavailable
 log = logging.getLogger(__name__)
 
 
-def connect(url: str, *, tls_verify: bool = True) -> redis.Redis:
-    """A client with timeouts; `tls_verify=False` accepts Heroku Redis's self-signed certificate."""
+def connect(url: str, *, tls_verify: bool = True, max_connections: int = 8) -> redis.Redis:
+    """A client with timeouts; `tls_verify=False` accepts Heroku Redis's self-signed certificate.
+
+    At most `max_connections` are opened (a Redis plan limits its clients, and many requests in
+    flight would otherwise open one each); a command waits up to REDIS_POOL_TIMEOUT for a free
+    one, then fails with a ConnectionError, i.e. StoreUnavailable.
+    """
     options: dict = {
         "socket_timeout": tunables.REDIS_SOCKET_TIMEOUT,
         "socket_connect_timeout": tunables.REDIS_CONNECT_TIMEOUT,
@@ -26,7 +31,9 @@ def connect(url: str, *, tls_verify: bool = True) -> redis.Redis:
     if url.startswith("rediss://") and not tls_verify:
         options["ssl_cert_reqs"] = "none"
         options["ssl_check_hostname"] = False
-    return redis.Redis.from_url(url, **options)
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=tunables.REDIS_POOL_TIMEOUT, **options)
+    return redis.Redis.from_pool(pool)
 
 
 @contextlib.contextmanager

@@ -67,3 +67,24 @@ def test_token_path_recovers_after_redis_restarts_under_a_cached_token(
     redis_server.start()  # an empty Redis: the account is gone with it, and that is what the API says
     response = client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers)
     assert response.status_code == 404 and response.get_json()["error"]["code"] == "account_not_found"
+
+
+def test_every_pooled_connection_busy_is_503_within_the_pool_timeout_then_it_serves(env, auth_headers, monkeypatch):
+    """REDIS_MAX_CONNECTIONS bounds what a worker opens; a request that finds them all busy waits
+    REDIS_POOL_TIMEOUT at most, then answers store_unavailable (never waits on and on)."""
+    from core import tunables
+    from app import create_app
+
+    monkeypatch.setattr(tunables, "REDIS_POOL_TIMEOUT", 0.2)
+    app = create_app({**env, "REDIS_MAX_CONNECTIONS": "2"})
+    client = app.test_client()
+    try:
+        pool = app.extensions["vault"].redis.connection_pool
+        assert pool.max_connections == 2
+        busy = [pool.get_connection() for _ in range(2)]  # e.g. the subscription and a slow command
+        assert_store_unavailable(client.get("/v1/accounts", headers=auth_headers))
+        for connection in busy:
+            pool.release(connection)
+        assert client.get("/v1/accounts", headers=auth_headers).status_code == 200
+    finally:
+        app.extensions["vault"].close()

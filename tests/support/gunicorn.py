@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class GunicornServer:
-    def __init__(self, env: dict[str, str], *, workers: int = 4, threads: int = 8) -> None:
+    """`threads` is accepted for older callers and ignored: the Procfile's gevent worker has none
+    (MAX_IN_FLIGHT in `env` sets how many requests a worker takes at once)."""
+
+    def __init__(self, env: dict[str, str], *, workers: int = 4, threads: int | None = None) -> None:
         self.port = free_port()
-        self.env = {**os.environ, **env, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers),
-                    "GUNICORN_THREADS": str(threads)}
+        self.env = {**os.environ, **env, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers)}
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"itv-gunicorn-{self.port}.log"
         self.process: subprocess.Popen | None = None

@@ -24,6 +24,8 @@ def test_good_config_and_defaults():
     assert config.app_scopes == AppScopes(("account.view", "asset.view"), ("account.alert.view",))
     assert [k.name for k in config.api_keys] == ["ops", "key2"]
     assert config.redis_tls_verify is True
+    assert config.max_in_flight == 1000
+    assert config.redis_max_connections == 8
 
 
 def test_repr_hides_secrets():
@@ -50,6 +52,11 @@ def test_each_required_variable_is_named_when_missing(name):
         ("TOKEN_EXPIRY_MARGIN", "ten"),
         ("REDIS_TLS_VERIFY", "maybe"),
         ("TRACKUNIT_TOKEN_URL", "ftp://x"),
+        ("MAX_IN_FLIGHT", "0"),
+        ("MAX_IN_FLIGHT", "many"),
+        ("MAX_IN_FLIGHT", "1000000"),
+        ("REDIS_MAX_CONNECTIONS", "1"),  # the invalidation subscription keeps one for itself
+        ("REDIS_MAX_CONNECTIONS", "eight"),
     ],
 )
 def test_malformed_values_are_refused(name, value):
@@ -59,3 +66,13 @@ def test_malformed_values_are_refused(name, value):
 
 def test_tls_verify_can_be_turned_off_explicitly():
     assert Config.from_env({**GOOD, "REDIS_TLS_VERIFY": "false"}).redis_tls_verify is False
+
+
+def test_limits_can_be_set():
+    config = Config.from_env({**GOOD, "MAX_IN_FLIGHT": "50", "REDIS_MAX_CONNECTIONS": "4"})
+    assert (config.max_in_flight, config.redis_max_connections) == (50, 4)
+
+
+def test_a_count_is_refused_as_a_count_not_as_seconds():
+    with pytest.raises(ConfigError, match="MAX_IN_FLIGHT must be a whole number of requests"):
+        Config.from_env({**GOOD, "MAX_IN_FLIGHT": "many"})
