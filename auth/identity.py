@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import ssl
 import threading
 import time
 from typing import Any
@@ -29,13 +30,14 @@ MAX_TOKEN_LENGTH = 16 * 1024
 class IdentityVerifier:
     """Checks a Trackunit-Identity token; one instance per process (it holds the JWKS cache)."""
 
-    def __init__(self, jwks_url: str, *, audience: str | None = None) -> None:
+    def __init__(self, jwks_url: str, *, audience: str | None = None, ca_bundle: str | None = None) -> None:
         self.audience = audience
         self.jwks = jwt.PyJWKClient(
             jwks_url,
             cache_jwk_set=True,
             lifespan=tunables.JWKS_CACHE_SECONDS,
             timeout=tunables.JWKS_TIMEOUT,
+            ssl_context=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None,
         )
         # PyJWKClient's own cooldown also starts at every routine fetch, so a key rotated within
         # 30 s of one would be refused; unknown kids are rate-limited here instead (see _may_refetch).

@@ -42,9 +42,9 @@ class TokenGrant:
 DEFAULT_POOL_SIZE = 10  # requests' own default; the service passes its in-flight limit
 
 
-def build_session(pool_size: int = DEFAULT_POOL_SIZE) -> requests.Session:
+def build_session(pool_size: int = DEFAULT_POOL_SIZE, *, verify: bool | str = True) -> requests.Session:
     """A session whose POSTs to the token endpoint are retried with backoff, keeping up to
-    `pool_size` connections (one per fetch in flight) for reuse."""
+    `pool_size` connections (one per fetch in flight) for reuse; `verify` is a CA bundle path or True."""
     retry = DeadlineRetry(
         total=tunables.TRACKUNIT_RETRIES,
         connect=tunables.TRACKUNIT_RETRIES,
@@ -64,6 +64,7 @@ def build_session(pool_size: int = DEFAULT_POOL_SIZE) -> requests.Session:
     )
     session = requests.Session()
     session.trust_env = False  # no proxy or .netrc credentials picked up from the environment
+    session.verify = verify
     # A DeadlineAdapter so that a FetchDeadline can cut its connections. pool_block=False: a fetch
     # above pool_size opens a connection of its own rather than waiting (with no time limit) for one.
     adapter = DeadlineAdapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_size, pool_block=False)
@@ -76,9 +77,9 @@ class TrackunitAuth:
     """Fetches app tokens from `token_url`."""
 
     def __init__(self, token_url: str, *, session: requests.Session | None = None,
-                 pool_size: int = DEFAULT_POOL_SIZE) -> None:
+                 pool_size: int = DEFAULT_POOL_SIZE, verify: bool | str = True) -> None:
         self.token_url = token_url
-        self.session = session or build_session(pool_size)
+        self.session = session or build_session(pool_size, verify=verify)
 
     def fetch_token(self, client_id: str, client_secret: str, scopes: Sequence[str]) -> TokenGrant:
         """POST the seed's request; raise ScopeNotGranted, CredentialsRevoked, AuthUnavailable or AuthError."""

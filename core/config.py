@@ -88,6 +88,9 @@ class Config:
     jwks_url: str = DEFAULT_JWKS_URL
     api_url: str = DEFAULT_API_URL
     identity_audience: str | None = None
+    #: A PEM file of the CA certificates to trust for Trackunit's hosts instead of the system's
+    #: (a TLS-intercepting corporate proxy, or the simulator's test CA); None: the system's.
+    trackunit_ca_bundle: str | None = None
     token_expiry_margin: int = DEFAULT_TOKEN_EXPIRY_MARGIN
     revoked_retry_after: int = DEFAULT_REVOKED_RETRY_AFTER
     key_prefix: str = DEFAULT_KEY_PREFIX
@@ -111,6 +114,7 @@ class Config:
             jwks_url=_http_url(env, "TRACKUNIT_JWKS_URL", DEFAULT_JWKS_URL),
             api_url=_http_url(env, "TRACKUNIT_API_URL", DEFAULT_API_URL).rstrip("/"),
             identity_audience=env.get("TRACKUNIT_IDENTITY_AUDIENCE") or None,
+            trackunit_ca_bundle=_ca_bundle(env, "TRACKUNIT_CA_BUNDLE"),
             token_expiry_margin=_int(env, "TOKEN_EXPIRY_MARGIN", DEFAULT_TOKEN_EXPIRY_MARGIN, 0),
             revoked_retry_after=_int(env, "REVOKED_RETRY_AFTER", DEFAULT_REVOKED_RETRY_AFTER, 1),
             key_prefix=_key_prefix(env),
@@ -191,6 +195,21 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{name} must be an http(s) URL")
     return url
+
+
+def _ca_bundle(env: Mapping[str, str], name: str) -> str | None:
+    """A readable PEM file with at least one certificate, or None when unset."""
+    path = (env.get(name) or "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, encoding="ascii", errors="replace") as pem:
+            text = pem.read(4 * 1024 * 1024)
+    except OSError:
+        raise ConfigError(f"{name} must name a readable PEM file") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"{name} holds no PEM certificate")
+    return path
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int, *, unit: str = "seconds",

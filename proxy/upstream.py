@@ -87,8 +87,10 @@ def returned_headers(upstream: Mapping[str, str]) -> list[tuple[str, str]]:
 class TrackunitApi:
     """Sends requests to TRACKUNIT_API_URL (the URL is built and checked by proxy.paths)."""
 
-    def __init__(self, session: requests.Session | None = None, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(self, session: requests.Session | None = None, *, pool_size: int = DEFAULT_POOL_SIZE,
+                 verify: bool | str = True) -> None:
         self.session = session or build_session(pool_size)
+        self.verify = verify  # the adapter is called directly, so the session's own `verify` would not apply
 
     def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
         try:
@@ -98,6 +100,7 @@ class TrackunitApi:
             prepared = self.session.prepare_request(requests.Request(method, url, headers=headers, data=body or None))
             response = self.session.get_adapter(prepared.url).send(
                 prepared, stream=True, timeout=(tunables.PROXY_CONNECT_TIMEOUT, tunables.PROXY_READ_TIMEOUT),
+                verify=self.verify,
             )
         except requests.RequestException as exc:
             log.warning("Trackunit API unreachable: %s", type(exc).__name__)
