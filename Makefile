@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test demo simulator bench bench-smoke clean
+.PHONY: run test lint demo simulator bench bench-smoke clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.11)")'
@@ -20,10 +20,16 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml client/pyproject.
 run: $(STAMP)
 	$(BIN)/python -m scripts.devserver
 
-## test: every test, unit and integration (starts its own redis-server and simulator)
-test: $(STAMP)
+## test: lint and types, then every test, unit and integration (starts its own redis-server and simulator)
+test: lint
 	@scripts/ensure-redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## lint: ruff (style and format) and mypy (vault/ and auth/ strictly, the rest by default rules)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## demo: the whole flow offline, step by step
 demo: $(STAMP)

@@ -3,6 +3,7 @@
 `create_app()` only wires things. Production (`wsgi.py`) passes nothing and
 the environment is read; tests pass a `Config` or a mapping of variables.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,15 +15,14 @@ import redis
 from flask import Flask
 
 import api
-from api.context import EXTENSION
-from core import logs
 import cli
-from core import tunables
 from api.apikeys import ApiKeyChecker
+from api.context import EXTENSION
 from auth.identity import IdentityVerifier
 from auth.memory import WorkerMemory
 from auth.tokens import TokenService
 from auth.trackunit import TrackunitAuth
+from core import logs, tunables
 from core.config import ApiKey, Config, ConfigError
 from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
@@ -56,8 +56,11 @@ class Services:
 
 
 def build_services(config: Config, client: redis.Redis | None = None) -> Services:
-    client = client if client is not None else connect(
-        config.redis_url, tls_verify=config.redis_tls_verify, max_connections=config.redis_max_connections)
+    client = (
+        client
+        if client is not None
+        else connect(config.redis_url, tls_verify=config.redis_tls_verify, max_connections=config.redis_max_connections)
+    )
     sealer = Sealer(config.keyring)
     keys = KeySpace(config.key_prefix)
     memory = WorkerMemory(client, keys.channel)
@@ -66,8 +69,11 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         accounts,
         TokenCache(client, sealer, keys, config.iris_app_id),
         # Every request in flight may be a cold fetch; refresh-ahead fetches come on top.
-        TrackunitAuth(config.token_url, pool_size=config.max_in_flight + tunables.REFRESH_AHEAD_WORKERS,
-                      verify=config.trackunit_ca_bundle or True),
+        TrackunitAuth(
+            config.token_url,
+            pool_size=config.max_in_flight + tunables.REFRESH_AHEAD_WORKERS,
+            verify=config.trackunit_ca_bundle or True,
+        ),
         config.app_scopes,
         expiry_margin=config.token_expiry_margin,
         revoked_retry_after=config.revoked_retry_after,
@@ -77,8 +83,9 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         config=config,
         redis=client,
         api_keys=ApiKeyChecker(config.api_keys),
-        identity=IdentityVerifier(config.jwks_url, audience=config.identity_audience,
-                                  ca_bundle=config.trackunit_ca_bundle),
+        identity=IdentityVerifier(
+            config.jwks_url, audience=config.identity_audience, ca_bundle=config.trackunit_ca_bundle
+        ),
         bindings=IdentityBindings(client, keys),
         accounts=accounts,
         health=StoreHealth(client),
@@ -107,7 +114,7 @@ def create_app(config: Config | Mapping[str, str] | None = None, *, redis_client
     logs.configure(config.secrets)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = tunables.MAX_BODY_BYTES
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # the default provider has it
     app.url_map.merge_slashes = False  # never answer a redirect; the proxy refuses '//host' paths itself
     app.extensions[EXTENSION] = build_services(config, redis_client)
     api.init_app(app, max_in_flight=config.max_in_flight)

@@ -10,6 +10,7 @@ listener, the refresh-ahead pool and the fetch deadline's timers are all coopera
 (validation) and `tunables` (constants), neither of which touches the network.
 `GUNICORN_CMD_ARGS="--worker-class gthread --threads 32"` would still run the old model.
 """
+
 import os
 import sys
 
@@ -33,8 +34,7 @@ def _max_in_flight() -> int:
 
 # More connections than requests in flight, so that the request above the limit is read and
 # answered 503 at once (api.admission) rather than left waiting in the listen queue.
-worker_connections = (_max_in_flight() * tunables.WORKER_CONNECTIONS_PER_IN_FLIGHT
-                      + tunables.WORKER_CONNECTIONS_SPARE)
+worker_connections = _max_in_flight() * tunables.WORKER_CONNECTIONS_PER_IN_FLIGHT + tunables.WORKER_CONNECTIONS_SPARE
 timeout = 30  # the worker's heartbeat; a token request is bounded well inside it (tunables.TOKEN_REQUEST_BUDGET)
 graceful_timeout = 20  # Heroku sends SIGKILL 30 s after SIGTERM
 # Idle keep-alive connections close after this. Under the gevent worker it is also the deadline for

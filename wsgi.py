@@ -3,6 +3,7 @@
 A missing or malformed variable stops the process with one line naming it;
 there is never a fallback to an in-memory store.
 """
+
 import sys
 
 from core.config import ConfigError

@@ -2,6 +2,7 @@
 
 Nothing here knows Redis key names or cryptography.
 """
+
 from __future__ import annotations
 
 from flask import Flask

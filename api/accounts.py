@@ -1,4 +1,5 @@
 """`/v1/accounts`: what operators may see and do with installed accounts (never their secrets)."""
+
 from __future__ import annotations
 
 import base64
@@ -7,17 +8,17 @@ import datetime as dt
 
 from flask import Blueprint, request
 
+from api.context import services
+from api.requestlog import audit
 from core import tunables
 from core.errors import AccountNotFound, InvalidRequest
-from api.requestlog import audit
-from api.context import services
 from vault.accounts import AccountRecord, valid_account_id
 
 bp = Blueprint("accounts", __name__, url_prefix="/v1/accounts")
 
 
 def iso(epoch: int) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def account_json(record: AccountRecord) -> dict:

@@ -16,6 +16,7 @@ client that stalls or drips is answered 408 `request_timeout` when it passes, an
 connection is closed. Every send to the client waits at most CLIENT_SEND_TIMEOUT, so a client
 that stops reading its answer cannot hold a slot either.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from flask import request
 
-from core import metrics
-from core import tunables
+from core import metrics, tunables
 from core.errors import Overloaded, RequestTimeout
 
 OVERLOADED = "itv.overloaded"  # set in the WSGI environ of a request refused for lack of a slot
@@ -75,11 +75,14 @@ class Admission:
         if sock is not None:
             # Per socket call: a send (gevent bounds a whole sendall) and, below, each body read.
             sock.settimeout(tunables.CLIENT_SEND_TIMEOUT)
-        has_body = environ.get("CONTENT_LENGTH") not in (None, "", "0") or \
-            "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if has_body:
+        has_body = (
+            environ.get("CONTENT_LENGTH") not in (None, "", "0")
+            or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        )
+        if has_body and self._timeout is not None:
             environ["wsgi.input"] = _DeadlineInput(
-                environ["wsgi.input"], time.monotonic() + tunables.CLIENT_BODY_DEADLINE, sock, self._timeout)
+                environ["wsgi.input"], time.monotonic() + tunables.CLIENT_BODY_DEADLINE, sock, self._timeout
+            )
 
 
 def refuse_when_overloaded() -> None:

@@ -1,12 +1,13 @@
 """The guards of `/v1/*`: the API key (`Authorization: Bearer <key>`, compared in constant time) and the account id."""
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 
 from flask import g, request
-from api.context import services
 
+from api.context import services
 from core.config import ApiKey
 from core.errors import AccountNotFound, Unauthorized
 from vault.accounts import valid_account_id
@@ -33,7 +34,7 @@ def guard_v1() -> None:
 
     It runs before every request, the token hit included, so it looks the request up once.
     """
-    req = request._get_current_object()
+    req = request._get_current_object()  # type: ignore[attr-defined]
     path = req.path
     if path == "/v1" or path.startswith("/v1/"):
         require_api_key(req.environ.get("HTTP_AUTHORIZATION", ""))

@@ -7,6 +7,7 @@ unless every check passed. An INSTALLED whose identity was issued before the
 stored credentials' does not replace them; an UNINSTALLED deletes nothing (it
 cannot be told from a replay): it makes the vault check the stored credentials.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,13 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, request
 
-from core.errors import InvalidIdentity, InvalidRequest, UnknownApp, UnsupportedMediaType, VaultError
-from core import metrics
-from core import tunables
+from api.context import services
 from api.errors import error_response
 from api.requestlog import audit
-from api.context import services
 from auth.identity import issued_at, message_digest, replay_rule
+from core import metrics, tunables
+from core.errors import InvalidIdentity, InvalidRequest, UnknownApp, UnsupportedMediaType, VaultError
 from vault.accounts import Credentials, Dropped, Installed, valid_account_id
 
 if TYPE_CHECKING:
@@ -80,11 +80,14 @@ def _check_replay(svc: Services, claims: dict, message: CallbackMessage, body: A
     rule = replay_rule(claims, time.time())
     if rule is None:
         metrics.IDENTITY_WITHOUT_JTI.inc()
-        log.info("identity token has no jti: replay protection did not apply",
-                 extra={"account_id": message.account_id, "type": message.type[:32]})
+        log.info(
+            "identity token has no jti: replay protection did not apply",
+            extra={"account_id": message.account_id, "type": message.type[:32]},
+        )
         return
-    if not svc.bindings.bind(issuer=rule.issuer, app_id=message.iris_app_id, jti=rule.jti,
-                                  message_digest=message_digest(body), ttl=rule.ttl):
+    if not svc.bindings.bind(
+        issuer=rule.issuer, app_id=message.iris_app_id, jti=rule.jti, message_digest=message_digest(body), ttl=rule.ttl
+    ):
         raise InvalidIdentity("This Trackunit-Identity token (jti) was already used with another message.")
 
 
@@ -131,12 +134,12 @@ def _installed(svc: Services, message: CallbackMessage, iat: int | None):
 
 def _uninstalled(svc: Services, message: CallbackMessage):
     """Drop the cached tokens and check the stored credentials with Trackunit; never delete."""
-    dropped = svc.accounts.drop_tokens(message.account_id,
-                                            verify_interval=tunables.UNINSTALL_VERIFY_INTERVAL)
+    dropped = svc.accounts.drop_tokens(message.account_id, verify_interval=tunables.UNINSTALL_VERIFY_INTERVAL)
     if dropped is Dropped.NOT_INSTALLED:
         metrics.CALLBACKS.labels("ignored").inc()
-        audit("callback_ignored", account_id=message.account_id, type=UNINSTALLED, via="callback",
-              reason="not_installed")
+        audit(
+            "callback_ignored", account_id=message.account_id, type=UNINSTALLED, via="callback", reason="not_installed"
+        )
         return {"status": "ignored", "account_id": message.account_id}, 202
     if dropped is Dropped.VERIFY:
         svc.tokens.verify_soon(message.account_id)

@@ -1,4 +1,5 @@
 """The running app's services, typed: `services()` rather than `current_app.extensions["vault"]`."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

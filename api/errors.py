@@ -1,4 +1,5 @@
 """The one JSON error shape: `{"error": {"code", "message"}}`, never HTML, never a traceback."""
+
 from __future__ import annotations
 
 import logging

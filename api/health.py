@@ -1,7 +1,9 @@
 """Liveness (`/healthz`: the process serves) and readiness (`/readyz`: Redis answers, safely configured)."""
+
 from __future__ import annotations
 
 from flask import Blueprint
+
 from api.context import services
 
 bp = Blueprint("health", __name__)
@@ -23,7 +25,5 @@ def readyz():
     body: dict = {"status": "ready"}
     policy = health.eviction_policy()
     if policy and policy.startswith(DANGEROUS_POLICY_PREFIX):
-        body["warnings"] = [
-            f"Redis maxmemory-policy is {policy}: it may evict credential records. Use noeviction."
-        ]
+        body["warnings"] = [f"Redis maxmemory-policy is {policy}: it may evict credential records. Use noeviction."]
     return body

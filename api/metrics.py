@@ -1,9 +1,10 @@
 """`GET /metrics`: Prometheus text format; behind `Authorization: Bearer $METRICS_TOKEN` when that is set."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
-from api.context import services
 
+from api.context import services
 from core import metrics
 from core.errors import Unauthorized
 

@@ -1,4 +1,5 @@
 """`GET /openapi.json`: the OpenAPI 3.1 document of every endpoint (api/openapi.json), read once at import."""
+
 from __future__ import annotations
 
 import json

@@ -3,20 +3,21 @@
 Errors of the vault itself carry `Token-Vault-Error: <code>`; an upstream
 answer never does, so a caller can always tell the two apart.
 """
+
 from __future__ import annotations
 
 import re
 import time
 
-from werkzeug.routing import PathConverter
 from flask import Blueprint, Response, request, stream_with_context
+from flask.blueprints import BlueprintSetupState
+from werkzeug.routing import PathConverter
 
-from core import metrics
-from core import tunables
+from api.context import services
 from api.errors import error_response
 from api.requestlog import audit
-from api.context import services
 from auth.tokens import Source
+from core import metrics, tunables
 from core.errors import PayloadTooLarge, VaultError
 from proxy.paths import upstream_url
 from proxy.upstream import forwarded_headers
@@ -31,7 +32,11 @@ class AnyPath(PathConverter):
     part_isolating = False
 
 
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("anypath", AnyPath))
+def _register_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("anypath", AnyPath)
+
+
+bp.record_once(_register_converter)
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 MARKER = "/proxy/"
@@ -62,7 +67,7 @@ def _raw_path() -> tuple[str, str]:
     raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.full_path
     path, _, query = raw.partition("?")
     index = path.find(MARKER)
-    return (path[index + len(MARKER):] if index >= 0 else ""), query
+    return (path[index + len(MARKER) :] if index >= 0 else ""), query
 
 
 def _body() -> bytes | None:
@@ -97,8 +102,12 @@ def proxy(account_id: str, path: str):
         )
     metrics.PROXY_REQUESTS.labels(f"{upstream.status // 100}xx").inc()
     audit(
-        "proxy_call", account_id=account_id, method=request.method, path=raw_path[:200],
-        upstream_status=upstream.status, duration_ms=round((time.monotonic() - started) * 1000, 1),
+        "proxy_call",
+        account_id=account_id,
+        method=request.method,
+        path=raw_path[:200],
+        upstream_status=upstream.status,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
     )
     response = Response(stream_with_context(upstream.body), status=upstream.status)
     response.headers.clear()

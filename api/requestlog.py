@@ -4,6 +4,7 @@ A request that hands out a token or changes credentials logs that line on the
 audit logger (`itv.audit`) with the event's fields: one line, not two, on the
 hot path. Outside a request (the CLI) an audit event is logged at once.
 """
+
 from __future__ import annotations
 
 import logging

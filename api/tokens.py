@@ -4,17 +4,18 @@ This is the hot path (a hit should cost about what `/healthz` costs), so
 the view reads the request once, skips query parsing when there is no query,
 serialises with `json.dumps` directly and builds the response in one step.
 """
+
 from __future__ import annotations
 
 import json
 
 from flask import Blueprint, Response, request
 
-from core import metrics
+from api.context import services
 from api.errors import error_response
 from api.requestlog import audit
-from api.context import services
 from auth.tokens import Source
+from core import metrics
 from core.errors import InvalidRequest, VaultError
 
 bp = Blueprint("tokens", __name__, url_prefix="/v1/accounts")
@@ -34,7 +35,7 @@ def _count_error(exc: VaultError):
 
 @bp.get("/<account_id>/token")
 def get_token(account_id: str):
-    req = request._get_current_object()  # one context lookup, not one per attribute
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one context lookup, not one per attribute
     force, scope = "", None
     if req.query_string:
         force = req.args.get("force_refresh", "").lower()

@@ -6,6 +6,7 @@ still-valid token, so a busy account never waits for Trackunit at rollover. A
 process asks Redis for a slot's lock at most once per REFRESH_ATTEMPT_INTERVAL, and
 a failed refresh keeps the lock a little while as a back-off.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -42,15 +43,22 @@ class Background:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._executor is None or self._pid != os.getpid():
-            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers,
-                                                                   thread_name_prefix="refresh")
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="refresh"
+            )
             self._pid = os.getpid()
         self._executor.submit(fn, *args)
 
 
 class RefreshAhead:
-    def __init__(self, cache: TokenCache, fetcher: TokenFetcher, background: Background, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cache: TokenCache,
+        fetcher: TokenFetcher,
+        background: Background,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.cache = cache
         self.fetcher = fetcher
         self.background = background
@@ -101,8 +109,9 @@ class RefreshAhead:
             ok = True
         except VaultError as exc:
             metrics.REFRESH_AHEAD.labels("failed").inc()
-            log.warning("account %s: refresh ahead failed (%s); the cached token is served meanwhile",
-                        account_id, exc.code)
+            log.warning(
+                "account %s: refresh ahead failed (%s); the cached token is served meanwhile", account_id, exc.code
+            )
         except Exception:  # a background thread must never die silently
             log.exception("account %s: refresh ahead crashed", account_id)
         finally:

@@ -10,6 +10,7 @@ the time left, and a retry whose wait could end past the deadline is not made: t
 answer (a 503 and its Retry-After) goes back as it is. Token fetches are rare: a timer
 thread per fetch costs nothing on the hot path.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -143,7 +144,9 @@ class DeadlineRetry(BudgetRetry):
         new = super().increment(method, url, response, error, _pool, _stacktrace)  # type: ignore[no-untyped-call]
         deadline = _deadline()
         if deadline is not None and _longest_wait(new, response) >= deadline.time_left():
-            raise MaxRetryError(_pool, url, error or ResponseError("the next attempt would start after the fetch deadline"))
+            raise MaxRetryError(
+                _pool, url, error or ResponseError("the next attempt would start after the fetch deadline")
+            )
         return new
 
 

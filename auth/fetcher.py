@@ -4,6 +4,7 @@
 scope not granted or an unavailable endpoint is shared with the slot's waiters
 for a few seconds, so they do not all ask again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -96,8 +97,9 @@ class TokenFetcher:
             now = self.clock()
             until = math.ceil(now + self.revoked_retry_after)  # whole seconds, never shorter than configured
             self.accounts.revoke(account_id, generation, until)
-            log.warning("account %s: Trackunit refused its credentials; revoked for %ss", account_id,
-                        self.revoked_retry_after)
+            log.warning(
+                "account %s: Trackunit refused its credentials; revoked for %ss", account_id, self.revoked_retry_after
+            )
             raise CredentialsRevoked(retry_after=math.ceil(until - now)) from None
         except ScopeNotGranted as exc:
             self._share_failure(record, slot, exc, tunables.FAILURE_TTL_SCOPE_NOT_GRANTED)

@@ -7,6 +7,7 @@ The JWKS is cached and refetched (rate-limited) when an unknown `kid` appears.
 What a verified token can be held to beyond that (its `jti`, its `iat`) is read
 from the claims by `replay_rule` and `issued_at`.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -3,6 +3,7 @@
 Scope order and duplicates never matter: the same set always normalises to the
 same tuple, and so to the same cache slot (`scope_id`).
 """
+
 from __future__ import annotations
 
 import hashlib

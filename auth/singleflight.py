@@ -3,6 +3,7 @@
 The others wait on the slot's Redis lock (bounded) and read its result, or get
 its failure (shared for a few seconds) instead of all retrying.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,8 +24,9 @@ class SingleFlight:
         self.fetcher = fetcher
         self.clock = clock
 
-    def fetch_once(self, account_id: str, scopes: tuple[str, ...], slot: str, *,
-                   seen: CachedToken | None) -> tuple[CachedToken, bool]:
+    def fetch_once(
+        self, account_id: str, scopes: tuple[str, ...], slot: str, *, seen: CachedToken | None
+    ) -> tuple[CachedToken, bool]:
         """(the slot's token, whether it was fetched here) once this process held the slot's lock.
 
         A token another request stored meanwhile is taken, unless it is `seen` (a forced

@@ -5,6 +5,7 @@ else one Redis GET. A miss goes through `SingleFlight`; close to the cache expir
 request starts a background refresh (`RefreshAhead`) while everyone keeps getting
 the still-valid token. Revocation and its cool-down are the fetcher's (`TokenFetcher`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,8 +67,14 @@ class TokenService:
         self.clock = clock
         # Without a listener to keep it honest, memory is never trusted (fresh() is False).
         self.local = local if local is not None else LocalTokenCache(lambda: False)
-        self.fetcher = TokenFetcher(accounts, cache, trackunit, expiry_margin=expiry_margin,
-                                    revoked_retry_after=revoked_retry_after, clock=clock)
+        self.fetcher = TokenFetcher(
+            accounts,
+            cache,
+            trackunit,
+            expiry_margin=expiry_margin,
+            revoked_retry_after=revoked_retry_after,
+            clock=clock,
+        )
         self.single_flight = SingleFlight(cache, self.fetcher, clock=clock)
         self.background = Background(workers=tunables.REFRESH_AHEAD_WORKERS)
         self.refresh_ahead = RefreshAhead(cache, self.fetcher, self.background, clock=clock)
@@ -120,13 +127,16 @@ class TokenService:
         scopes = requested_scopes(scope, self.app_scopes)
         return scopes, scope_id(scopes)
 
-    def _serve(self, account_id: str, scopes: tuple[str, ...], slot: str, cached: CachedToken, now: float) -> IssuedToken:
+    def _serve(
+        self, account_id: str, scopes: tuple[str, ...], slot: str, cached: CachedToken, now: float
+    ) -> IssuedToken:
         if now >= cached.refresh_from:
             self.refresh_ahead.start(account_id, scopes, slot)
         return _issue(account_id, cached, Source.CACHE, now)
 
-    def _fetch_once(self, account_id: str, scopes: tuple[str, ...], slot: str, *,
-                    seen: CachedToken | None) -> IssuedToken:
+    def _fetch_once(
+        self, account_id: str, scopes: tuple[str, ...], slot: str, *, seen: CachedToken | None
+    ) -> IssuedToken:
         token, fetched = self.single_flight.fetch_once(account_id, scopes, slot, seen=seen)
         return _issue(account_id, token, Source.FETCHED if fetched else Source.CACHE, self.clock())
 

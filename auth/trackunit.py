@@ -5,6 +5,7 @@ One `requests.Session` with timeouts and urllib3's `Retry` (jittered backoff,
 retried a bounded number of times. RFC 6749 error answers become our errors;
 nothing returned or raised ever contains the client secret.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,11 +18,10 @@ from collections.abc import Sequence
 import requests
 import urllib3
 
-from core import metrics
-from core import tunables
 from auth.deadline import DeadlineAdapter, DeadlinePassed, DeadlineRetry, FetchDeadline
-from core.httpretry import retry_after_seconds
+from core import metrics, tunables
 from core.errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted, VaultError
+from core.httpretry import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,14 @@ def build_session(pool_size: int = DEFAULT_POOL_SIZE, *, verify: bool | str = Tr
 class TrackunitAuth:
     """Fetches app tokens from `token_url`."""
 
-    def __init__(self, token_url: str, *, session: requests.Session | None = None,
-                 pool_size: int = DEFAULT_POOL_SIZE, verify: bool | str = True) -> None:
+    def __init__(
+        self,
+        token_url: str,
+        *,
+        session: requests.Session | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        verify: bool | str = True,
+    ) -> None:
         self.token_url = token_url
         self.session = session or build_session(pool_size, verify=verify)
 

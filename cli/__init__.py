@@ -10,6 +10,7 @@ before it looks up any app command, so every `flask ...` command needs the
 service's environment; `python -m cli keygen` is the one that needs none.
 No command ever prints a secret or sealed bytes.
 """
+
 from __future__ import annotations
 
 from flask import Flask

@@ -3,6 +3,7 @@
 `flask ... vault keygen` prints the same, but Flask builds the app (and so
 needs REDIS_URL, VAULT_KEY, ...) before it runs any app command.
 """
+
 from __future__ import annotations
 
 import click

@@ -1,4 +1,5 @@
 """`accounts list`, `accounts show ID`, `accounts delete ID`: what the HTTP API offers, for operators."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,10 @@ import json
 import click
 from flask import g
 
-from core import tunables
 from api.accounts import account_json, iso
 from api.requestlog import audit
 from cli.groups import accounts_group, services, stderr, table, vault_errors
+from core import tunables
 from vault.accounts import valid_account_id
 from vault.rotation import key_id_of
 

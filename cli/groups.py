@@ -1,4 +1,5 @@
 """The two command groups and what their commands share: the services, error handling, tables."""
+
 from __future__ import annotations
 
 import functools

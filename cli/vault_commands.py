@@ -1,4 +1,5 @@
 """`vault keygen`, `vault rotate`, `vault check`: sealing keys and the sealed records in Redis."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,10 +75,19 @@ def _problem_lines(report: Report) -> list[str]:
 
 
 @vault_group.command("rotate")
-@click.option("--batch", default=DEFAULT_BATCH, show_default=True, type=click.IntRange(1, 10_000),
-              help="Records read and written per round trip (SCAN COUNT).")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Stop after re-sealing this many records (run again to go on).")
+@click.option(
+    "--batch",
+    default=DEFAULT_BATCH,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Records read and written per round trip (SCAN COUNT).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after re-sealing this many records (run again to go on).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @vault_errors
 def rotate(batch: int, limit: int | None, as_json: bool) -> None:
@@ -108,15 +118,22 @@ def rotate(batch: int, limit: int | None, as_json: bool) -> None:
         if failed:
             click.echo(f"{failed} record(s) do not open with the configured keys: they were left as they are.")
         if report.complete and not failed and not skipped:
-            click.echo(f"Every record is under key id {report.current_key_id}. Once every process runs with this "
-                       "VAULT_KEY, the previous keys can be dropped (`vault check` confirms).")
+            click.echo(
+                f"Every record is under key id {report.current_key_id}. Once every process runs with this "
+                "VAULT_KEY, the previous keys can be dropped (`vault check` confirms)."
+            )
     if failed or skipped:
         raise SystemExit(1)
 
 
 @vault_group.command("check")
-@click.option("--batch", default=DEFAULT_BATCH, show_default=True, type=click.IntRange(1, 10_000),
-              help="Records read per round trip (SCAN COUNT).")
+@click.option(
+    "--batch",
+    default=DEFAULT_BATCH,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Records read per round trip (SCAN COUNT).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @vault_errors
 def check(batch: int, as_json: bool) -> None:
@@ -136,7 +153,8 @@ def check(batch: int, as_json: bool) -> None:
             click.echo(line)
         older = sum(sum(c.values()) for kid, _, c in report.rows() if kid != report.current_key_id)
         if older:
-            click.echo(f"{older} record(s) are not under the current key: run `vault rotate` "
-                       "before dropping a previous key.")
+            click.echo(
+                f"{older} record(s) are not under the current key: run `vault rotate` before dropping a previous key."
+            )
     if report.problems:
         raise SystemExit(1)

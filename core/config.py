@@ -4,6 +4,7 @@ Every default and every validation rule lives here, so that a missing or
 malformed variable stops the process with one clear line instead of failing
 on the first request. Nothing here knows Flask.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,7 +60,7 @@ class AppScopes:
         return frozenset(self.required) | frozenset(self.optional)
 
     @classmethod
-    def parse(cls, text: str) -> "AppScopes":
+    def parse(cls, text: str) -> AppScopes:
         required: list[str] = []
         optional: list[str] = []
         for item in text.split():
@@ -101,7 +102,7 @@ class Config:
     secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Config":
+    def from_env(cls, env: Mapping[str, str]) -> Config:
         """Parse and validate `env` (normally `os.environ`); raise ConfigError."""
         return cls(
             redis_url=_redis_url(env),
@@ -120,8 +121,14 @@ class Config:
             key_prefix=_key_prefix(env),
             metrics_token=env.get("METRICS_TOKEN") or None,
             max_in_flight=max_in_flight(env),
-            redis_max_connections=_int(env, "REDIS_MAX_CONNECTIONS", DEFAULT_REDIS_MAX_CONNECTIONS,
-                                       MIN_REDIS_MAX_CONNECTIONS, unit="connections", maximum=1000),
+            redis_max_connections=_int(
+                env,
+                "REDIS_MAX_CONNECTIONS",
+                DEFAULT_REDIS_MAX_CONNECTIONS,
+                MIN_REDIS_MAX_CONNECTIONS,
+                unit="connections",
+                maximum=1000,
+            ),
             secrets=_secrets(env),
         )
 
@@ -159,9 +166,7 @@ def _keyring(env: Mapping[str, str]) -> KeyRing:
         current = parse_key(_required(env, "VAULT_KEY"), "VAULT_KEY")
         previous = [
             parse_key(item, f"VAULT_PREVIOUS_KEYS entry {index + 1}")
-            for index, item in enumerate(
-                part for part in env.get("VAULT_PREVIOUS_KEYS", "").split(",") if part.strip()
-            )
+            for index, item in enumerate(part for part in env.get("VAULT_PREVIOUS_KEYS", "").split(",") if part.strip())
         ]
     except InvalidKey as exc:
         raise ConfigError(str(exc)) from None
@@ -180,7 +185,9 @@ def _api_keys(text: str) -> tuple[ApiKey, ...]:
         if not _API_KEY_NAME.match(name):
             raise ConfigError(f"API_KEYS entry {index + 1}: the name must be 1-64 of A-Z a-z 0-9 _ . -")
         if len(key) < MIN_API_KEY_LENGTH:
-            raise ConfigError(f"API_KEYS entry {index + 1} ({name}): a key needs at least {MIN_API_KEY_LENGTH} characters")
+            raise ConfigError(
+                f"API_KEYS entry {index + 1} ({name}): a key needs at least {MIN_API_KEY_LENGTH} characters"
+            )
         keys.append(ApiKey(name, key))
     if not keys:
         raise ConfigError("API_KEYS is missing")
@@ -212,8 +219,9 @@ def _ca_bundle(env: Mapping[str, str], name: str) -> str | None:
     return path
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int, *, unit: str = "seconds",
-         maximum: int | None = None) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int, *, unit: str = "seconds", maximum: int | None = None
+) -> int:
     raw = (env.get(name) or "").strip()
     if not raw:
         return default

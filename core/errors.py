@@ -4,6 +4,7 @@ The API turns any `VaultError` into `{"error": {"code", "message"}}` (and a
 `Retry-After` header when `retry_after` is set). Messages are written for the
 caller and never contain a secret.
 """
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ A Retry-After longer than `retry_after_max` (or unreadable) ends the retries and
 answer goes back as it is: urllib3 alone would sleep the capped time and retry sooner
 than the server asked, which is how a rate-limited client stampedes.
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -19,7 +20,7 @@ class BudgetRetry(Retry):
     ends the retries and the answer goes back as it is: urllib3 would sleep the capped time and
     retry sooner than Trackunit asked (or fail on an unreadable header)."""
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def]  # urllib3's own signature
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # noqa: ANN001 (urllib3's own signature)
         header = response.headers.get("Retry-After") if response is not None else None
         if header and self.respect_retry_after_header and retry_after_seconds(header) > self.retry_after_max:
             raise MaxRetryError(_pool, url, ResponseError("Retry-After is beyond the request budget"))

@@ -17,6 +17,7 @@ that every record passes on its way to every handler:
   Fields from `extra={...}` are set after the factory returns, so they are redacted by the
   handler filter only; code puts no secret in them (ids, names, counts).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -32,7 +33,9 @@ REDACTED = "[redacted]"
 HANDLER = "itv-stderr"  # the name of the handler `configure()` puts on the root logger
 _PATTERNS = [
     re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.I),
-    re.compile(r"((?:client_?secret|access_?token|api_?key|password|vault_key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s&,}]+", re.I),
+    re.compile(
+        r"((?:client_?secret|access_?token|api_?key|password|vault_key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s&,}]+", re.I
+    ),
     re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+(?=@)", re.I),
 ]
 # Substrings without which no pattern can match: a cheap test that skips the regexes on the hot path.
@@ -120,7 +123,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -150,8 +153,14 @@ def logging_config(level: int | str = logging.INFO) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "filters": {"redact": {"()": _redaction}},
         "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {HANDLER: {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                               "formatter": "json", "filters": ["redact"]}},
+        "handlers": {
+            HANDLER: {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "json",
+                "filters": ["redact"],
+            }
+        },
         "loggers": {name: {"level": "WARNING"} for name in _QUIET},
         "root": {"level": level, "handlers": [HANDLER]},
     }

@@ -5,6 +5,7 @@ writes its samples to files there and `/metrics` merges them; otherwise the
 process's own registry is served. Metric objects are module-level, as
 prometheus-client expects; label values are fixed vocabularies, never ids.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,35 +14,49 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily
 
 TOKEN_REQUESTS = Counter(
-    "itv_token_requests_total", "Token requests answered, by outcome (cache_hit, fetched, or an error code).",
+    "itv_token_requests_total",
+    "Token requests answered, by outcome (cache_hit, fetched, or an error code).",
     ["outcome"],
 )
-REFRESH_AHEAD = Counter("itv_token_refresh_ahead_total", "Background refreshes started ahead of expiry, by result.",
-                        ["result"])
+REFRESH_AHEAD = Counter(
+    "itv_token_refresh_ahead_total", "Background refreshes started ahead of expiry, by result.", ["result"]
+)
 TRACKUNIT_CALLS = Counter(
-    "itv_trackunit_token_calls_total", "Calls to Trackunit's token endpoint, by outcome (ok or an error code).",
+    "itv_trackunit_token_calls_total",
+    "Calls to Trackunit's token endpoint, by outcome (ok or an error code).",
     ["outcome"],
 )
 TRACKUNIT_SECONDS = Histogram(
-    "itv_trackunit_token_seconds", "Duration of a token fetch from Trackunit, retries included.",
+    "itv_trackunit_token_seconds",
+    "Duration of a token fetch from Trackunit, retries included.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15),
 )
 SINGLE_FLIGHT_WAITS = Counter(
-    "itv_single_flight_waits_total", "Token requests that waited on another request's fetch, by result.", ["result"],
+    "itv_single_flight_waits_total",
+    "Token requests that waited on another request's fetch, by result.",
+    ["result"],
 )
-CALLBACKS = Counter("itv_callbacks_total", "Install callbacks, by outcome (stored, deleted, ignored, or an error code).",
-                    ["outcome"])
+CALLBACKS = Counter(
+    "itv_callbacks_total", "Install callbacks, by outcome (stored, deleted, ignored, or an error code).", ["outcome"]
+)
 IDENTITY_WITHOUT_JTI = Counter(
     "itv_identity_without_jti_total",
     "Install callbacks whose verified identity token had no jti, so no replay binding applied.",
 )
-VERIFICATIONS = Counter("itv_verifications_total",
-                        "Verification fetches with stored credentials (after UNINSTALLED), by result.", ["result"])
-PROXY_REQUESTS = Counter("itv_proxy_requests_total", "Proxied API calls, by upstream status class or error code.",
-                         ["status"])
-OVERLOADED = Counter("itv_overloaded_total", "Requests answered 503 overloaded: their worker had MAX_IN_FLIGHT in flight.")
-CLIENT_TIMEOUTS = Counter("itv_client_body_timeouts_total",
-                          "Requests answered 408: the client's body did not arrive within the deadline.")
+VERIFICATIONS = Counter(
+    "itv_verifications_total",
+    "Verification fetches with stored credentials (after UNINSTALLED), by result.",
+    ["result"],
+)
+PROXY_REQUESTS = Counter(
+    "itv_proxy_requests_total", "Proxied API calls, by upstream status class or error code.", ["status"]
+)
+OVERLOADED = Counter(
+    "itv_overloaded_total", "Requests answered 503 overloaded: their worker had MAX_IN_FLIGHT in flight."
+)
+CLIENT_TIMEOUTS = Counter(
+    "itv_client_body_timeouts_total", "Requests answered 408: the client's body did not arrive within the deadline."
+)
 
 
 class AccountsCollector:

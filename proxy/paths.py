@@ -5,6 +5,7 @@ after decoding up to three times, so that encoded `..`, backslashes, `@`,
 control characters and scheme-relative `//host` forms are all refused. The
 joined URL must have the base's scheme, host and port, or it is refused too.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,7 +29,11 @@ def upstream_url(base: str, raw_path: str, raw_query: str = "") -> str:
         url += "?" + raw_query
     wanted, got = urlsplit(base), urlsplit(url)
     if (got.scheme, got.hostname, got.port, got.username, got.password) != (
-        wanted.scheme, wanted.hostname, wanted.port, None, None
+        wanted.scheme,
+        wanted.hostname,
+        wanted.port,
+        None,
+        None,
     ) or not got.path.startswith(wanted.path.rstrip("/") + "/"):
         raise InvalidPath("The path would leave Trackunit's API.")
     return url

@@ -6,6 +6,7 @@ Trackunit, and `Set-Cookie` never comes back. Redirects are never followed.
 429 and 5xx are retried (urllib3 `Retry`, honouring `Retry-After`) only for
 idempotent methods; POST and PATCH are sent once.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import certifi
 import urllib3
+from werkzeug.datastructures import Headers
 
 from core import tunables
 from core.errors import UpstreamUnavailable
@@ -22,13 +24,34 @@ from core.httpretry import BudgetRetry
 log = logging.getLogger(__name__)
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
-FORWARD_REQUEST = ("Content-Type", "Accept", "Accept-Encoding", "Accept-Language", "TU-PREVIEW",
-                   "If-None-Match", "If-Modified-Since")
-_RESPONSE_EXACT = frozenset({
-    "content-type", "content-encoding", "content-length", "content-language", "content-disposition",
-    "retry-after", "link", "etag", "last-modified", "location", "vary", "cache-control",
-    "x-total-count", "x-request-id", "x-correlation-id",
-})
+FORWARD_REQUEST = (
+    "Content-Type",
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "TU-PREVIEW",
+    "If-None-Match",
+    "If-Modified-Since",
+)
+_RESPONSE_EXACT = frozenset(
+    {
+        "content-type",
+        "content-encoding",
+        "content-length",
+        "content-language",
+        "content-disposition",
+        "retry-after",
+        "link",
+        "etag",
+        "last-modified",
+        "location",
+        "vary",
+        "cache-control",
+        "x-total-count",
+        "x-request-id",
+        "x-correlation-id",
+    }
+)
 _RESPONSE_PREFIXES = ("x-ratelimit-", "ratelimit", "x-rate-limit-", "x-page", "x-total")
 DEFAULT_POOL_SIZE = 10  # urllib3's own default; the service passes its in-flight limit
 
@@ -80,7 +103,7 @@ class UpstreamResponse:
     close: Callable[[], None]
 
 
-def forwarded_headers(incoming: Mapping[str, str], token: str) -> dict[str, str]:
+def forwarded_headers(incoming: Mapping[str, str] | Headers, token: str) -> dict[str, str]:
     headers = {name: incoming[name] for name in FORWARD_REQUEST if incoming.get(name)}
     headers.setdefault("Accept-Encoding", "identity")  # requests would add gzip; pass the caller's choice only
     headers["Authorization"] = f"Bearer {token}"
@@ -89,7 +112,8 @@ def forwarded_headers(incoming: Mapping[str, str], token: str) -> dict[str, str]
 
 def returned_headers(upstream: Mapping[str, str]) -> list[tuple[str, str]]:
     return [
-        (name, value) for name, value in upstream.items()
+        (name, value)
+        for name, value in upstream.items()
         if name.lower() in _RESPONSE_EXACT or name.lower().startswith(_RESPONSE_PREFIXES)
     ]
 
@@ -97,15 +121,21 @@ def returned_headers(upstream: Mapping[str, str]) -> list[tuple[str, str]]:
 class TrackunitApi:
     """Sends requests to TRACKUNIT_API_URL (the URL is built and checked by proxy.paths)."""
 
-    def __init__(self, pool: urllib3.PoolManager | None = None, *, pool_size: int = DEFAULT_POOL_SIZE,
-                 verify: bool | str = True) -> None:
+    def __init__(
+        self, pool: urllib3.PoolManager | None = None, *, pool_size: int = DEFAULT_POOL_SIZE, verify: bool | str = True
+    ) -> None:
         self.pool = pool or build_pool(pool_size, verify=verify)
 
     def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
         try:
             response = self.pool.urlopen(
-                method, url, body=body or None, headers=headers, redirect=False,  # a redirect goes back as it is
-                preload_content=False, decode_content=False,
+                method,
+                url,
+                body=body or None,
+                headers=headers,
+                redirect=False,  # a redirect goes back as it is
+                preload_content=False,
+                decode_content=False,
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             log.warning("Trackunit API unreachable: %s", type(exc).__name__)

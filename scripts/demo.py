@@ -5,6 +5,7 @@ gunicorn (as the Procfile does), then: Trackunit installs the app for an
 account, a backend asks the vault for a token, calls the (simulated)
 Trackunit API with it, and asks again (a cache hit: no second call to Trackunit).
 """
+
 from __future__ import annotations
 
 import json
@@ -65,9 +66,16 @@ def main() -> int:
             return 1
 
         step(1, "Trackunit installs the app: it POSTs INSTALLED to /appinstall, signed with Trackunit-Identity")
-        result = requests.post(f"{sim}/_sim/install", json={
-            "callbackUrl": f"{vault}/appinstall", "accountId": ACCOUNT, "irisAppId": env["IRIS_APP_ID"],
-            "scopes": ["asset.view", "account.view"]}, timeout=15).json()
+        result = requests.post(
+            f"{sim}/_sim/install",
+            json={
+                "callbackUrl": f"{vault}/appinstall",
+                "accountId": ACCOUNT,
+                "irisAppId": env["IRIS_APP_ID"],
+                "scopes": ["asset.view", "account.view"],
+            },
+            timeout=15,
+        ).json()
         print(f"    the vault answered {result['callbackStatus']}: {json.dumps(result['callbackResponse'])}")
 
         step(2, "an operator lists the installed accounts")
@@ -77,8 +85,11 @@ def main() -> int:
         token = show(requests.get(f"{vault}/v1/accounts/{ACCOUNT}/token", headers=auth, timeout=20))
 
         step(4, "it calls Trackunit's API (simulated) with the token")
-        show(requests.get(f"{sim}/api/asset/v1/assets",
-                          headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=10))
+        show(
+            requests.get(
+                f"{sim}/api/asset/v1/assets", headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=10
+            )
+        )
 
         step(5, "it asks again: served from the cache, no second call to Trackunit")
         show(requests.get(f"{vault}/v1/accounts/{ACCOUNT}/token", headers=auth, timeout=20))
@@ -86,8 +97,14 @@ def main() -> int:
         print(f"    token requests Trackunit received in all: {stats['token_requests']}")
 
         step(6, "a scope outside the manifest is refused without calling Trackunit")
-        show(requests.get(f"{vault}/v1/accounts/{ACCOUNT}/token", params={"scope": "account.user.manage"},
-                          headers=auth, timeout=20))
+        show(
+            requests.get(
+                f"{vault}/v1/accounts/{ACCOUNT}/token",
+                params={"scope": "account.user.manage"},
+                headers=auth,
+                timeout=20,
+            )
+        )
         print("\ndone: install → vault → token → API, all offline.")
         return 0
     finally:

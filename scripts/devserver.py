@@ -9,6 +9,7 @@ Whatever the environment leaves out is filled in for development, loudly:
 Then gunicorn runs exactly as the Procfile says. The production entry point
 (`wsgi.py`) never does any of this.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,7 +57,9 @@ def prepare(env: dict[str, str], *, quiet: bool = False) -> list[str]:
         notes.append(f"VAULT_KEY     generated for this run: {env['VAULT_KEY']}")
     if not env.get("API_KEYS"):
         env["API_KEYS"] = "dev:" + secrets.token_urlsafe(24)
-        notes.append(f"API_KEYS      generated for this run: {env['API_KEYS']}  (use: Authorization: Bearer <after 'dev:'>)")
+        notes.append(
+            f"API_KEYS      generated for this run: {env['API_KEYS']}  (use: Authorization: Bearer <after 'dev:'>)"
+        )
     if not env.get("TRACKUNIT_TOKEN_URL"):
         sim = _simulator(int(env.get("SIMULATOR_PORT", "5001")), quiet=quiet)
         env["TRACKUNIT_TOKEN_URL"] = f"{sim}/apptoken"

@@ -3,6 +3,7 @@
 Every app a test builds comes from `make_app` (`app` is its default one), which closes it when
 the test ends; the session checks that no app's invalidation listener is left running.
 """
+
 from __future__ import annotations
 
 import threading

@@ -6,6 +6,7 @@ even after a delete, so a token fetched with old credentials is never stored for
 new ones. Each change is one Lua script (vault/lua/), so an account is never seen
 half-installed or half-deleted.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,7 @@ import redis
 from core.errors import RecordUnreadable
 from vault.layout import CACHE, VERIFYING, Field, KeySpace, Status
 from vault.scripts import Script
-from vault.seal import SealError, Sealer, associated_data
+from vault.seal import Sealer, SealError, associated_data
 from vault.store import store_errors
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,9 @@ class AccountRecord:
 
 def sealed_fields(sealed: bytes) -> dict[str, bytes]:
     """The hash fields that hold one sealed value: `cred.0`, `cred.1`, … of at most CRED_PIECE bytes."""
-    return {f"{Field.CRED_PIECE}{n}": sealed[i:i + CRED_PIECE]
-            for n, i in enumerate(range(0, len(sealed), CRED_PIECE))}
+    return {
+        f"{Field.CRED_PIECE}{n}": sealed[i : i + CRED_PIECE] for n, i in enumerate(range(0, len(sealed), CRED_PIECE))
+    }
 
 
 def sealed_fields_args(sealed: bytes) -> list[bytes | str]:
@@ -132,9 +134,7 @@ class AccountRepository:
     def _aad(self, app_id: str, account_id: str) -> bytes:
         return credentials_aad(app_id, account_id)
 
-    def install(
-        self, account_id: str, app_id: str, creds: Credentials, *, issued_at: int | None = None
-    ) -> Installed:
+    def install(self, account_id: str, app_id: str, creds: Credentials, *, issued_at: int | None = None) -> Installed:
         """Store (or replace) an account's credentials and drop its cached tokens.
 
         `issued_at` is the `iat` of the identity token that brought them, where it had one:
@@ -146,10 +146,17 @@ class AccountRepository:
         now = int(self.clock())
         with store_errors():
             outcome = self._install(
-                account=self.keys.key_for(account_id), cache=self.keys.key_for(account_id, CACHE),
-                index=self.keys.index, revoked=self.keys.revoked, generation=self.keys.generation,
-                app=app_id, now=now, account_id=account_id, channel=self.keys.channel,
-                iat="" if issued_at is None else int(issued_at), pieces=sealed_fields_args(sealed),
+                account=self.keys.key_for(account_id),
+                cache=self.keys.key_for(account_id, CACHE),
+                index=self.keys.index,
+                revoked=self.keys.revoked,
+                generation=self.keys.generation,
+                app=app_id,
+                now=now,
+                account_id=account_id,
+                channel=self.keys.channel,
+                iat="" if issued_at is None else int(issued_at),
+                pieces=sealed_fields_args(sealed),
             )
         if outcome == -1:
             return Installed.STALE
@@ -190,9 +197,12 @@ class AccountRepository:
         """Remove every trace of the account; True if it was installed."""
         with store_errors():
             existed = self._delete(
-                account=self.keys.key_for(account_id), cache=self.keys.key_for(account_id, CACHE),
-                index=self.keys.index, revoked=self.keys.revoked,
-                verifying=self.keys.key_for(account_id, VERIFYING), account_id=account_id,
+                account=self.keys.key_for(account_id),
+                cache=self.keys.key_for(account_id, CACHE),
+                index=self.keys.index,
+                revoked=self.keys.revoked,
+                verifying=self.keys.key_for(account_id, VERIFYING),
+                account_id=account_id,
                 channel=self.keys.channel,
             )
         self.on_change(account_id)
@@ -206,9 +216,12 @@ class AccountRepository:
         """
         with store_errors():
             outcome = self._drop_tokens(
-                account=self.keys.key_for(account_id), cache=self.keys.key_for(account_id, CACHE),
-                verifying=self.keys.key_for(account_id, VERIFYING), account_id=account_id,
-                channel=self.keys.channel, verify_interval=max(1, verify_interval),
+                account=self.keys.key_for(account_id),
+                cache=self.keys.key_for(account_id, CACHE),
+                verifying=self.keys.key_for(account_id, VERIFYING),
+                account_id=account_id,
+                channel=self.keys.channel,
+                verify_interval=max(1, verify_interval),
             )
         self.on_change(account_id)
         return {0: Dropped.NOT_INSTALLED, 1: Dropped.VERIFY}.get(int(outcome), Dropped.RECENTLY_VERIFIED)
@@ -217,9 +230,14 @@ class AccountRepository:
         """Mark revoked and drop cached tokens, unless the account was re-installed meanwhile."""
         with store_errors():
             done = self._revoke(
-                account=self.keys.key_for(account_id), cache=self.keys.key_for(account_id, CACHE),
-                revoked=self.keys.revoked, generation_counter=self.keys.generation,
-                generation=generation, until=until, now=int(self.clock()), account_id=account_id,
+                account=self.keys.key_for(account_id),
+                cache=self.keys.key_for(account_id, CACHE),
+                revoked=self.keys.revoked,
+                generation_counter=self.keys.generation,
+                generation=generation,
+                until=until,
+                now=int(self.clock()),
+                account_id=account_id,
                 channel=self.keys.channel,
             )
         self.on_change(account_id)

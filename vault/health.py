@@ -1,4 +1,5 @@
 """Whether the store answers, and whether it is configured not to lose credential records."""
+
 from __future__ import annotations
 
 import redis

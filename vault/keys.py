@@ -4,6 +4,7 @@ Keys are 32 random bytes given as base64 or 64 hex characters. Each key has a
 short public id (a keyed BLAKE2b of the key) that is stored beside every
 sealed value, so a record names the key that opened it without revealing it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -83,4 +84,3 @@ class KeyRing:
 
     def __repr__(self) -> str:
         return f"<KeyRing current={self.current.id.hex()} keys={len(self._by_id)}>"
-

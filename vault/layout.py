@@ -5,6 +5,7 @@ hash tag), so an operator finds them with one pattern and a cluster keeps them
 on one slot. The Lua scripts get the same field names and statuses from
 `lua_prelude()`, so no name is written twice.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -105,8 +106,11 @@ class KeySpace:
             return None
         kind, slot = match["kind"], match["slot"]
         # A slot that is not UTF-8 was never written by this service: named as best it can be, it does not open.
-        return AccountKey(match["id"].decode(), kind.decode() if kind else None,
-                          slot.decode("utf-8", "replace") if slot is not None else None)
+        return AccountKey(
+            match["id"].decode(),
+            kind.decode() if kind else None,
+            slot.decode("utf-8", "replace") if slot is not None else None,
+        )
 
     @property
     def account_scan_pattern(self) -> str:

@@ -4,6 +4,7 @@ Trackunit's identity token does not cover the body. Where it has a `jti`, the fi
 message it arrives with is bound to it for as long as the token lives, so a captured
 token cannot carry other credentials; the same message again (a retry) is still taken.
 """
+
 from __future__ import annotations
 
 import redis
@@ -23,5 +24,8 @@ class IdentityBindings:
     def bind(self, *, issuer: str, app_id: str, jti: str, message_digest: str, ttl: int) -> bool:
         """Tie `jti` (of `issuer`, for `app_id`) to one message for `ttl` s; False if it came with another."""
         with store_errors():
-            return bool(self._bind(binding=self.keys.identity(issuer, app_id, jti), message_digest=message_digest,
-                                   ttl=max(1, int(ttl))))
+            return bool(
+                self._bind(
+                    binding=self.keys.identity(issuer, app_id, jti), message_digest=message_digest, ttl=max(1, int(ttl))
+                )
+            )

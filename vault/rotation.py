@@ -20,6 +20,7 @@ Nothing here prints, logs or returns a secret or sealed bytes: a problem is
 named by account id, record (credentials / token slot) and reason.
 No Flask and no click: the CLI (`cli/`) wraps this and formats the report.
 """
+
 from __future__ import annotations
 
 import collections
@@ -36,11 +37,12 @@ from vault.keys import KeyRing
 from vault.layout import TOKEN as TOKEN_KEY
 from vault.layout import Field, KeySpace
 from vault.scripts import Script
-from vault.seal import HEADER_SIZE, VERSION, SealError, Sealer
+from vault.seal import HEADER_SIZE, VERSION, Sealer, SealError
 from vault.store import store_errors
 from vault.tokencache import token_aad
 
 log = logging.getLogger(__name__)
+
 
 class Kind(enum.StrEnum):
     """The two kinds of sealed records."""
@@ -66,6 +68,7 @@ CHECK_OUTCOMES = (OPENS, FAILED)
 UNKNOWN_KEY_ID = "unknown"  # not a sealed value of a known version: no key id to name
 DEFAULT_BATCH = 500
 MAX_ATTEMPTS = 5
+
 
 @dataclasses.dataclass(frozen=True)
 class Record:
@@ -109,7 +112,8 @@ class Report:
 
     def total(self, outcome: str, *, kind: str | None = None, key_id: str | None = None) -> int:
         return sum(
-            counter[outcome] for (kid, knd), counter in self.counts.items()
+            counter[outcome]
+            for (kid, knd), counter in self.counts.items()
             if (kind is None or knd == kind) and (key_id is None or kid == key_id)
         )
 
@@ -127,7 +131,9 @@ class Report:
         """(key id, kind, {outcome: count}) for every key id and kind seen."""
         return [
             (kid, kind, {o: self.counts[(kid, kind)][o] for o in self.outcomes})
-            for kid in self.key_ids for kind in KINDS if (kid, kind) in self.counts
+            for kid in self.key_ids
+            for kind in KINDS
+            if (kid, kind) in self.counts
         ]
 
 
@@ -214,8 +220,11 @@ class Rotation:
             if isinstance(value, Exception):
                 values.append(value)
             elif record.kind == CREDENTIALS:
-                values.append((value.get(Field.APP.encode()), join_sealed(value), Field.LEGACY_CRED.encode() in value)
-                              if value else (None, None, False))
+                values.append(
+                    (value.get(Field.APP.encode()), join_sealed(value), Field.LEGACY_CRED.encode() in value)
+                    if value
+                    else (None, None, False)
+                )
             else:
                 values.append((None, value, False))
         return values
@@ -243,9 +252,7 @@ class Rotation:
 
     # check ---------------------------------------------------------------------------------------
 
-    def check(
-        self, *, batch: int = DEFAULT_BATCH, on_progress: Callable[[list[Record]], None] | None = None
-    ) -> Report:
+    def check(self, *, batch: int = DEFAULT_BATCH, on_progress: Callable[[list[Record]], None] | None = None) -> Report:
         """Open every record; count per key id; list the ones that do not open."""
         report = Report(self.current_key_id, CHECK_OUTCOMES)
         for records in self.scan(batch=batch):
@@ -336,8 +343,13 @@ class Rotation:
                 pipe = self.redis.pipeline(transaction=False)
                 for item in pending:
                     if item.record.kind == CREDENTIALS:
-                        self._swap_credentials(account=item.record.key, app=item.app, sealed=item.old,
-                                               pieces=sealed_fields_args(item.new), client=pipe)
+                        self._swap_credentials(
+                            account=item.record.key,
+                            app=item.app,
+                            sealed=item.old,
+                            pieces=sealed_fields_args(item.new),
+                            client=pipe,
+                        )
                     else:
                         self._swap_token(token=item.record.key, sealed=item.old, new_sealed=item.new, client=pipe)
                 results = pipe.execute()

@@ -5,6 +5,7 @@ A script's header names its keys and arguments (`-- KEYS: a, b` and `-- ARGV: c,
 from keyword arguments, so no call site counts positions. Every script is run after the layout's
 names (`vault.layout.lua_prelude`) and the lifecycle's shared steps (`lifecycle.lua`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,5 +58,6 @@ class Script:
         if set(named) != expected:
             raise TypeError(f"script {self.name} takes {sorted(expected)}, got {sorted(named)}")
         rest: Sequence[Any] = named[self.rest] if self.rest else ()
-        return self._script(keys=[named[k] for k in self.keys], args=[*(named[a] for a in self.args), *rest],
-                            client=client)
+        return self._script(
+            keys=[named[k] for k in self.keys], args=[*(named[a] for a in self.args), *rest], client=client
+        )

@@ -5,6 +5,7 @@ data binds it to where it belongs (purpose, app, account, scope set), so a
 sealed value copied to another account, or from a credential to a token slot,
 fails to open. The header (version and key id) is authenticated too.
 """
+
 from __future__ import annotations
 
 import nacl.exceptions

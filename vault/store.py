@@ -1,9 +1,11 @@
 """The Redis connection and its errors: every Redis failure leaves this layer as `StoreUnavailable`."""
+
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -22,7 +24,7 @@ def connect(url: str, *, tls_verify: bool = True, max_connections: int = 8) -> r
     flight would otherwise open one each); a command waits up to REDIS_POOL_TIMEOUT for a free
     one, then fails with a ConnectionError, i.e. StoreUnavailable.
     """
-    options: dict = {
+    options: dict[str, Any] = {
         "socket_timeout": tunables.REDIS_SOCKET_TIMEOUT,
         "socket_connect_timeout": tunables.REDIS_CONNECT_TIMEOUT,
         "health_check_interval": tunables.REDIS_HEALTH_CHECK_INTERVAL,
@@ -32,7 +34,8 @@ def connect(url: str, *, tls_verify: bool = True, max_connections: int = 8) -> r
         options["ssl_cert_reqs"] = "none"
         options["ssl_check_hostname"] = False
     pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=tunables.REDIS_POOL_TIMEOUT, **options)
+        url, max_connections=max_connections, timeout=tunables.REDIS_POOL_TIMEOUT, **options
+    )
     return redis.Redis.from_pool(pool)
 
 

@@ -6,6 +6,7 @@ them all in one atomic step. A write names the account's generation and is
 refused if the account was re-installed or deleted meanwhile: a token fetched
 with old credentials never lands in the cache.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,7 @@ from redis.lock import Lock
 from core import tunables
 from vault.layout import CACHE, FAILURE, LOCK, TOKEN, KeySpace
 from vault.scripts import Script
-from vault.seal import SealError, Sealer, associated_data
+from vault.seal import Sealer, SealError, associated_data
 from vault.store import store_errors
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,12 @@ class TokenCache:
     def peek(self, account_id: str, slot: str) -> tuple[CachedToken | None, Failure | None]:
         """The cached token and the failure marker of a slot, in one round trip."""
         with store_errors():
-            sealed, failure = cast(list[bytes | None], self.redis.mget(
-                [self.keys.key_for(account_id, TOKEN, slot), self.keys.key_for(account_id, FAILURE, slot)]
-            ))
+            sealed, failure = cast(
+                list[bytes | None],
+                self.redis.mget(
+                    [self.keys.key_for(account_id, TOKEN, slot), self.keys.key_for(account_id, FAILURE, slot)]
+                ),
+            )
         return self._open(account_id, slot, sealed), _failure(failure)
 
     def put(self, account_id: str, generation: str, slot: str, token: CachedToken) -> bool:
@@ -93,8 +97,13 @@ class TokenCache:
         if ttl_ms <= 0:
             return True
         value = json.dumps(
-            {"t": token.access_token, "y": token.token_type, "s": token.scope, "u": token.cached_until,
-             "r": token.refresh_from}
+            {
+                "t": token.access_token,
+                "y": token.token_type,
+                "s": token.scope,
+                "u": token.cached_until,
+                "r": token.refresh_from,
+            }
         ).encode()
         sealed = self.sealer.seal(value, aad=self._aad(account_id, slot))
         return self._write(account_id, generation, TOKEN, slot, sealed, ttl_ms, activate=True)
@@ -114,14 +123,22 @@ class TokenCache:
         )
         return lock
 
-    def _write(self, account_id: str, generation: str, kind: str, slot: str, value: bytes | str, ttl_ms: int, *,
-               activate: bool) -> bool:
+    def _write(
+        self, account_id: str, generation: str, kind: str, slot: str, value: bytes | str, ttl_ms: int, *, activate: bool
+    ) -> bool:
         with store_errors():
             done = self._put(
-                account=self.keys.key_for(account_id), cache=self.keys.key_for(account_id, CACHE),
-                slot_key=self.keys.key_for(account_id, kind, slot), revoked=self.keys.revoked,
-                generation=generation, value=value, ttl_ms=max(1, ttl_ms), is_token="1" if activate else "0",
-                now=int(self.clock()), account_id=account_id, channel=self.keys.channel,
+                account=self.keys.key_for(account_id),
+                cache=self.keys.key_for(account_id, CACHE),
+                slot_key=self.keys.key_for(account_id, kind, slot),
+                revoked=self.keys.revoked,
+                generation=generation,
+                value=value,
+                ttl_ms=max(1, ttl_ms),
+                is_token="1" if activate else "0",
+                now=int(self.clock()),
+                account_id=account_id,
+                channel=self.keys.channel,
             )
         return bool(done)
 
@@ -131,8 +148,11 @@ class TokenCache:
         try:
             data = json.loads(self.sealer.open(sealed, aad=self._aad(account_id, slot)))
             return CachedToken(
-                access_token=data["t"], token_type=data["y"], scope=data["s"],
-                cached_until=float(data["u"]), refresh_from=float(data["r"]),
+                access_token=data["t"],
+                token_type=data["y"],
+                scope=data["s"],
+                cached_until=float(data["u"]),
+                refresh_from=float(data["r"]),
             )
         except (SealError, ValueError, KeyError, TypeError) as exc:
             # A cache entry that does not open is treated as a miss: the token is simply fetched again.

@@ -4,6 +4,7 @@
 from memory, a lost subscription clears it, and memory is trusted only while the
 feed has proven itself recently.
 """
+
 from __future__ import annotations
 
 import redis
@@ -17,8 +18,7 @@ __all__ = ["InvalidationListener", "LocalTokenCache", "WorkerMemory"]
 class WorkerMemory:
     def __init__(self, client: redis.Redis, channel: str) -> None:
         self.cache = LocalTokenCache()
-        self.listener = InvalidationListener(client, channel, on_change=self.cache.invalidate,
-                                             on_lost=self.cache.clear)
+        self.listener = InvalidationListener(client, channel, on_change=self.cache.invalidate, on_lost=self.cache.clear)
         self.cache.bind(self.listener.fresh)
 
     def stop(self) -> None:

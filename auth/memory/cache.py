@@ -6,6 +6,7 @@ Changes made in this process drop entries at once; changes made elsewhere
 arrive through pub/sub. A global epoch guards the read-then-remember race: a
 token read from Redis before an invalidation is never remembered after it.
 """
+
 from __future__ import annotations
 
 import threading
@@ -16,7 +17,9 @@ from vault.tokencache import CachedToken
 
 
 class LocalTokenCache:
-    def __init__(self, fresh: Callable[[], bool] = lambda: True, *, max_accounts: int = tunables.LOCAL_CACHE_MAX_ACCOUNTS) -> None:
+    def __init__(
+        self, fresh: Callable[[], bool] = lambda: True, *, max_accounts: int = tunables.LOCAL_CACHE_MAX_ACCOUNTS
+    ) -> None:
         self._fresh = fresh
         self._max = max_accounts
         self._entries: dict[str, dict[str, CachedToken]] = {}

@@ -8,6 +8,7 @@ connection, and Redis answers in order, so once the answer to a PING sent at
 time T arrives, every invalidation published before T has been handled.
 `fresh()` says whether that happened recently enough to trust memory.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,8 +73,9 @@ class InvalidationListener:
                 self._confirmed = float("-inf")
                 self.on_lost()
                 if not reported:  # once per outage, not every reconnect attempt
-                    log.warning("invalidation subscription lost (%s); memory cache off until it is back",
-                                type(exc).__name__)
+                    log.warning(
+                        "invalidation subscription lost (%s); memory cache off until it is back", type(exc).__name__
+                    )
                     reported = True
                 self._stop.wait(tunables.INVALIDATION_RECONNECT_DELAY)
             finally:

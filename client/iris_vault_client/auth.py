@@ -1,9 +1,11 @@
 """`VaultAuth`: a requests auth that puts an account's token (from the vault) on each request."""
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Any
 
 import requests
 from requests.auth import AuthBase
@@ -33,9 +35,9 @@ class VaultAuth(AuthBase):
         vault_url: str,
         api_key: str,
         account_id: str,
-        scopes: Optional[Union[str, Iterable[str]]] = None,
+        scopes: str | Iterable[str] | None = None,
         *,
-        session: Optional[requests.Session] = None,
+        session: requests.Session | None = None,
     ) -> None:
         self.vault_url = vault_url.rstrip("/")
         self._api_key = api_key
@@ -43,13 +45,13 @@ class VaultAuth(AuthBase):
         self.scopes = scopes if scopes is None or isinstance(scopes, str) else " ".join(scopes)
         self._vault = session or requests.Session()
         self._lock = threading.Lock()
-        self._token: Optional[str] = None
+        self._token: str | None = None
         self._expires_at = 0.0
 
     def __repr__(self) -> str:
         return f"<VaultAuth account={self.account_id} vault={self.vault_url}>"
 
-    def token(self, *, force_refresh: bool = False, refused: Optional[str] = None) -> str:
+    def token(self, *, force_refresh: bool = False, refused: str | None = None) -> str:
         """The current token; `refused` names a token Trackunit rejected (fetch anew unless already replaced)."""
         with self._lock:
             stale = self._token is None or time.monotonic() >= self._expires_at
@@ -95,7 +97,7 @@ class VaultAuth(AuthBase):
             return response  # a streamed body cannot be sent twice
         refused = response.request.headers.get("Authorization", "").removeprefix("Bearer ")
         token = self.token(force_refresh=True, refused=refused)
-        response.content  # drain, so the connection can be reused
+        _ = response.content  # drain, so the connection can be reused
         response.close()
         retry = response.request.copy()
         retry.headers["Authorization"] = f"Bearer {token}"

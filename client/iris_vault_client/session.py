@@ -1,8 +1,10 @@
 """`trackunit_session`: a requests.Session bound to Trackunit's API, with the vault's auth, timeouts and retries."""
+
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -28,7 +30,7 @@ class TrackunitSession(requests.Session):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
 
-    def request(self, method: str, url: Union[str, bytes], *args: Any, **kwargs: Any) -> requests.Response:
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         url = url.decode() if isinstance(url, bytes) else url
         if not url.startswith(("http://", "https://")):
             url = f"{self.base_url}/{url.lstrip('/')}"
@@ -40,7 +42,7 @@ def trackunit_session(
     vault_url: str,
     api_key: str,
     account_id: str,
-    scopes: Optional[Union[str, Iterable[str]]] = None,
+    scopes: str | Iterable[str] | None = None,
     *,
     api_url: str = DEFAULT_API_URL,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,

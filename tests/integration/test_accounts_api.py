@@ -1,4 +1,5 @@
 """/v1/accounts, the API key guard, /healthz and /readyz, against a real Redis and the simulator."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,8 +24,7 @@ def keyspace(r) -> dict[bytes, bytes]:
 def add_account(app, sim, account_id: str) -> None:
     """Install through the service's repository, with credentials the simulator accepts."""
     creds = sim.add_account(account_id)
-    app.extensions["vault"].accounts.install(
-        account_id, APP_ID, Credentials(creds["clientId"], creds["clientSecret"]))
+    app.extensions["vault"].accounts.install(account_id, APP_ID, Credentials(creds["clientId"], creds["clientSecret"]))
 
 
 def assert_error(response, status: int, code: str) -> None:
@@ -39,7 +39,7 @@ def keys_of(r, account_id: str) -> list[bytes]:
 
 
 def epoch(iso: str) -> int:
-    return int(dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp())
 
 
 # GET /v1/accounts --------------------------------------------------------------------------------
@@ -191,8 +191,9 @@ def test_readyz_is_200_when_redis_answers(client):
     assert response.status_code == 200 and response.is_json
 
 
-@pytest.mark.parametrize("method, path, status", [("GET", "/nope", 404), ("GET", "/appinstall", 405),
-                                                  ("PUT", "/v1/accounts", 405)])
+@pytest.mark.parametrize(
+    "method, path, status", [("GET", "/nope", 404), ("GET", "/appinstall", 405), ("PUT", "/v1/accounts", 405)]
+)
 def test_errors_are_json_never_html(method, path, status, client, auth_headers):
     response = client.open(path, method=method, headers=auth_headers)
     assert response.status_code == status

@@ -1,5 +1,6 @@
 """The in-flight count in-process: a slot is held until the answer is closed, and given back
 whatever happens (the gunicorn tests in test_concurrency.py show it under real load)."""
+
 from __future__ import annotations
 
 import pytest

@@ -3,6 +3,7 @@
 Every refused call is checked twice: the JSON error, and that the Redis
 keyspace is byte-for-byte what it was before the call.
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,7 +57,6 @@ def hs256_with_public_pem(sim, claims: dict) -> str:
     return f"{signing_input}.{b64url(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())}"
 
 
-
 @pytest.fixture
 def existing(installer, client, sim, redis_client, auth_headers):
     """ACCOUNT installed with a cached token; returns the keyspace snapshot refused calls must leave alone."""
@@ -78,17 +78,24 @@ IDENTITY_FORGERIES = {
     "empty": lambda installer, body: "",
     "not_a_jwt": lambda installer, body: "not.a.jwt",
     "alg_none": lambda installer, body: installer.sim.signing_key.sign(
-        {"irisAppId": APP_ID, "accountId": ACCOUNT}, algorithm="none"),
+        {"irisAppId": APP_ID, "accountId": ACCOUNT}, algorithm="none"
+    ),
     "hs256_keyed_with_public_pem": lambda installer, body: hs256_with_public_pem(
-        installer.sim, {"irisAppId": APP_ID, "accountId": ACCOUNT}),
+        installer.sim, {"irisAppId": APP_ID, "accountId": ACCOUNT}
+    ),
     "own_key_with_published_kid": lambda installer, body: jwt.encode(
-        {"irisAppId": APP_ID, "accountId": ACCOUNT}, FORGER, algorithm="RS256",
-        headers={"kid": installer.sim.signing_key.kid}),
+        {"irisAppId": APP_ID, "accountId": ACCOUNT},
+        FORGER,
+        algorithm="RS256",
+        headers={"kid": installer.sim.signing_key.kid},
+    ),
     "own_key_with_unknown_kid": lambda installer, body: jwt.encode(
-        {"irisAppId": APP_ID, "accountId": ACCOUNT}, FORGER, algorithm="RS256", headers={"kid": "forged"}),
+        {"irisAppId": APP_ID, "accountId": ACCOUNT}, FORGER, algorithm="RS256", headers={"kid": "forged"}
+    ),
     "tampered_payload": lambda installer, body: _swap_payload(installer.identity(body), {"irisAppId": APP_ID}),
     "expired_10_minutes_ago": lambda installer, body: installer.sim.identity_token(
-        {"irisAppId": APP_ID, "accountId": ACCOUNT}, expires_in=-600),
+        {"irisAppId": APP_ID, "accountId": ACCOUNT}, expires_in=-600
+    ),
     "not_valid_for_10_minutes": lambda installer, body: installer.identity(body, nbf=int(installer.sim.clock()) + 600),
     "account_claim_differs": lambda installer, body: installer.identity(body, accountId="another-account"),
     "app_claim_differs": lambda installer, body: installer.identity(body, irisAppId="@organization/otherapp"),
@@ -102,7 +109,8 @@ def _swap_payload(token: str, claims: dict) -> str:
 
 @pytest.mark.parametrize("forgery", IDENTITY_FORGERIES.values(), ids=IDENTITY_FORGERIES.keys())
 def test_missing_or_bad_identity_is_401_invalid_identity_and_writes_nothing(
-        installer, forgery, client, sim, redis_client, existing):
+    installer, forgery, client, sim, redis_client, existing
+):
     body = installer.message()
     response = installer.post(body, token=forgery(installer, body))
     assert_refused(response, 401, "invalid_identity", redis_client, existing)
@@ -133,8 +141,9 @@ def test_aud_is_accepted_as_is_without_a_configured_audience(installer, client, 
     assert installer.post(body, aud="https://somewhere.example").status_code == 200
 
 
-@pytest.mark.parametrize("aud, status", [(AUDIENCE, 200), ("https://other.example", 401), (None, 401)],
-                         ids=["matching", "other", "missing"])
+@pytest.mark.parametrize(
+    "aud, status", [(AUDIENCE, 200), ("https://other.example", 401), (None, 401)], ids=["matching", "other", "missing"]
+)
 def test_aud_must_match_a_configured_audience(installer, aud, status, make_app, sim, redis_client):
     client = make_app(TRACKUNIT_IDENTITY_AUDIENCE=AUDIENCE).test_client()
     response = installer.to(client).post(installer.message(), aud=aud)
@@ -183,9 +192,20 @@ BAD_BODIES = {
     "body_is_a_list": lambda body: [body],
     "body_is_a_string": lambda body: "INSTALLED",
     "body_is_null": lambda body: None,
-    **{f"accountId_{name}": _with(accountId=value) for name, value in {
-        "slash": "a/b", "space": "a b", "colon": "a:b", "braces": "{a}", "star": "a*", "dot": "a.b",
-        "non_ascii": "konto-ä", "newline": "abc\n", "129_chars": "a" * 129}.items()},
+    **{
+        f"accountId_{name}": _with(accountId=value)
+        for name, value in {
+            "slash": "a/b",
+            "space": "a b",
+            "colon": "a:b",
+            "braces": "{a}",
+            "star": "a*",
+            "dot": "a.b",
+            "non_ascii": "konto-ä",
+            "newline": "abc\n",
+            "129_chars": "a" * 129,
+        }.items()
+    },
 }
 
 
@@ -195,8 +215,11 @@ def test_invalid_body_is_400_invalid_request(installer, mutate, client, sim, red
     assert_refused(installer.post(body), 400, "invalid_request", redis_client, existing)
 
 
-@pytest.mark.parametrize("data", [b"{not json", b'{"type": "INSTALLED",', b"\xff\xfe{}", b""],
-                         ids=["garbage", "truncated", "not_utf8", "empty"])
+@pytest.mark.parametrize(
+    "data",
+    [b"{not json", b'{"type": "INSTALLED",', b"\xff\xfe{}", b""],
+    ids=["garbage", "truncated", "not_utf8", "empty"],
+)
 def test_malformed_json_is_400_invalid_request(installer, data, client, sim, redis_client, existing):
     token = installer.identity(names=False, irisAppId=APP_ID, accountId=ACCOUNT)
     response = installer.post(None, token=token, data=data)
@@ -235,7 +258,8 @@ def test_installed_for_a_new_account_is_stored(installer, client, sim, redis_cli
 
 
 def test_installed_for_an_existing_account_replaces_credentials_and_drops_cached_tokens(
-        installer, client, sim, redis_client, auth_headers, existing):
+    installer, client, sim, redis_client, auth_headers, existing
+):
     old_token = get_token(client, auth_headers).get_json()["access_token"]
     body = installer.message()  # the simulator now accepts only these new credentials
     response = installer.post(body)
@@ -254,8 +278,9 @@ def test_reinstall_replaces_credentials_and_drops_tokens_in_one_script(installer
         commands = []
         while "itv-monitor-end" not in (entry := monitor.next_command())["command"]:
             commands.append(entry)
-    from_clients = [c["command"].split()[0].upper() for c in commands
-                    if c["client_type"] != "lua" and ACCOUNT in c["command"]]
+    from_clients = [
+        c["command"].split()[0].upper() for c in commands if c["client_type"] != "lua" and ACCOUNT in c["command"]
+    ]
     in_script = [c["command"] for c in commands if c["client_type"] == "lua"]
     assert from_clients == ["EVALSHA"] or from_clients == ["EVAL"], from_clients
     assert any(cmd.startswith("DEL") and ":token:" in cmd for cmd in in_script), in_script
@@ -286,7 +311,7 @@ def test_another_message_type_is_202_ignored_and_changes_nothing(installer, clie
 
 
 def test_uninstalled_deletes_nothing(installer, client, sim, redis_client, auth_headers, existing):
-    """UNINSTALLED cannot be told from a replay: it re-checks the credentials (tests/integration/test_identity_replay.py)."""
+    """UNINSTALLED cannot be told from a replay: it re-checks the credentials (see test_identity_replay.py)."""
     body = {"type": "UNINSTALLED", "irisAppId": APP_ID, "accountId": ACCOUNT}
     response = installer.post(body)
     assert response.status_code == 202 and response.get_json()["status"] == "verifying"

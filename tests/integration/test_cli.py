@@ -1,4 +1,5 @@
 """The operator commands (`flask --app app vault|accounts ...`) against a real redis-server."""
+
 from __future__ import annotations
 
 import base64
@@ -16,7 +17,18 @@ from core.config import Config
 from tests.support.constants import APP_ID, OLD_KEY, VAULT_KEY
 from tests.support.records import read_sealed, write_sealed
 from tests.support.rotation import (
-    KEYS, NEW_ID, OLD_ID, SLOT, THIRD_KEY, account, cached, creds, install_many, repository, token_cache, token_key,
+    KEYS,
+    NEW_ID,
+    OLD_ID,
+    SLOT,
+    THIRD_KEY,
+    account,
+    cached,
+    creds,
+    install_many,
+    repository,
+    token_cache,
+    token_key,
 )
 from vault.keys import KEY_SIZE, parse_key
 
@@ -45,8 +57,10 @@ def report_of(result) -> dict:
 
 
 def rows(report: dict) -> dict[tuple[str, str], dict]:
-    return {(row["key_id"], row["record"]): {k: v for k, v in row.items() if k not in ("key_id", "record")}
-            for row in report["keys"]}
+    return {
+        (row["key_id"], row["record"]): {k: v for k, v in row.items() if k not in ("key_id", "record")}
+        for row in report["keys"]
+    }
 
 
 def clean_env() -> dict[str, str]:
@@ -69,20 +83,33 @@ def test_keygen_prints_a_new_key_that_vault_key_accepts(make_app, env):
 
 def test_keygen_needs_no_configuration():
     for args in (["keygen"], ["keygen", "--hex"]):
-        done = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=clean_env(),
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", *args], cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         assert len(parse_key(done.stdout.strip(), "VAULT_KEY")) == KEY_SIZE
     # `flask vault keygen` builds the app first (wsgi.py): without configuration it stops, naming what is missing.
-    flask = subprocess.run([sys.executable, "-m", "flask", "vault", "keygen"], cwd=ROOT, env=clean_env(),
-                           capture_output=True, text=True, timeout=60)
+    flask = subprocess.run(
+        [sys.executable, "-m", "flask", "vault", "keygen"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert flask.returncode != 0 and "REDIS_URL is missing" in flask.stderr and not flask.stdout.strip()
 
 
 def test_flask_app_factory_without_configuration_says_what_is_missing_in_one_line():
     # `flask --app app` calls create_app() itself: a missing variable is one line, never a traceback.
-    done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "vault", "check"], cwd=ROOT,
-                          env=clean_env(), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "vault", "check"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and not done.stdout.strip()
     assert done.stderr.strip() == "Error: configuration error: REDIS_URL is missing"
 
@@ -97,8 +124,9 @@ class WebProcess(threading.Thread):
         super().__init__(daemon=True, name="web-process")
         self.accounts = repository(redis_client, VAULT_KEY, OLD_KEY)
         self.tokens = token_cache(redis_client, VAULT_KEY, OLD_KEY)
-        ops = [("reinstall", i) for i in reinstall] + [("delete", i) for i in delete] + \
-              [("refresh", i) for i in refresh]
+        ops = (
+            [("reinstall", i) for i in reinstall] + [("delete", i) for i in delete] + [("refresh", i) for i in refresh]
+        )
         random.Random(7).shuffle(ops)
         self.ops = ops
         self.credentials: dict[int, object] = {}  # latest credentials written per account
@@ -125,8 +153,9 @@ class WebProcess(threading.Thread):
                         self.deleted.add(i)
                     elif kind == "refresh":
                         value = f"token-{i}-v{version}"
-                        assert self.tokens.put(account(i), self.accounts.get(account(i)).generation, SLOT,
-                                               cached(value, 30_000))
+                        assert self.tokens.put(
+                            account(i), self.accounts.get(account(i)).generation, SLOT, cached(value, 30_000)
+                        )
                         self.token_values[i] = value
                     self.done += 1
                     self.started_writing.set()
@@ -165,8 +194,10 @@ def test_rotating_10000_accounts_while_the_service_writes_loses_and_clobbers_not
 
     # Only the new key from here on: every record opens, and holds what was last written to it.
     new_only = repository(redis_client, VAULT_KEY)
-    with_keys = {key.split(b"{", 1)[1].split(b"}", 1)[0].decode()
-                 for key in redis_client.scan_iter(match="test:account:*", count=1000)}
+    with_keys = {
+        key.split(b"{", 1)[1].split(b"}", 1)[0].decode()
+        for key in redis_client.scan_iter(match="test:account:*", count=1000)
+    }
     assert len(with_keys) == n - len(web.deleted)
     for i in range(n):
         loaded = new_only.load(account(i))
@@ -194,9 +225,11 @@ def test_rotating_10000_accounts_while_the_service_writes_loses_and_clobbers_not
     }
     records = n + len(with_token)
     with capsys.disabled():
-        print(f"\n  10,000 accounts + {len(with_token)} tokens installed in {installed_in:.1f} s; rotate: "
-              f"{records} records in {took:.2f} s ({records / took:.0f} records/s), {during} concurrent writes, "
-              f"totals {totals}")
+        print(
+            f"\n  10,000 accounts + {len(with_token)} tokens installed in {installed_in:.1f} s; rotate: "
+            f"{records} records in {took:.2f} s ({records / took:.0f} records/s), {during} concurrent writes, "
+            f"totals {totals}"
+        )
 
 
 def test_rotate_is_idempotent_and_resumes_after_a_partial_run(make_app, redis_client):
@@ -221,8 +254,20 @@ def test_rotate_is_idempotent_and_resumes_after_a_partial_run(make_app, redis_cl
     assert again.exit_code == 0, again.output
     lines = again.stdout.splitlines()
     assert lines[0] == f"Re-sealing every record under key id {NEW_ID} (VAULT_KEY)."
-    assert lines[1].split() == ["key", "id", "record", "re-sealed", "already", "current", "changed", "concurrently",
-                                "skipped", "failed", "to", "open"]
+    assert lines[1].split() == [
+        "key",
+        "id",
+        "record",
+        "re-sealed",
+        "already",
+        "current",
+        "changed",
+        "concurrently",
+        "skipped",
+        "failed",
+        "to",
+        "open",
+    ]
     assert lines[2].split() == [NEW_ID, "(current)", "credentials", "0", "300", "0", "0", "0"]
     assert lines[3].split() == [NEW_ID, "(current)", "token", "0", "30", "0", "0", "0"]
     assert lines[4].split() == ["total", "0", "330", "0", "0", "0"]
@@ -240,7 +285,12 @@ def test_rotate_exits_non_zero_when_a_record_does_not_open(make_app, redis_clien
     assert "1 record(s) do not open with the configured keys" in result.stdout
     assert "can be dropped" not in result.stdout
     assert report_of(rotate(make_app, "--json"))["totals"] == {
-        "re-sealed": 0, "already current": 3, "changed concurrently": 0, "skipped": 0, "failed to open": 1}
+        "re-sealed": 0,
+        "already current": 3,
+        "changed concurrently": 0,
+        "skipped": 0,
+        "failed to open": 1,
+    }
 
 
 # vault check ------------------------------------------------------------------------------------------
@@ -260,14 +310,30 @@ def test_check_reports_a_tampered_record_by_account_without_printing_it(make_app
     assert text.exit_code == 1 and as_json.exit_code == 1
     assert f"account {account(3)}: credentials: failed to open a value sealed with key id {NEW_ID}" in text.stdout
     assert report_of(as_json)["problems"] == [
-        {"account_id": account(3), "record": "credentials", "key_id": NEW_ID,
-         "reason": f"failed to open a value sealed with key id {NEW_ID}"}]
-    assert rows(report_of(as_json)) == {(NEW_ID, "credentials"): {"opens": 4, "failed to open": 1},
-                                        (NEW_ID, "token"): {"opens": 5, "failed to open": 0}}
+        {
+            "account_id": account(3),
+            "record": "credentials",
+            "key_id": NEW_ID,
+            "reason": f"failed to open a value sealed with key id {NEW_ID}",
+        }
+    ]
+    assert rows(report_of(as_json)) == {
+        (NEW_ID, "credentials"): {"opens": 4, "failed to open": 1},
+        (NEW_ID, "token"): {"opens": 5, "failed to open": 0},
+    }
     printed = text.output + as_json.output + caplog.text
     body = bytes(tampered)[5:]
-    traces = [repr(bytes(tampered)), bytes(tampered).hex(), body.hex(), body[:24].hex(), body[24:].hex(),
-              base64.b64encode(bytes(tampered)).decode(), base64.b64encode(body).decode(), repr(sealed), sealed.hex()]
+    traces = [
+        repr(bytes(tampered)),
+        bytes(tampered).hex(),
+        body.hex(),
+        body[:24].hex(),
+        body[24:].hex(),
+        base64.b64encode(bytes(tampered)).decode(),
+        base64.b64encode(body).decode(),
+        repr(sealed),
+        sealed.hex(),
+    ]
     assert not [trace for trace in traces if trace in printed]
     secrets = [creds(i).client_secret for i in range(5)] + [creds(i).client_id for i in range(5)]
     assert not [secret for secret in secrets if secret in printed]
@@ -318,7 +384,8 @@ def test_accounts_list_show_and_delete(make_app, redis_client, caplog):
     deleted = run(make_app, "accounts", "delete", account(1), input="y\n")
     assert deleted.exit_code == 0 and f"deleted account {account(1)}" in deleted.stdout
     assert [(r.getMessage(), r.account_id, r.key_name) for r in caplog.records if r.name == "itv.audit"] == [
-        ("account_deleted", account(1), "cli")]
+        ("account_deleted", account(1), "cli")
+    ]
     assert not list(redis_client.scan_iter(KEYS.pattern(account(1))))
     assert redis_client.zscore(KEYS.index, account(1)) is None
     again = run(make_app, "accounts", "delete", account(1), "--yes")

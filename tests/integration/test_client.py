@@ -1,8 +1,10 @@
 """The Python client (client/, package iris_vault_client) against the vault over real HTTP and the simulator.
 
-The client is installed editable from the client/ folder (`make test` does it). The vault's token endpoint is observed by handing
-VaultAuth a requests.Session that notes each call it makes (the calls themselves are real).
+The client is installed editable from the client/ folder (`make test` does it). The vault's token
+endpoint is observed by handing VaultAuth a requests.Session that notes each call it makes (the calls
+themselves are real).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -15,12 +17,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.constants import ACCOUNT, API_KEY
-from tests.support.elsewhere import Elsewhere
-
 import iris_vault_client
 from iris_vault_client import VaultAuth, VaultError, trackunit_session
 from iris_vault_client import auth as auth_module
+from tests.support.constants import ACCOUNT, API_KEY
+from tests.support.elsewhere import Elsewhere
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
 
@@ -117,8 +118,9 @@ def test_a_429_on_get_is_retried(session, sim):
 
 
 def test_a_post_is_never_retried(vault_server, sim_server, sim, account):
-    session = trackunit_session(vault_server.url, API_KEY, ACCOUNT, scopes=["asset.view", MANAGE],
-                                api_url=sim_server.url)
+    session = trackunit_session(
+        vault_server.url, API_KEY, ACCOUNT, scopes=["asset.view", MANAGE], api_url=sim_server.url
+    )
     sim.configure_api(fail_status=503, fail_count=1)
     assert session.post(ASSETS, json={"name": "x"}).status_code == 503
     assert sim.api_requests_by_method == {"POST": 1}
@@ -208,14 +210,18 @@ def test_a_redirect_to_another_host_never_carries_the_token(session, calls, sim)
 # Vault refusals --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("account_id, api_key, scopes, status, code", [
-    (UNKNOWN, API_KEY, None, 404, "account_not_found"),
-    (ACCOUNT, "wrong-key-0123456789", None, 401, "unauthorized"),
-    (ACCOUNT, API_KEY, "asset.view account.admin", 400, "invalid_scope"),
-    (ACCOUNT, API_KEY, "account.alert.view", 403, "scope_not_granted"),
-])
-def test_a_vault_refusal_raises_vault_error_with_its_code(vault_server, sim_server, sim, account,
-                                                        account_id, api_key, scopes, status, code):
+@pytest.mark.parametrize(
+    "account_id, api_key, scopes, status, code",
+    [
+        (UNKNOWN, API_KEY, None, 404, "account_not_found"),
+        (ACCOUNT, "wrong-key-0123456789", None, 401, "unauthorized"),
+        (ACCOUNT, API_KEY, "asset.view account.admin", 400, "invalid_scope"),
+        (ACCOUNT, API_KEY, "account.alert.view", 403, "scope_not_granted"),
+    ],
+)
+def test_a_vault_refusal_raises_vault_error_with_its_code(
+    vault_server, sim_server, sim, account, account_id, api_key, scopes, status, code
+):
     session = trackunit_session(vault_server.url, api_key, account_id, scopes, api_url=sim_server.url)
     with pytest.raises(VaultError) as raised:
         session.get(ASSETS)
@@ -239,14 +245,20 @@ def test_the_client_package_builds_with_its_module_and_metadata(tmp_path):
     source = tmp_path / "client"  # a copy: building writes an .egg-info next to the sources
     shutil.copytree(CLIENT_DIR, source, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "build", "dist"))
     script = "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
-    built = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=source, capture_output=True,
-                           text=True, timeout=60)
+    built = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], cwd=source, capture_output=True, text=True, timeout=60
+    )
     assert built.returncode == 0, built.stderr
     with tarfile.open(tmp_path / built.stdout.strip().splitlines()[-1]) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
         info = sdist.extractfile(next(n for n in sdist.getnames() if n.endswith("/PKG-INFO"))).read().decode()
         requires = sdist.extractfile(next(n for n in sdist.getnames() if n.endswith("/requires.txt"))).read()
-    assert {"iris_vault_client/__init__.py", "iris_vault_client/auth.py", "iris_vault_client/session.py",
-            "iris_vault_client/py.typed", "pyproject.toml"} <= names
+    assert {
+        "iris_vault_client/__init__.py",
+        "iris_vault_client/auth.py",
+        "iris_vault_client/session.py",
+        "iris_vault_client/py.typed",
+        "pyproject.toml",
+    } <= names
     assert "Name: iris-vault-client" in info
     assert {line.split(">=")[0] for line in requires.decode().split()} == {"requests", "urllib3"}

@@ -3,6 +3,7 @@
 Behaviour, not speed: what the simulator saw in flight at once, which answers came back,
 which connections the server closed. Every wait is bounded; the longest test takes ~15 s.
 """
+
 from __future__ import annotations
 
 import signal
@@ -36,9 +37,16 @@ def gunicorn(env, sim_server):
         server = GunicornServer({**env, **extra_env}, workers=workers)
         servers.append(server)
         server.start()
-        answer = requests.post(f"{sim_server.url}/_sim/install", json={
-            "callbackUrl": f"{server.url}/appinstall", "accountId": ACCOUNT, "irisAppId": APP_ID,
-            "scopes": ["asset.view", "account.view"]}, timeout=20).json()
+        answer = requests.post(
+            f"{sim_server.url}/_sim/install",
+            json={
+                "callbackUrl": f"{server.url}/appinstall",
+                "accountId": ACCOUNT,
+                "irisAppId": APP_ID,
+                "scopes": ["asset.view", "account.view"],
+            },
+            timeout=20,
+        ).json()
         assert answer["callbackStatus"] == 200, answer
         for _ in range(workers * 4):  # every worker caches the token (and starts listening)
             assert token(server).status_code == 200
@@ -170,7 +178,7 @@ def closed_by_server(sock: socket.socket) -> bool | None:
             if not data:
                 return True
             received[sock] = received.get(sock, b"") + data
-    except (socket.timeout, BlockingIOError):
+    except (TimeoutError, BlockingIOError):
         return None
     except OSError:  # reset
         return True
@@ -180,8 +188,10 @@ def test_slow_clients_cannot_hold_the_service_and_stalled_ones_are_dropped(gunic
     server = gunicorn(workers=1)  # every slow client on the one worker
     body = b'{"type": "INSTALLED", "irisAppId": "x", "accountId": "y"}' * 8
     headers_drip = b"GET /healthz HTTP/1.1\r\nHost: vault\r\nX-Slow: " + b"a" * 1000
-    body_head = (b"POST /appinstall HTTP/1.1\r\nHost: vault\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n" % len(body))
+    body_head = (
+        b"POST /appinstall HTTP/1.1\r\nHost: vault\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
     dripping = [(open_connection(server), "headers") for _ in range(25)]
     dripping += [(open_connection(server), "body") for _ in range(25)]
     for sock, kind in dripping:
@@ -202,7 +212,7 @@ def test_slow_clients_cannot_hold_the_service_and_stalled_ones_are_dropped(gunic
         for sock, kind in dripping:
             source = headers_drip if kind == "headers" else body
             try:
-                sock.sendall(source[sent:sent + 1])
+                sock.sendall(source[sent : sent + 1])
             except OSError:
                 pass  # closed by the server: checked below
         sent += 1

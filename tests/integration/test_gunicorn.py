@@ -3,6 +3,7 @@
 The stampede tests send 128 concurrent requests for a cold account and count what reached
 Trackunit (the simulator); the start-up tests check that a bad configuration stops the master.
 """
+
 from __future__ import annotations
 
 import base64

@@ -5,6 +5,7 @@ The identity tokens have no `jti` unless a test says so: RS256 is deterministic,
 claims sign to byte-identical tokens, as an issuer that mints one token a second (or reuses
 one for its lifetime) sends them.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,14 @@ def stack(redis_server, signing_key):
     sim_app = create_simulator(signing_key=signing_key)
     sim_server = serve_in_thread(sim_app, log_requests=False)
     env = {
-        "REDIS_URL": redis_server.url, "VAULT_KEY": VAULT_KEY, "API_KEYS": f"ops:{API_KEY}", "IRIS_APP_ID": APP_ID,
-        "APP_SCOPES": APP_SCOPES, "TRACKUNIT_TOKEN_URL": f"{sim_server.url}/apptoken",
-        "TRACKUNIT_JWKS_URL": f"{sim_server.url}/api/marketplace/jwks", "TRACKUNIT_API_URL": sim_server.url,
+        "REDIS_URL": redis_server.url,
+        "VAULT_KEY": VAULT_KEY,
+        "API_KEYS": f"ops:{API_KEY}",
+        "IRIS_APP_ID": APP_ID,
+        "APP_SCOPES": APP_SCOPES,
+        "TRACKUNIT_TOKEN_URL": f"{sim_server.url}/apptoken",
+        "TRACKUNIT_JWKS_URL": f"{sim_server.url}/api/marketplace/jwks",
+        "TRACKUNIT_API_URL": sim_server.url,
         "KEY_PREFIX": "gid",
     }
     server = GunicornServer(env, workers=WORKERS).start()
@@ -88,8 +94,12 @@ def test_two_accounts_installed_through_the_simulator_with_one_token(installer, 
 def test_the_simulator_signs_without_jti_or_account_claims_on_request(installer):
     answers = [installer.through_simulator(f"gu-minimal-{i}", jti=False, accountClaims=False) for i in range(2)]
     assert [a["callbackStatus"] for a in answers] == [200, 200], answers
-    claims = [jwt.decode(  # the claims the simulator signed, read without verifying
-        a["identityToken"], options={"verify_signature": False}) for a in answers]
+    claims = [
+        jwt.decode(  # the claims the simulator signed, read without verifying
+            a["identityToken"], options={"verify_signature": False}
+        )
+        for a in answers
+    ]
     assert all(set(c) == {"iss", "iat", "exp"} for c in claims), claims
 
 

@@ -7,6 +7,7 @@ byte-identical. A verified token with a valid body is stored whatever other mess
 carried it; only a `jti` binds a token to one message; an older `iat` never replaces newer
 credentials; `UNINSTALLED` never deletes. Real Redis, the simulator over real HTTP.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,7 @@ import time
 
 import pytest
 
-from core import metrics
-from core import tunables
+from core import metrics, tunables
 from tests.support.constants import ACCOUNT, APP_ID
 from tests.support.flows import get_token, ok_token, wait_for
 
@@ -81,8 +81,9 @@ def test_two_accounts_installed_with_one_token_are_both_stored(installer, shape,
     assert token_client_id(client, sim, auth_headers, OTHER) == second["clientId"]
 
 
-@pytest.mark.parametrize("shape", [*SHARED_SHAPES.values(), {"accountId": ACCOUNT}],
-                         ids=[*SHARED_SHAPES.keys(), "with_account_claim"])
+@pytest.mark.parametrize(
+    "shape", [*SHARED_SHAPES.values(), {"accountId": ACCOUNT}], ids=[*SHARED_SHAPES.keys(), "with_account_claim"]
+)
 def test_a_reinstall_with_new_credentials_and_the_same_token_is_stored(installer, shape, client, sim, auth_headers):
     token = shared_token(sim, shape)
     assert_stored(installer.post(installer.message(), token), replaced=False)
@@ -126,8 +127,11 @@ def test_the_same_jti_with_another_body_is_refused_and_changes_nothing(installer
     token = sim.identity_token({})
     assert_stored(installer.post(installer.message(), token))
     before = keyspace(redis_client)
-    for forged in (installer.message(clientId="0oaATTACKER000000000", clientSecret="attacker-secret"),
-                   installer.message(OTHER), uninstalled()):
+    for forged in (
+        installer.message(clientId="0oaATTACKER000000000", clientSecret="attacker-secret"),
+        installer.message(OTHER),
+        uninstalled(),
+    ):
         response = installer.post(forged, token)
         assert response.status_code == 401, response.get_data(as_text=True)
         assert response.get_json()["error"]["code"] == "invalid_identity"
@@ -163,7 +167,7 @@ def test_the_binding_lives_as_long_as_the_token(installer, client, sim, redis_cl
         return [redis_client.ttl(key) for key in redis_client.keys("test:identity:*")]
 
     assert_stored(installer.post(installer.message("short"), sim.identity_token({}, expires_in=300)))
-    ttl, = binding_ttls()
+    (ttl,) = binding_ttls()
     assert 300 < ttl <= 300 + tunables.IDENTITY_LEEWAY
     redis_client.delete(*redis_client.keys("test:identity:*"))
     assert_stored(installer.post(installer.message("long"), sim.identity_token({}, expires_in=30 * 86400)))
@@ -177,8 +181,9 @@ def test_the_binding_lives_as_long_as_the_token(installer, client, sim, redis_cl
 
 
 @pytest.mark.parametrize("jti", [True, False], ids=["jti", "no_jti"])
-def test_an_older_token_after_a_reinstall_is_stale_and_changes_nothing(installer, jti, client, sim, redis_client,
-                                                                        auth_headers):
+def test_an_older_token_after_a_reinstall_is_stale_and_changes_nothing(
+    installer, jti, client, sim, redis_client, auth_headers
+):
     now = int(time.time())
     old_token, old_body = sim.identity_token({"iat": now - 100}, jti=jti), installer.message()
     assert_stored(installer.post(old_body, old_token))
@@ -190,7 +195,8 @@ def test_an_older_token_after_a_reinstall_is_stale_and_changes_nothing(installer
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json() == {"status": "stale", "account_id": ACCOUNT}
     assert {k: v for k, v in keyspace(redis_client).items() if b":identity:" not in k} == {
-        k: v for k, v in before.items() if b":identity:" not in k}
+        k: v for k, v in before.items() if b":identity:" not in k
+    }
     assert token_client_id(client, sim, auth_headers, ACCOUNT) == new_body["clientId"]
 
 
@@ -232,8 +238,9 @@ def installed(installer, client, sim, auth_headers):
     return ok_token(client, auth_headers)["access_token"]
 
 
-def test_uninstalled_with_working_credentials_keeps_the_account_active(installer, installed, client, sim, redis_client,
-                                                                       auth_headers):
+def test_uninstalled_with_working_credentials_keeps_the_account_active(
+    installer, installed, client, sim, redis_client, auth_headers
+):
     calls = sim.token_requests
     response = installer.post(uninstalled(), shared_token(sim))
     assert response.status_code == 202, response.get_data(as_text=True)
@@ -247,7 +254,9 @@ def test_uninstalled_with_working_credentials_keeps_the_account_active(installer
     assert sim.token_requests == calls + 1
 
 
-def test_uninstalled_with_refused_credentials_makes_the_account_revoked(installer, installed, client, sim, auth_headers):
+def test_uninstalled_with_refused_credentials_makes_the_account_revoked(
+    installer, installed, client, sim, auth_headers
+):
     sim.revoke(ACCOUNT)  # the app was really uninstalled: Trackunit refuses the client now
     assert installer.post(uninstalled(), shared_token(sim)).status_code == 202
     wait_for(lambda: client.get(f"/v1/accounts/{ACCOUNT}", headers=auth_headers).get_json()["status"] == "revoked")

@@ -1,4 +1,5 @@
 """The in-process token cache: hits skip Redis, and no worker serves a dropped token past the bound."""
+
 import concurrent.futures
 import time
 
@@ -39,16 +40,19 @@ def test_hits_are_served_from_memory(client, install, auth_headers, redis_client
     assert sim.token_requests == 1
 
 
-def test_this_process_forgets_at_once_on_delete_reinstall_and_force_refresh(client, install, auth_headers,
-                                                                           redis_client):
+def test_this_process_forgets_at_once_on_delete_reinstall_and_force_refresh(
+    client, install, auth_headers, redis_client
+):
     install(ACCOUNT)
     old = client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).get_json()["access_token"]
     wait_until_memory_is_trusted(client, auth_headers, redis_client)
 
     new = client.get(f"/v1/accounts/{ACCOUNT}/token?force_refresh=true", headers=auth_headers).get_json()
     assert new["access_token"] != old
-    assert client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).get_json()["access_token"] == \
-        new["access_token"]
+    assert (
+        client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).get_json()["access_token"]
+        == new["access_token"]
+    )
 
     install(ACCOUNT)  # re-install through the callback (another thread of the same app)
     after = client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).get_json()["access_token"]
@@ -121,8 +125,10 @@ def test_every_worker_stops_serving_a_dropped_token_within_one_second(env, insta
             for pid in workers.by_worker:  # memory warm again, now with the refreshed token
                 assert wait_until_worker_serves_from_memory(workers, pid, redis_client) == refreshed["access_token"]
             with requests.Session() as session:
-                assert session.delete(f"{server.url}/v1/accounts/{ACCOUNT}", headers=auth_headers,
-                                      timeout=20).status_code == 204
+                assert (
+                    session.delete(f"{server.url}/v1/accounts/{ACCOUNT}", headers=auth_headers, timeout=20).status_code
+                    == 204
+                )
                 assert session.get(url, headers=auth_headers, timeout=20).status_code == 404
             time.sleep(1.0)
             for pid in workers.by_worker:

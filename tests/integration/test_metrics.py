@@ -1,4 +1,5 @@
 """/metrics counts what happened, in one process and across gunicorn workers."""
+
 import re
 
 import pytest
@@ -78,7 +79,8 @@ def test_counts_are_merged_across_gunicorn_workers(env, install, sim_server, aut
             assert r.status_code == 200
         text = requests.get(f"{server.url}/metrics", timeout=10).text
         total = sample(text, "itv_token_requests_total", outcome="cache_hit") + sample(
-            text, "itv_token_requests_total", outcome="fetched")
+            text, "itv_token_requests_total", outcome="fetched"
+        )
         assert total == 30
         assert sample(text, "itv_token_requests_total", outcome="fetched") == 1
     finally:

@@ -1,4 +1,5 @@
 """A whole flow under gunicorn: no secret the simulator or the configuration handed out reaches any log line."""
+
 import json
 
 import requests
@@ -39,8 +40,12 @@ def test_full_flow_logs_no_secret_and_sigterm_exits_cleanly(env, sim_server, sim
         assert token(force_refresh="true").status_code == 410
         install()  # re-install with new credentials
         assert token().status_code == 200
-        assert requests.get(f"{base}/token", headers={"Authorization": "Bearer wrong-key-0123456789"},
-                            timeout=10).status_code == 401
+        assert (
+            requests.get(
+                f"{base}/token", headers={"Authorization": "Bearer wrong-key-0123456789"}, timeout=10
+            ).status_code
+            == 401
+        )
         assert requests.delete(base, headers=auth, timeout=10).status_code == 204
         # A path only gunicorn's access log writes (its own handler, not the root logger's).
         assert requests.get(f"{server.url}/client_secret={SHAPED}", timeout=10).status_code == 404

@@ -4,6 +4,7 @@ Both ways: every Flask route (and method) is in the document, and every document
 route. Every error the service defines (core/errors.py) is documented with its status and code, and GET
 /openapi.json serves the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
 
 
 def documented_operations() -> set[tuple[str, str]]:
-    return {(method.upper(), path) for path, item in DOCUMENT["paths"].items()
-            for method in item if method in HTTP_METHODS}
+    return {
+        (method.upper(), path) for path, item in DOCUMENT["paths"].items() for method in item if method in HTTP_METHODS
+    }
 
 
 def served_operations(app) -> set[tuple[str, str]]:
@@ -124,8 +126,11 @@ def test_every_path_parameter_is_declared():
         for method, operation in item.items():
             if method not in HTTP_METHODS:
                 continue
-            declared = {resolve(p)["name"] for p in [*item.get("parameters", []), *operation.get("parameters", [])]
-                        if resolve(p)["in"] == "path"}
+            declared = {
+                resolve(p)["name"]
+                for p in [*item.get("parameters", []), *operation.get("parameters", [])]
+                if resolve(p)["in"] == "path"
+            }
             assert declared == names, (method, path)
 
 
@@ -154,7 +159,10 @@ def test_v1_operations_need_the_api_key_and_503s_carry_retry_after():
                 headers = resolve(operation["responses"]["503"])["headers"]
                 assert "Retry-After" in headers, (method, path)
     assert DOCUMENT["components"]["securitySchemes"]["apiKey"] == {
-        **DOCUMENT["components"]["securitySchemes"]["apiKey"], "type": "http", "scheme": "bearer"}
+        **DOCUMENT["components"]["securitySchemes"]["apiKey"],
+        "type": "http",
+        "scheme": "bearer",
+    }
 
 
 def test_the_service_serves_the_document(client):

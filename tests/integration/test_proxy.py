@@ -4,6 +4,7 @@ The vault runs in a thread on a real socket, Trackunit is the simulator on anoth
 redis-server. Requests go out with http.client so that paths reach the vault exactly as written.
 A third server stands for "anywhere else": no test may ever make it receive a request.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,8 +71,15 @@ class Answer:
         return self.headers.get("Token-Vault-Error")
 
 
-def send(server, method: str, target: str, headers: dict[str, str] | None = None, body: bytes | None = None,
-         *, chunked: bool = False) -> Answer:
+def send(
+    server,
+    method: str,
+    target: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    *,
+    chunked: bool = False,
+) -> Answer:
     """One request with the target exactly as given (nothing normalises it on the way)."""
     conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
     try:
@@ -91,8 +99,15 @@ def send(server, method: str, target: str, headers: dict[str, str] | None = None
         conn.close()
 
 
-def proxy(server, method: str, path: str, headers: dict[str, str] | None = KEY, body: bytes | None = None,
-          account_id: str = ACCOUNT, **kwargs) -> Answer:
+def proxy(
+    server,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = KEY,
+    body: bytes | None = None,
+    account_id: str = ACCOUNT,
+    **kwargs,
+) -> Answer:
     return send(server, method, f"/v1/accounts/{account_id}/proxy/{path}", headers, body, **kwargs)
 
 
@@ -126,7 +141,11 @@ def test_get_goes_to_the_same_path_with_the_query_as_sent_and_the_account_token(
     answer = proxy(vault_server, "GET", "api/asset/v1/assets/a-1?b=%20x%2By&a=1&a=2&empty=")
     from_upstream(answer, 200)
     echo = answer.json()
-    assert (echo["method"], echo["path"], echo["query"]) == ("GET", "/api/asset/v1/assets/a-1", "b=%20x%2By&a=1&a=2&empty=")
+    assert (echo["method"], echo["path"], echo["query"]) == (
+        "GET",
+        "/api/asset/v1/assets/a-1",
+        "b=%20x%2By&a=1&a=2&empty=",
+    )
     assert echo["accountId"] == ACCOUNT
     assert last_upstream(sim).header("Authorization") == f"Bearer {token_of(sim)}"
     assert last_upstream(sim).header("Accept-Encoding") == "identity"  # the caller asked for no compression
@@ -138,13 +157,16 @@ def test_list_assets_through_the_proxy(vault_server, sim, account):
     assert {asset["accountId"] for asset in answer.json()["content"]} == {ACCOUNT}
 
 
-@pytest.mark.parametrize("method, path, status", [
-    ("POST", "api/asset/v1/assets", 201),
-    ("POST", "api/asset/v1/assets/a-1", 200),
-    ("PUT", "api/asset/v1/assets/a-1", 200),
-    ("PATCH", "api/asset/v1/assets/a-1", 200),
-    ("DELETE", "api/asset/v1/assets/a-1", 200),
-])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("POST", "api/asset/v1/assets", 201),
+        ("POST", "api/asset/v1/assets/a-1", 200),
+        ("PUT", "api/asset/v1/assets/a-1", 200),
+        ("PATCH", "api/asset/v1/assets/a-1", 200),
+        ("DELETE", "api/asset/v1/assets/a-1", 200),
+    ],
+)
 def test_each_write_method_is_forwarded_with_its_body_unchanged(vault_server, sim, account, method, path, status):
     body = json.dumps({"name": "Grävmaskin 7", "tags": ["a", "b"], "n": 1.50}, ensure_ascii=False).encode()
     answer = proxy(vault_server, method, f"{path}?dryRun=true", WRITE, body)
@@ -193,17 +215,37 @@ def test_a_large_upstream_body_streams_through_intact(vault_server, account):
 
 
 def test_only_allow_listed_request_headers_reach_trackunit(vault_server, sim, account):
-    sent = {**KEY, "Accept": "application/json", "Accept-Language": "da-DK", "Accept-Encoding": "gzip",
-            "TU-PREVIEW": "true", "Cookie": "session=caller", "X-Caller-Secret": "s3cret",
-            "Proxy-Authorization": "Basic Zm9vOmJhcg==", "X-Forwarded-For": "10.0.0.1", "Forwarded": "for=10.0.0.1",
-            "TE": "trailers", "Upgrade": "websocket", "Keep-Alive": "timeout=99"}
+    sent = {
+        **KEY,
+        "Accept": "application/json",
+        "Accept-Language": "da-DK",
+        "Accept-Encoding": "gzip",
+        "TU-PREVIEW": "true",
+        "Cookie": "session=caller",
+        "X-Caller-Secret": "s3cret",
+        "Proxy-Authorization": "Basic Zm9vOmJhcg==",
+        "X-Forwarded-For": "10.0.0.1",
+        "Forwarded": "for=10.0.0.1",
+        "TE": "trailers",
+        "Upgrade": "websocket",
+        "Keep-Alive": "timeout=99",
+    }
     from_upstream(proxy(vault_server, "GET", "api/asset/v1/assets/a-1", sent), 200)
     upstream = last_upstream(sim)
     assert upstream.header("Authorization") == f"Bearer {token_of(sim)}"
     for name in ("Accept", "Accept-Language", "Accept-Encoding", "TU-PREVIEW"):
         assert upstream.header(name) == sent[name], name
-    for name in ("Cookie", "X-Caller-Secret", "Proxy-Authorization", "X-Forwarded-For", "Forwarded", "TE",
-                 "Upgrade", "Keep-Alive", "Trackunit-Scope"):
+    for name in (
+        "Cookie",
+        "X-Caller-Secret",
+        "Proxy-Authorization",
+        "X-Forwarded-For",
+        "Forwarded",
+        "TE",
+        "Upgrade",
+        "Keep-Alive",
+        "Trackunit-Scope",
+    ):
         assert upstream.header(name) is None, name
     assert not [v for v in upstream.headers.values() if API_KEY in v or "s3cret" in v]
 
@@ -230,8 +272,7 @@ def test_cookies_set_by_trackunit_are_never_sent_back_upstream(vault_server, sim
 def test_an_upstream_error_comes_back_as_is_without_the_vault_header(vault_server, sim, account):
     answer = proxy(vault_server, "PUT", "api/asset/v1/assets/a-1", {**KEY, "Content-Type": "application/json"}, b"{}")
     from_upstream(answer, 403)  # the required scopes do not include the write scope
-    assert answer.json() == {"status": 403, "code": "insufficient_scope",
-                             "message": f"the token lacks scope {MANAGE}"}
+    assert answer.json() == {"status": 403, "code": "insufficient_scope", "message": f"the token lacks scope {MANAGE}"}
     assert answer.headers["X-RateLimit-Remaining"] == "99"
 
 
@@ -240,8 +281,9 @@ def test_an_upstream_error_comes_back_as_is_without_the_vault_header(vault_serve
 
 @pytest.mark.parametrize("header", [f"asset.view {MANAGE}", f"{MANAGE},asset.view", f" {MANAGE} , asset.view "])
 def test_trackunit_scope_picks_the_token(vault_server, sim, account, header):
-    from_upstream(proxy(vault_server, "PATCH", "api/asset/v1/assets/a-1", {**WRITE, "Trackunit-Scope": header},
-                        b"{}"), 200)
+    from_upstream(
+        proxy(vault_server, "PATCH", "api/asset/v1/assets/a-1", {**WRITE, "Trackunit-Scope": header}, b"{}"), 200
+    )
     assert sim.last_token_request["scope"] == f"{MANAGE} asset.view"
 
 
@@ -271,8 +313,10 @@ def test_a_scope_the_account_did_not_grant_is_403_scope_not_granted(vault_server
 # The vault's own refusals -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-key-0123456789"},
-                                     {"Authorization": API_KEY}, {"X-Api-Key": API_KEY}])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-key-0123456789"}, {"Authorization": API_KEY}, {"X-Api-Key": API_KEY}],
+)
 def test_without_a_valid_api_key_it_is_401_unauthorized(vault_server, sim, account, headers):
     refused(proxy(vault_server, "GET", "api/asset/v1/assets", headers), 401, "unauthorized")
     assert (sim.token_requests, sim.api_requests) == (0, 0)
@@ -296,8 +340,11 @@ def test_errors_outside_the_proxy_carry_no_proxy_marker(vault_server, sim, accou
 
 @pytest.mark.parametrize("account_id", [UNKNOWN, "not an id!", "x" * 300])
 def test_an_unknown_account_is_404_account_not_found(vault_server, sim, account, account_id):
-    refused(proxy(vault_server, "GET", "api/asset/v1/assets", account_id=account_id.replace(" ", "%20")),
-            404, "account_not_found")
+    refused(
+        proxy(vault_server, "GET", "api/asset/v1/assets", account_id=account_id.replace(" ", "%20")),
+        404,
+        "account_not_found",
+    )
     assert (sim.token_requests, sim.api_requests) == (0, 0)
 
 
@@ -329,8 +376,10 @@ def test_a_401_to_a_cached_token_refreshes_it_once_and_retries_once(vault_server
     from_upstream(proxy(vault_server, "GET", "api/asset/v1/assets"), 200)
     assert sim.token_requests == 2
     assert sim.api_requests_by_method == {"GET": 3}
-    assert [r.header("Authorization") for r in sim.api_log[1:]] == [f"Bearer {refused_token}",
-                                                                     f"Bearer {token_of(sim)}"]
+    assert [r.header("Authorization") for r in sim.api_log[1:]] == [
+        f"Bearer {refused_token}",
+        f"Bearer {token_of(sim)}",
+    ]
 
 
 def test_a_second_401_is_passed_back(vault_server, sim, account):
@@ -362,8 +411,9 @@ def test_429_on_get_is_retried_after_retry_after(vault_server, sim, account):
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 def test_5xx_on_an_idempotent_method_is_retried(vault_server, sim, account, method):
     sim.configure_api(fail_status=503, fail_count=1)
-    from_upstream(proxy(vault_server, method, "api/asset/v1/assets/a-1", WRITE, b"{}" if method == "PUT" else None),
-                  200)
+    from_upstream(
+        proxy(vault_server, method, "api/asset/v1/assets/a-1", WRITE, b"{}" if method == "PUT" else None), 200
+    )
     assert sim.api_requests_by_method == {method: 2}
 
 
@@ -444,8 +494,10 @@ def test_a_path_that_could_leave_the_api_is_400_invalid_path(vault_server, sim, 
 
 def test_a_raw_control_character_in_the_path_is_refused(vault_server, sim, account):
     with socket.create_connection((vault_server.host, vault_server.port), timeout=10) as conn:
-        conn.sendall(f"GET /v1/accounts/{ACCOUNT}/proxy/api/asset\x01/v1 HTTP/1.1\r\nHost: x\r\n"
-                     f"Authorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        conn.sendall(
+            f"GET /v1/accounts/{ACCOUNT}/proxy/api/asset\x01/v1 HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n".encode("latin-1")
+        )
         reply = b""
         while chunk := conn.recv(65536):
             reply += chunk
@@ -484,7 +536,12 @@ def test_one_audit_line_per_proxied_call_without_token_or_query(vault_server, si
     assert len(lines) == 1, [r.getMessage() for r in lines]
     line = lines[0]
     assert (line.method, line.path, line.account_id, line.key_name, line.upstream_status) == (
-        "GET", "api/asset/v1/assets/a-1", ACCOUNT, "ops", 200)
+        "GET",
+        "api/asset/v1/assets/a-1",
+        ACCOUNT,
+        "ops",
+        200,
+    )
     assert isinstance(line.duration_ms, float)
     for token in (first_token, token_of(sim)):
         assert token not in caplog.text

@@ -1,4 +1,5 @@
 """How an account hash is laid out in a real Redis: compact, and with no piece of an earlier install left."""
+
 from __future__ import annotations
 
 import secrets
@@ -8,8 +9,8 @@ import pytest
 import redis
 
 from tests.support.constants import APP_ID, OLD_KEY, VAULT_KEY
-from tests.support.rotation import KEYS, NEW_ID, repository, rotation
 from tests.support.records import read_sealed
+from tests.support.rotation import KEYS, NEW_ID, repository, rotation
 from vault.accounts import CRED_PIECE, Credentials, credentials_aad
 from vault.layout import Field
 from vault.rotation import RESEALED
@@ -67,7 +68,9 @@ def test_a_record_written_as_one_field_still_opens_and_rotation_moves_it_to_piec
     report = rotation(redis_client, VAULT_KEY, OLD_KEY).rotate()
 
     assert report.total(RESEALED) == 1
-    assert pieces(redis_client, "acc-1") == [f"{Field.CRED_PIECE}{n}".encode() for n in range(len(pieces(redis_client, "acc-1")))]
+    assert pieces(redis_client, "acc-1") == [
+        f"{Field.CRED_PIECE}{n}".encode() for n in range(len(pieces(redis_client, "acc-1")))
+    ]
     assert b"cred" not in redis_client.hkeys(key)
     assert Sealer.key_id_of(read_sealed(redis_client, key)) == NEW_ID
     assert repository(redis_client, VAULT_KEY).load("acc-1")[1] == Credentials("client-1", "secret-1")
@@ -132,8 +135,18 @@ def test_the_scripts_refuse_an_odd_or_empty_list_of_pieces_and_change_nothing(re
     with pytest.raises(redis.ResponseError, match="expected field, value pairs"):
         swap(account=key, app=APP_ID, sealed=read_sealed(redis_client, key), pieces=values)
     with pytest.raises(redis.ResponseError, match="expected field, value pairs"):
-        install(account=key, cache=KEYS.key_for("acc-1", "cache"), index=KEYS.index, revoked=KEYS.revoked,
-                generation=KEYS.generation, app=APP_ID, now=1, account_id="acc-1", channel=KEYS.channel, iat="",
-                pieces=values)
+        install(
+            account=key,
+            cache=KEYS.key_for("acc-1", "cache"),
+            index=KEYS.index,
+            revoked=KEYS.revoked,
+            generation=KEYS.generation,
+            app=APP_ID,
+            now=1,
+            account_id="acc-1",
+            channel=KEYS.channel,
+            iat="",
+            pieces=values,
+        )
 
     assert redis_client.hgetall(key) == before

@@ -1,4 +1,5 @@
 """vault.rotation against a real redis-server: re-seal every record, lose none, clobber none."""
+
 from __future__ import annotations
 
 import base64
@@ -11,17 +12,36 @@ from cli.vault_commands import report_dict
 from tests.support.constants import APP_ID, OLD_KEY, VAULT_KEY
 from tests.support.records import read_sealed, write_sealed
 from tests.support.rotation import (
-    KEYS, NEW_ID, OLD_ID, SLOT, THIRD_KEY, account, cached, creds, generation, install_many, repository,
-    rotation, token_cache, token_key,
+    KEYS,
+    NEW_ID,
+    OLD_ID,
+    SLOT,
+    THIRD_KEY,
+    account,
+    cached,
+    creds,
+    generation,
+    install_many,
+    repository,
+    rotation,
+    token_cache,
+    token_key,
 )
 from vault.accounts import Credentials, join_sealed
-from vault.layout import Field
 from vault.keys import key_id, parse_key
+from vault.layout import Field
 from vault.rotation import (
-    CHANGED, CREDENTIALS, CURRENT, FAILED, MAX_ATTEMPTS, OPENS, RESEALED, SKIPPED, TOKEN,
+    CHANGED,
+    CREDENTIALS,
+    CURRENT,
+    FAILED,
+    MAX_ATTEMPTS,
+    OPENS,
+    RESEALED,
+    SKIPPED,
+    TOKEN,
 )
 from vault.seal import Sealer
-
 
 # Helpers ---------------------------------------------------------------------------------------
 
@@ -50,8 +70,11 @@ def test_rotate_reseals_credentials_and_tokens_and_changes_nothing_else(redis_cl
     install_many(redis_client, 30, tokens_every=3)
     repository(redis_client, OLD_KEY).revoke(account(4), generation(redis_client, 4), int(time.time()) + 60)
     hashes = {account(i): redis_client.hgetall(KEYS.key_for(account(i))) for i in range(30)}
-    others = {key: redis_client.dump(key) for key in redis_client.scan_iter(count=1000)
-              if b":token:" not in key and not key.endswith(b"}")}  # index and cache sets
+    others = {
+        key: redis_client.dump(key)
+        for key in redis_client.scan_iter(count=1000)
+        if b":token:" not in key and not key.endswith(b"}")
+    }  # index and cache sets
     started = time.monotonic()
     ttl_before = {i: redis_client.pttl(token_key(i)) for i in range(0, 30, 3)}
 
@@ -69,7 +92,9 @@ def test_rotate_reseals_credentials_and_tokens_and_changes_nothing_else(redis_cl
         assert opened == creds(i) and opened.client_secret == creds(i).client_secret
         after = redis_client.hgetall(KEYS.key_for(account(i)))
         assert join_sealed(after) != join_sealed(hashes[account(i)])
-        assert without_pieces(after) == without_pieces(hashes[account(i)])  # status, gen, timestamps, revoked_until untouched
+        assert without_pieces(after) == without_pieces(
+            hashes[account(i)]
+        )  # status, gen, timestamps, revoked_until untouched
         assert Sealer.key_id_of(read_sealed(redis_client, KEYS.key_for(account(i)))) == NEW_ID
     assert new_only_repo.get(account(4)).status == "revoked"
     for i in range(0, 30, 3):
@@ -110,8 +135,9 @@ def test_records_changed_while_rotating_are_never_clobbered_nor_brought_back(red
         for i in range(5, 10):
             web.delete(account(i))
         for i in range(10, 15):
-            assert web_tokens.put(account(i), generation(redis_client, i), SLOT,
-                                  cached(f"token-{i}-v1", 20_000))  # a refresh
+            assert web_tokens.put(
+                account(i), generation(redis_client, i), SLOT, cached(f"token-{i}-v1", 20_000)
+            )  # a refresh
         for i in range(15, 20):
             redis_client.delete(token_key(i))  # a token expiring
         lagging.install(account(20), APP_ID, creds(20, 2))  # changed, but still under the old key
@@ -212,8 +238,10 @@ def test_records_that_do_not_open_are_reported_by_account_and_left_untouched(red
     bad_token = bytearray(redis_client.get(token_key(4)))
     bad_token[40] ^= 0x80
     redis_client.set(token_key(4), bytes(bad_token), keepttl=True)
-    broken = {key: redis_client.dump(key) for key in
-              (KEYS.key_for(account(0)), KEYS.key_for(account(1)), KEYS.key_for(account(2)), token_key(4))}
+    broken = {
+        key: redis_client.dump(key)
+        for key in (KEYS.key_for(account(0)), KEYS.key_for(account(1)), KEYS.key_for(account(2)), token_key(4))
+    }
 
     report = rotation(redis_client, VAULT_KEY, OLD_KEY).rotate()
 
@@ -223,8 +251,12 @@ def test_records_that_do_not_open_are_reported_by_account_and_left_untouched(red
     # (re-installing account 0 dropped its token: tokens of accounts 1-5 remain)
     assert count(report, RESEALED, CREDENTIALS, OLD_ID) == 3 and count(report, RESEALED, TOKEN, OLD_ID) == 4
     problems = {(p.account_id, p.record) for p in report.problems}
-    assert problems == {(account(0), "credentials"), (account(1), "credentials"), (account(2), "credentials"),
-                        (account(4), f"token {SLOT}")}
+    assert problems == {
+        (account(0), "credentials"),
+        (account(1), "credentials"),
+        (account(2), "credentials"),
+        (account(4), f"token {SLOT}"),
+    }
     assert {key: redis_client.dump(key) for key in broken} == broken
     text = " ".join(map(str, report.problems)) + repr(report_dict(report))
     for raw in [bytes(tampered), bytes(bad_token)]:
@@ -253,8 +285,9 @@ def test_only_records_of_this_deployment_are_touched(redis_client):
 
 def test_rotate_and_check_walk_the_keyspace_with_scan_never_keys(redis_server, redis_client):
     install_many(redis_client, 20, tokens_every=2)
-    redis_client.acl_setuser("rotator", enabled=True, passwords=["+rotator-pw"], keys=["*"], channels=["*"],
-                             commands=["+@all", "-keys"])
+    redis_client.acl_setuser(
+        "rotator", enabled=True, passwords=["+rotator-pw"], keys=["*"], channels=["*"], commands=["+@all", "-keys"]
+    )
     client = redis.Redis(port=redis_server.port, username="rotator", password="rotator-pw", socket_timeout=5)
     try:
         with pytest.raises(redis.exceptions.NoPermissionError):

@@ -13,6 +13,7 @@ check: no 5xx, status codes, content types, headers and bodies as documented, `/
 the API key, schema-violating requests refused; and on the proxy, `Token-Vault-Error` exactly on the
 vault's own errors.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,18 +47,27 @@ PROXY = ["proxyGet", "proxyPost", "proxyPut", "proxyPatch", "proxyDelete"]
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 REFUSED = ["400", "401", "403", "404", "405", "406", "409", "413", "414", "415", "422", "428", "429", "5xx"]
-CONFIG = schemathesis.Config.from_dict({
-    # The API key is sent explicitly with every call (AUTH), so schemathesis does not generate its own; unknown
-    # query parameters and headers are ignored by design, so none are added as "negative" data.
-    "generation": {"deterministic": True, "max-examples": MAX_EXAMPLES, "database": "none",
-                   "with-security-parameters": False, "allow-extra-parameters": False},
-    "checks": {"negative_data_rejection": {"expected-statuses": REFUSED}},
-    "operations": [
-        {"include-operation-id": SEMANTIC_400,
-         "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400"]}}},
-        {"include-operation-id": PROXY, "checks": {"positive_data_acceptance": {"enabled": False}}},
-    ],
-})
+CONFIG = schemathesis.Config.from_dict(
+    {
+        # The API key is sent explicitly with every call (AUTH), so schemathesis does not generate its own; unknown
+        # query parameters and headers are ignored by design, so none are added as "negative" data.
+        "generation": {
+            "deterministic": True,
+            "max-examples": MAX_EXAMPLES,
+            "database": "none",
+            "with-security-parameters": False,
+            "allow-extra-parameters": False,
+        },
+        "checks": {"negative_data_rejection": {"expected-statuses": REFUSED}},
+        "operations": [
+            {
+                "include-operation-id": SEMANTIC_400,
+                "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400"]}},
+            },
+            {"include-operation-id": PROXY, "checks": {"positive_data_acceptance": {"enabled": False}}},
+        ],
+    }
+)
 schema = schemathesis.openapi.from_path(OPENAPI_PATH, config=CONFIG)
 
 
@@ -77,17 +87,21 @@ def live(redis_server, trackunit):
         redis_server.start()
     store = redis_server.client()
     store.flushall()
-    server = GunicornServer({
-        "REDIS_URL": redis_server.url,
-        "VAULT_KEY": VAULT_KEY,
-        "API_KEYS": f"ops:{API_KEY}",
-        "IRIS_APP_ID": APP_ID,
-        "APP_SCOPES": APP_SCOPES,
-        "TRACKUNIT_TOKEN_URL": f"{sim_server.url}/apptoken",
-        "TRACKUNIT_JWKS_URL": f"{sim_server.url}/api/marketplace/jwks",
-        "TRACKUNIT_API_URL": sim_server.url,
-        "KEY_PREFIX": "contract",
-    }, workers=2, threads=4).start()
+    server = GunicornServer(
+        {
+            "REDIS_URL": redis_server.url,
+            "VAULT_KEY": VAULT_KEY,
+            "API_KEYS": f"ops:{API_KEY}",
+            "IRIS_APP_ID": APP_ID,
+            "APP_SCOPES": APP_SCOPES,
+            "TRACKUNIT_TOKEN_URL": f"{sim_server.url}/apptoken",
+            "TRACKUNIT_JWKS_URL": f"{sim_server.url}/api/marketplace/jwks",
+            "TRACKUNIT_API_URL": sim_server.url,
+            "KEY_PREFIX": "contract",
+        },
+        workers=2,
+        threads=4,
+    ).start()
     yield server
     server.stop()
     store.flushall()
@@ -112,8 +126,11 @@ def aim_at_real_things(case, sim) -> None:
         generated = str(case.path_parameters["account_id"])
         if zlib.crc32(generated.encode()) % 2 == 0:
             case.path_parameters["account_id"] = ACCOUNT
-    if case.operation.path == "/appinstall" and "Trackunit-Identity" in (case.headers or {}) \
-            and component_is_positive(case, ParameterLocation.HEADER):
+    if (
+        case.operation.path == "/appinstall"
+        and "Trackunit-Identity" in (case.headers or {})
+        and component_is_positive(case, ParameterLocation.HEADER)
+    ):
         # Signed by the simulator's key (the JWKS the vault trusts), without accountId/irisAppId claims,
         # so that the body alone decides: stored, deleted, ignored, unknown_app or invalid_request.
         case.headers["Trackunit-Identity"] = sim.identity_token({})
@@ -128,8 +145,12 @@ def token_vault_error_marks_vault_errors(ctx, response, case):
         body = json.loads(response.content)
     except ValueError:
         body = None
-    vault_shaped = (isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], dict)
-                    and set(body["error"]) == {"code", "message"})
+    vault_shaped = (
+        isinstance(body, dict)
+        and set(body) == {"error"}
+        and isinstance(body["error"], dict)
+        and set(body["error"]) == {"code", "message"}
+    )
     if marker is not None:
         assert len(marker) == 1 and response.status_code >= 400, f"Token-Vault-Error {marker} on {response.status_code}"
         assert vault_shaped and body["error"]["code"] == marker[0], f"Token-Vault-Error {marker} with body {body!r}"
@@ -139,11 +160,13 @@ def token_vault_error_marks_vault_errors(ctx, response, case):
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck)
+)
 def test_every_operation_conforms(case, live, trackunit):
     aim_at_real_things(case, trackunit[1])
     # The API key as an explicit header: schemathesis' ignored_auth check then also sends each /v1 operation
     # without it and with an invalid one, and expects 401.
-    case.call_and_validate(base_url=live.url, headers=AUTH, timeout=30,
-                           additional_checks=[token_vault_error_marks_vault_errors])
+    case.call_and_validate(
+        base_url=live.url, headers=AUTH, timeout=30, additional_checks=[token_vault_error_marks_vault_errors]
+    )

@@ -4,6 +4,7 @@ Issue 13's connection-reuse target compares the connections the simulator accept
 that were in flight; these tests fail if a counter misses or double-counts, or if a connection
 cannot actually be reused (werkzeug's own server closes every one).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -105,12 +106,21 @@ def test_reset_starts_the_counters_again(server, state):
 def test_request_bodies_never_leak_into_the_next_request_on_the_connection(server, state):
     conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
     try:
-        conn.request("POST", "/apptoken", body=b"grant_type=client_credentials&client_id=x&client_secret=" + b"a" * 5000,
-                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        conn.request(
+            "POST",
+            "/apptoken",
+            body=b"grant_type=client_credentials&client_id=x&client_secret=" + b"a" * 5000,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         first = conn.getresponse()
         first.read()
-        conn.request("POST", "/_sim/behaviour", body=iter([b'{"expires_in"', b": 60}"]),
-                     headers={"Content-Type": "application/json"}, encode_chunked=True)
+        conn.request(
+            "POST",
+            "/_sim/behaviour",
+            body=iter([b'{"expires_in"', b": 60}"]),
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
         second = conn.getresponse()
         assert second.status == 200
         assert b'"expires_in":60' in second.read().replace(b" ", b"")
@@ -128,8 +138,9 @@ def test_a_body_the_app_did_not_read_closes_the_connection_after_the_answer(serv
     conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
     try:
         # JSON to the token endpoint: answered 400 without reading the body
-        conn.request("POST", "/apptoken", body=b'{"x": "' + b"a" * 5000 + b'"}',
-                     headers={"Content-Type": "application/json"})
+        conn.request(
+            "POST", "/apptoken", body=b'{"x": "' + b"a" * 5000 + b'"}', headers={"Content-Type": "application/json"}
+        )
         first = conn.getresponse()
         first.read()
         assert first.status == 400
@@ -146,11 +157,21 @@ def test_a_body_the_app_did_not_read_closes_the_connection_after_the_answer(serv
 def test_streamed_answers_without_length_are_chunked_and_the_connection_stays_usable(server, state):
     state.add_account("acc-1", ["asset.view"])
     with requests.Session() as session:
-        token = session.post(server.url + "/apptoken", data={
-            "grant_type": "client_credentials", "client_id": state._clients_by_account["acc-1"].client_id,
-            "client_secret": state._clients_by_account["acc-1"].client_secret}, timeout=5).json()["access_token"]
-        big = session.get(server.url + "/api/test/v1/large", params={"bytes": 200_000},
-                          headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        token = session.post(
+            server.url + "/apptoken",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": state._clients_by_account["acc-1"].client_id,
+                "client_secret": state._clients_by_account["acc-1"].client_secret,
+            },
+            timeout=5,
+        ).json()["access_token"]
+        big = session.get(
+            server.url + "/api/test/v1/large",
+            params={"bytes": 200_000},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
         assert big.headers.get("Transfer-Encoding") == "chunked"
         assert len(big.content) == 200_000
         assert session.get(server.url + "/_sim/stats", timeout=5).status_code == 200
@@ -230,8 +251,16 @@ def test_api_requests_in_flight_peak(server, state):
 def test_token_requests_in_flight_peak(server, state):
     state.configure(delay=0.4)
     with ThreadPoolExecutor(max_workers=5) as pool:
-        list(pool.map(lambda _: requests.post(server.url + "/apptoken", data={"grant_type": "client_credentials"},
-                                              timeout=10).status_code, range(5)))
+        list(
+            pool.map(
+                lambda _: (
+                    requests.post(
+                        server.url + "/apptoken", data={"grant_type": "client_credentials"}, timeout=10
+                    ).status_code
+                ),
+                range(5),
+            )
+        )
     stats = state.connection_stats
     assert stats["token_in_flight_peak"] == 5
     assert stats["token_in_flight"] == 0
@@ -260,8 +289,9 @@ def test_https_with_the_ca_bundle_counts_one_handshake_per_connection(tls_server
             assert session.get(tls_server.url + "/_sim/stats", timeout=5).status_code == 200
     with requests.Session() as session:
         session.trust_env, session.verify = False, str(certificates.ca)  # else REQUESTS_CA_BUNDLE wins
-        assert session.get(tls_server.url.replace("127.0.0.1", "localhost") + "/_sim/stats",
-                           timeout=5).status_code == 200
+        assert (
+            session.get(tls_server.url.replace("127.0.0.1", "localhost") + "/_sim/stats", timeout=5).status_code == 200
+        )
     stats = state.connection_stats
     assert stats["connections_accepted"] == 2
     assert stats["tls_connections_accepted"] == 2
@@ -307,9 +337,21 @@ def test_the_cli_serves_https_beside_http_on_one_state(tmp_path):
     import sys
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "serve", "--port", "0", "--tls-port", "0", "--quiet",
-         "--cert-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "serve",
+            "--port",
+            "0",
+            "--tls-port",
+            "0",
+            "--quiet",
+            "--cert-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         lines = []

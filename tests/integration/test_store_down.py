@@ -2,12 +2,12 @@
 
 The test Redis is a real redis-server process; `redis_client` starts it again after each test.
 """
+
 from __future__ import annotations
 
 import pytest
 
 from tests.support.constants import ACCOUNT
-
 
 # Helpers ---------------------------------------------------------------------------------------
 
@@ -53,13 +53,13 @@ def test_the_same_app_serves_again_once_redis_is_back(client, installer, auth_he
     assert response.status_code == 200, response.get_data(as_text=True)
     assert client.get("/readyz").status_code == 200
     assert [a["account_id"] for a in client.get("/v1/accounts", headers=auth_headers).get_json()["accounts"]] == [
-        ACCOUNT]
+        ACCOUNT
+    ]
     assert client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).status_code == 200
     assert client.delete(f"/v1/accounts/{ACCOUNT}", headers=auth_headers).status_code == 204
 
 
-def test_token_path_recovers_after_redis_restarts_under_a_cached_token(
-        client, installer, auth_headers, redis_server):
+def test_token_path_recovers_after_redis_restarts_under_a_cached_token(client, installer, auth_headers, redis_server):
     assert installer.post(installer.message()).status_code == 200
     assert client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).status_code == 200
     redis_server.stop()
@@ -72,8 +72,8 @@ def test_token_path_recovers_after_redis_restarts_under_a_cached_token(
 def test_every_pooled_connection_busy_is_503_within_the_pool_timeout_then_it_serves(env, auth_headers, monkeypatch):
     """REDIS_MAX_CONNECTIONS bounds what a worker opens; a request that finds them all busy waits
     REDIS_POOL_TIMEOUT at most, then answers store_unavailable (never waits on and on)."""
-    from core import tunables
     from app import create_app
+    from core import tunables
 
     monkeypatch.setattr(tunables, "REDIS_POOL_TIMEOUT", 0.2)
     app = create_app({**env, "REDIS_MAX_CONNECTIONS": "2"})

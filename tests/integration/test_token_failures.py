@@ -3,6 +3,7 @@
 Trackunit is the simulator over real HTTP (faults injected with `sim.configure`), Redis a real
 redis-server that a test stops and starts. Every assertion is on answers and on counts of calls.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,8 @@ from flask import request as flask_request
 
 from core import tunables
 from tests.support.constants import ACCOUNT
-from tests.support.installer import Installer
 from tests.support.flows import get_token, ok_token
+from tests.support.installer import Installer
 from tests.support.redis_server import free_port
 
 COLD = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
@@ -50,12 +51,18 @@ def account_status(client, headers, account_id: str = ACCOUNT) -> str:
     return response.get_json()["status"]
 
 
-
 def unrevoke_at_simulator(sim_server, creds: dict) -> None:
     """Trackunit accepts the same client again: re-create the account's client with the same id and secret."""
-    response = requests.post(f"{sim_server.url}/_sim/accounts", timeout=10, json={
-        "accountId": creds["accountId"], "clientId": creds["clientId"], "clientSecret": creds["clientSecret"],
-        "scopes": ["asset.view", "account.view"]})
+    response = requests.post(
+        f"{sim_server.url}/_sim/accounts",
+        timeout=10,
+        json={
+            "accountId": creds["accountId"],
+            "clientId": creds["clientId"],
+            "clientSecret": creds["clientSecret"],
+            "scopes": ["asset.view", "account.view"],
+        },
+    )
     assert response.status_code == 201, response.text
 
 
@@ -301,8 +308,13 @@ def test_unexpected_answers_are_502(installer, client, auth_headers, sim, redis_
 
 def test_auth_error_never_echoes_the_secret(installer, client, auth_headers, sim):
     creds = installer.install(ACCOUNT)
-    sim.configure(fail_status=400, fail_body={
-        "error": "invalid_request", "error_description": f"client_secret {creds['clientSecret']} is malformed"})
+    sim.configure(
+        fail_status=400,
+        fail_body={
+            "error": "invalid_request",
+            "error_description": f"client_secret {creds['clientSecret']} is malformed",
+        },
+    )
     response = get_token(client, auth_headers)
     message = assert_error(response, 502, "auth_error")
     assert "invalid_request" in message

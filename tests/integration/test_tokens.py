@@ -3,6 +3,7 @@
 Trackunit's side is observed through the simulator's counters (`sim.token_requests`,
 `sim.last_token_request`); the cache through the real Redis keyspace.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +14,8 @@ import requests
 
 from core import tunables
 from tests.support.constants import ACCOUNT
-from tests.support.installer import Installer
 from tests.support.flows import get_token, ok_token
+from tests.support.installer import Installer
 
 OTHER = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 PREFIX = "test"  # KEY_PREFIX of the env fixture
@@ -77,14 +78,16 @@ def test_token_answer_shape_and_no_store(installer, client, auth_headers, sim, s
     assert response.headers["Cache-Control"] == "no-store"
     assert sim.token_requests == 1
     # The token is one Trackunit accepts for this account.
-    assets = requests.get(f"{sim_server.url}/api/asset/v1/assets",
-                          headers={"Authorization": f"Bearer {body['access_token']}"}, timeout=10)
+    assets = requests.get(
+        f"{sim_server.url}/api/asset/v1/assets", headers={"Authorization": f"Bearer {body['access_token']}"}, timeout=10
+    )
     assert assets.status_code == 200
     assert {a["accountId"] for a in assets.json()["content"]} == {ACCOUNT}
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-the-key-0123456789"},
-                                     {"Authorization": "Basic dGVzdA=="}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer not-the-key-0123456789"}, {"Authorization": "Basic dGVzdA=="}]
+)
 def test_api_key_required(installer, client, sim, headers):
     installer.install(ACCOUNT)
     response = get_token(client, headers)
@@ -161,8 +164,12 @@ def test_force_refresh_must_be_a_boolean(installer, client, auth_headers, sim):
 
 def test_one_slot_per_normalised_scope_set(installer, client, auth_headers, sim, redis_client):
     installer.install(ACCOUNT)
-    spellings = ["asset.view account.view", "account.view,asset.view", "asset.view, account.view asset.view",
-                 "account.view  account.view,asset.view"]
+    spellings = [
+        "asset.view account.view",
+        "account.view,asset.view",
+        "asset.view, account.view asset.view",
+        "account.view  account.view,asset.view",
+    ]
     tokens = {ok_token(client, auth_headers, scope=s)["access_token"] for s in spellings}
     assert len(tokens) == 1
     assert sim.token_requests == 1
@@ -190,8 +197,10 @@ def test_accounts_do_not_share_tokens(installer, client, auth_headers, sim, redi
 
 def test_cached_token_is_sealed_in_redis(installer, client, auth_headers, sim, redis_client):
     creds = installer.install(ACCOUNT, scopes=("asset.view", "account.view", "account.alert.view"))
-    tokens = [ok_token(client, auth_headers)["access_token"],
-              ok_token(client, auth_headers, scope="account.alert.view")["access_token"]]
+    tokens = [
+        ok_token(client, auth_headers)["access_token"],
+        ok_token(client, auth_headers, scope="account.alert.view")["access_token"],
+    ]
     assert len(token_keys(redis_client)) == 2
     stored = every_stored_byte_string(redis_client)
     assert stored
@@ -332,7 +341,8 @@ def test_refresh_ahead_serves_the_old_token_while_one_background_refresh_runs(ma
 
 
 def test_hits_in_the_refresh_window_ask_redis_for_the_refresh_lock_at_most_once_per_interval(
-        installer, app, client, auth_headers, sim, redis_client, monkeypatch):
+    installer, app, client, auth_headers, sim, redis_client, monkeypatch
+):
     monkeypatch.setattr(tunables, "REFRESH_ATTEMPT_INTERVAL", 0.5)
     installer.install(ACCOUNT)
     first = ok_token(client, auth_headers)["access_token"]

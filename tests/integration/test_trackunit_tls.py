@@ -4,6 +4,7 @@ The simulator serves HTTPS on a certificate of its own test CA. With that CA as 
 call to Trackunit verifies; without it, none does (the system's CAs do not know it), and each
 answers as an unreachable dependency does, never by trusting the certificate anyway.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -28,13 +29,17 @@ def https_sim(sim_app, certificates):
 
 
 def https_app(make_app, server, **overrides):
-    return make_app(TRACKUNIT_TOKEN_URL=f"{server.url}/apptoken",
-                    TRACKUNIT_JWKS_URL=f"{server.url}/api/marketplace/jwks", TRACKUNIT_API_URL=server.url,
-                    **overrides)
+    return make_app(
+        TRACKUNIT_TOKEN_URL=f"{server.url}/apptoken",
+        TRACKUNIT_JWKS_URL=f"{server.url}/api/marketplace/jwks",
+        TRACKUNIT_API_URL=server.url,
+        **overrides,
+    )
 
 
-def test_every_call_to_trackunit_verifies_against_the_bundle(make_app, https_sim, certificates, installer,
-                                                              auth_headers, sim):
+def test_every_call_to_trackunit_verifies_against_the_bundle(
+    make_app, https_sim, certificates, installer, auth_headers, sim
+):
     client = https_app(make_app, https_sim, TRACKUNIT_CA_BUNDLE=str(certificates.ca)).test_client()
     installer.to(client).install(ACCOUNT)  # the JWKS over HTTPS
     token = client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers)
@@ -53,8 +58,9 @@ def test_without_the_bundle_the_certificate_is_refused(make_app, https_sim, inst
     wait_for(lambda: sim.connection_stats["tls_handshake_failures"] >= 1)  # counted by the server's thread
 
 
-@pytest.mark.parametrize("content, message", [(None, "readable PEM file"), ("not a certificate", "no PEM")],
-                         ids=["missing", "not_pem"])
+@pytest.mark.parametrize(
+    "content, message", [(None, "readable PEM file"), ("not a certificate", "no PEM")], ids=["missing", "not_pem"]
+)
 def test_a_bad_bundle_stops_start_up_with_one_line(content, message, env, tmp_path):
     path = tmp_path / "bundle.pem"
     if content is not None:

@@ -6,6 +6,7 @@ of a read or a TLS handshake), Redis outages (reconnects, the invalidation liste
 and refresh ahead (its ThreadPoolExecutor, redis-py's Lock) are tested in-process with real
 threads; here the same tests run in a fresh interpreter where all of those are greenlets.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -28,7 +29,10 @@ SELECTED = [
 def test_cooperative_paths_pass_under_gevent_monkey_patching():
     out = subprocess.run(
         [sys.executable, "-m", "tests.support.gevent_pytest", "-q", "-p", "no:cacheprovider", *SELECTED],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     tail = (out.stdout + out.stderr)[-3000:]
     assert out.stdout.startswith("gevent: patched"), tail

@@ -1,4 +1,5 @@
 """What the vault keeps in Redis: sealed records, bound to their account, readable across a key rotation."""
+
 from __future__ import annotations
 
 import base64
@@ -11,8 +12,8 @@ from tests.support.constants import OLD_KEY, VAULT_KEY
 from tests.support.installer import Installer
 from tests.support.records import read_sealed, write_sealed
 from vault.keys import key_id, parse_key
-from vault.seal import HEADER_SIZE, NONCE_SIZE, Sealer
 from vault.layout import KeySpace
+from vault.seal import HEADER_SIZE, NONCE_SIZE, Sealer
 
 KEYS = KeySpace("test")
 
@@ -41,7 +42,6 @@ def token_over_http(vault_server, auth_headers, account_id: str) -> requests.Res
     return requests.get(f"{vault_server.url}/v1/accounts/{account_id}/token", headers=auth_headers, timeout=20)
 
 
-
 def stored_key_id(r, account_id: str) -> str:
     return Sealer.key_id_of(read_sealed(r, KEYS.key_for(account_id)))
 
@@ -56,18 +56,22 @@ def assert_record_unreadable(response) -> None:
 
 
 def test_client_secret_is_never_in_redis_a_response_or_a_log_line(
-        caplog, install, vault_server, auth_headers, redis_client):
+    caplog, install, vault_server, auth_headers, redis_client
+):
     caplog.set_level(logging.DEBUG)
     result = install("acc-1")
     secret = result["clientSecret"]
     fetched = token_over_http(vault_server, auth_headers, "acc-1")  # from Trackunit, then from the cache
     cached = token_over_http(vault_server, auth_headers, "acc-1")
-    shown = [requests.get(f"{vault_server.url}{path}", headers=auth_headers, timeout=20)
-             for path in ("/v1/accounts/acc-1", "/v1/accounts")]
+    shown = [
+        requests.get(f"{vault_server.url}{path}", headers=auth_headers, timeout=20)
+        for path in ("/v1/accounts/acc-1", "/v1/accounts")
+    ]
     assert all(response.status_code == 200 for response in [fetched, cached, *shown])
     access_token = fetched.json()["access_token"]
     responses = [json.dumps(result["callbackResponse"])] + [
-        response.text + json.dumps(dict(response.headers)) for response in [fetched, cached, *shown]]
+        response.text + json.dumps(dict(response.headers)) for response in [fetched, cached, *shown]
+    ]
 
     stored = everything_in(redis_client)
     assert any(b"cred.0" == item for item in stored) and any(b":token:" in item for item in stored)
@@ -78,8 +82,7 @@ def test_client_secret_is_never_in_redis_a_response_or_a_log_line(
     assert not [r for r in caplog.records if secret in r.getMessage() or secret in repr(r.args)]
 
 
-def test_credentials_copied_onto_another_account_do_not_open(
-        caplog, install, vault_server, auth_headers, redis_client):
+def test_credentials_copied_onto_another_account_do_not_open(caplog, install, vault_server, auth_headers, redis_client):
     install("acc-a")
     install("acc-b")
     sealed = read_sealed(redis_client, KEYS.key_for("acc-a"))
@@ -90,8 +93,14 @@ def test_credentials_copied_onto_another_account_do_not_open(
     assert_record_unreadable(response)
 
     body = sealed[HEADER_SIZE:]
-    traces = [repr(sealed), sealed.hex(), body.hex(), body[:NONCE_SIZE].hex(), base64.b64encode(sealed).decode(),
-              base64.b64encode(body).decode()]
+    traces = [
+        repr(sealed),
+        sealed.hex(),
+        body.hex(),
+        body[:NONCE_SIZE].hex(),
+        base64.b64encode(sealed).decode(),
+        base64.b64encode(body).decode(),
+    ]
     assert "acc-b" in caplog.text
     assert not [trace for trace in traces if trace in caplog.text or trace in response.text]
     # The process serves on: the intact account still gets its token.

@@ -1,4 +1,5 @@
 """The values every test shares: the test deployment's keys, API key, app id and scopes, and the default account."""
+
 from __future__ import annotations
 
 import base64

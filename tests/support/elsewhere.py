@@ -1,5 +1,6 @@
 """Another host: a plain HTTP server that records every request it gets, for tests that the vault
 (its proxy, the client package) never sends anything there."""
+
 from __future__ import annotations
 
 import http.server
@@ -29,8 +30,7 @@ class Elsewhere:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

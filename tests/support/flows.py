@@ -1,4 +1,5 @@
 """Steps several test modules share: asking for tokens, waiting for a condition (installing: `installer`)."""
+
 from __future__ import annotations
 
 import time

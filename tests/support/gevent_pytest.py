@@ -5,6 +5,7 @@ Tests that run the service's code in-process (the fetch deadline, Redis outages,
 ahead) run this way with every socket, lock, sleep, timer and thread being gevent's, as in
 production.
 """
+
 from gevent import monkey
 
 monkey.patch_all()

@@ -3,6 +3,7 @@
 `WorkerConnections` gives a test one keep-alive connection to each worker, so that a claim
 about "every worker" is checked on every worker, not on whichever ones the kernel picked.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -32,13 +33,16 @@ class GunicornServer:
         self.process: subprocess.Popen | None = None
         self.exit_code: int | None = None
 
-    def start(self) -> "GunicornServer":
+    def start(self) -> GunicornServer:
         procfile = (ROOT / "Procfile").read_text().split("web:", 1)[1].strip().split()
         assert procfile[0] == "gunicorn"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *procfile[1:]], cwd=ROOT, env=self.env,
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "gunicorn", *procfile[1:]],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -1,4 +1,5 @@
 """Read and overwrite the sealed credentials of an account hash, as tests that tamper with them need."""
+
 from __future__ import annotations
 
 import redis
@@ -13,7 +14,11 @@ def read_sealed(r: redis.Redis, key: str) -> bytes | None:
 
 def write_sealed(r: redis.Redis, key: str, sealed: bytes) -> None:
     """Replace the stored pieces with those of `sealed` (whatever their number)."""
-    stale = [name for name in r.hkeys(key) if name.startswith(Field.CRED_PIECE.encode()) or name == Field.LEGACY_CRED.encode()]
+    stale = [
+        name
+        for name in r.hkeys(key)
+        if name.startswith(Field.CRED_PIECE.encode()) or name == Field.LEGACY_CRED.encode()
+    ]
     pipe = r.pipeline()
     if stale:
         pipe.hdel(key, *stale)

@@ -3,6 +3,7 @@
 Accounts are `acc-00000`, `acc-00001`, ...; account `i` has the credentials `creds(i)`; records
 are written under the test key prefix with `AccountRepository` and `TokenCache` themselves.
 """
+
 from __future__ import annotations
 
 import base64
@@ -12,9 +13,9 @@ from auth.scopes import scope_id
 from tests.support.constants import APP_ID, OLD_KEY, VAULT_KEY
 from vault.accounts import AccountRepository, Credentials
 from vault.keys import KeyRing, key_id, parse_key
+from vault.layout import KeySpace
 from vault.rotation import Rotation
 from vault.seal import Sealer
-from vault.layout import KeySpace
 from vault.tokencache import CachedToken, TokenCache
 
 KEYS = KeySpace("test")
@@ -50,8 +51,13 @@ def account(i: int) -> str:
 
 def cached(value: str, ttl: float) -> CachedToken:
     now = time.time()
-    return CachedToken(access_token=value, token_type="Bearer", scope="account.view asset.view",
-                       cached_until=now + ttl, refresh_from=now + ttl - 30)
+    return CachedToken(
+        access_token=value,
+        token_type="Bearer",
+        scope="account.view asset.view",
+        cached_until=now + ttl,
+        refresh_from=now + ttl - 30,
+    )
 
 
 def install_many(r, n: int, key: str = OLD_KEY, *, tokens_every: int = 0) -> None:

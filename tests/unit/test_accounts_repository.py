@@ -1,15 +1,16 @@
 """The Redis data model on fakeredis (fast); the integration tests repeat the contract on a real Redis."""
+
 import fakeredis
 import pytest
 
-from core.errors import InvalidRequest, RecordUnreadable
 from api.accounts import decode_cursor, encode_cursor
+from core.errors import InvalidRequest, RecordUnreadable
 from tests.support.records import read_sealed, write_sealed
-from vault.health import StoreHealth
 from vault.accounts import AccountRepository, Credentials, Dropped, Installed
+from vault.health import StoreHealth
 from vault.keys import KeyRing
-from vault.seal import Sealer
 from vault.layout import KeySpace
+from vault.seal import Sealer
 from vault.tokencache import CachedToken, TokenCache
 
 KEY = bytes(range(32))

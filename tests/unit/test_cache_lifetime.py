@@ -1,14 +1,14 @@
 """How long a token is cached (`auth.tokens.cache_lifetime`) and how Trackunit's answers are judged
 (`auth.trackunit.TrackunitAuth`, against the simulator over real HTTP; no Redis involved).
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
-from core import tunables
 from auth.fetcher import cache_lifetime
 from auth.trackunit import TokenGrant, TrackunitAuth
+from core import tunables
 from core.errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted
 from tests.support.redis_server import free_port
 
@@ -91,7 +91,9 @@ def test_grant_from_a_real_answer(auth, creds, sim):
     assert grant.access_token not in repr(grant)
     assert sim.token_requests == 1
     assert sim.last_token_request == {
-        "grant_type": "client_credentials", "client_id": creds["clientId"], "scope": "account.view asset.view",
+        "grant_type": "client_credentials",
+        "client_id": creds["clientId"],
+        "scope": "account.view asset.view",
         "content_type": "application/x-www-form-urlencoded",
     }
 

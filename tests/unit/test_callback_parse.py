@@ -1,4 +1,5 @@
 """api.callback.parse_message: the callback body's validation, field by field."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,9 +12,14 @@ SECRET = "wZtQppu1huik4cYBAhYXnZS29pSudTBne2SE6WEM5C5"
 
 def body(**fields) -> dict:
     """Trackunit's documented example message, with `fields` changed (None removes one)."""
-    message = {"type": "INSTALLED", "irisAppId": "@organization/appname",
-               "accountId": "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3", "clientId": "0oa10o3h43eulvWtz358",
-               "clientSecret": SECRET, **fields}
+    message = {
+        "type": "INSTALLED",
+        "irisAppId": "@organization/appname",
+        "accountId": "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3",
+        "clientId": "0oa10o3h43eulvWtz358",
+        "clientSecret": SECRET,
+        **fields,
+    }
     return {k: v for k, v in message.items() if v is not None}
 
 
@@ -25,7 +31,8 @@ def refused(value) -> str:
 
 def test_documented_installed_message_parses():
     assert parse_message(body()) == CallbackMessage(
-        "INSTALLED", "@organization/appname", "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3", "0oa10o3h43eulvWtz358", SECRET)
+        "INSTALLED", "@organization/appname", "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3", "0oa10o3h43eulvWtz358", SECRET
+    )
 
 
 def test_extra_fields_are_tolerated():
@@ -42,15 +49,19 @@ def test_body_that_is_not_an_object_is_refused(value):
 
 
 @pytest.mark.parametrize("field", ["type", "irisAppId", "accountId", "clientId", "clientSecret"])
-@pytest.mark.parametrize("bad", [None, "", "  ", 7, 1.5, False, [], {}, ["x"]],
-                         ids=["missing", "empty", "blank", "int", "float", "bool", "list", "object", "list_of_str"])
+@pytest.mark.parametrize(
+    "bad",
+    [None, "", "  ", 7, 1.5, False, [], {}, ["x"]],
+    ids=["missing", "empty", "blank", "int", "float", "bool", "list", "object", "list_of_str"],
+)
 def test_missing_empty_or_non_string_field_is_refused_by_name(field, bad):
     message = refused(body(**{field: bad}) if bad is not None else {k: v for k, v in body().items() if k != field})
     assert field in message
 
 
-@pytest.mark.parametrize("account_id", ["a/b", "a b", "a.b", "a:b", "{a}", "a*", "ä", "a\n", "\na", "a\x00",
-                                        "a" * 129, "٣"])
+@pytest.mark.parametrize(
+    "account_id", ["a/b", "a b", "a.b", "a:b", "{a}", "a*", "ä", "a\n", "\na", "a\x00", "a" * 129, "٣"]
+)
 def test_account_id_outside_1_to_128_letters_digits_dash_underscore_is_refused(account_id):
     assert "accountId" in refused(body(accountId=account_id))
 

@@ -1,4 +1,5 @@
 """Configuration: validated once; every missing or malformed variable named in one line."""
+
 import base64
 
 import pytest

@@ -1,6 +1,7 @@
 """A token fetch ends within TRACKUNIT_FETCH_DEADLINE whatever the endpoint drips, and however
 (`auth.deadline`, against raw sockets that send one byte at a time, each well inside the read timeout).
 """
+
 from __future__ import annotations
 
 import socket
@@ -9,8 +10,8 @@ import time
 
 import pytest
 
-from core import tunables
 from auth.trackunit import TrackunitAuth
+from core import tunables
 from core.errors import AuthError, AuthUnavailable
 
 SCOPES = ("account.view", "asset.view")
@@ -71,7 +72,9 @@ class DrippingEndpoint(LocalEndpoint):
             # magic, deflate, FCOMMENT, mtime, xfl, os; then the comment, dripped
             gzip_header = b"\x1f\x8b\x08\x10" + b"\x00" * 4 + b"\x00\x03"
             return head + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (
-                len(gzip_header) + self.body_size, gzip_header)
+                len(gzip_header) + self.body_size,
+                gzip_header,
+            )
         if self.framing == "headers":
             return head + b"X-Slow: "
         if self.framing == "retried":
@@ -82,8 +85,9 @@ class DrippingEndpoint(LocalEndpoint):
         self.request = conn.recv(65536)
         if self.then_answer:
             body = b'{"access_token": "tok", "token_type": "Bearer", "expires_in": 3600}'
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             return
         try:
             conn.sendall(self._head())
@@ -202,8 +206,9 @@ class StatusEndpoint(LocalEndpoint):
 
     def _answer(self, conn: socket.socket) -> None:
         conn.recv(65536)
-        conn.sendall(b"HTTP/1.1 %d Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n%s\r\n"
-                     % (self.status, self.headers))
+        conn.sendall(
+            b"HTTP/1.1 %d Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n%s\r\n" % (self.status, self.headers)
+        )
 
 
 def test_a_retry_after_that_would_cross_the_deadline_goes_back_to_the_caller(monkeypatch):
@@ -254,7 +259,9 @@ def test_a_tcp_connect_gets_only_the_time_left(monkeypatch):
     try:
         started = time.monotonic()
         with pytest.raises(AuthUnavailable, match="too slowly"):
-            TrackunitAuth(f"http://127.0.0.1:{server.getsockname()[1]}/apptoken").fetch_token("client", "secret", SCOPES)
+            TrackunitAuth(f"http://127.0.0.1:{server.getsockname()[1]}/apptoken").fetch_token(
+                "client", "secret", SCOPES
+            )
         assert time.monotonic() - started < 10  # not a speed threshold: the connect timeout is 30 s
     finally:
         filler.close()
@@ -279,7 +286,9 @@ def test_a_tls_handshake_that_never_ends_is_cut_at_the_deadline(monkeypatch):
     try:
         started = time.monotonic()
         with pytest.raises(AuthUnavailable, match="too slowly"):
-            TrackunitAuth(f"https://127.0.0.1:{server.getsockname()[1]}/apptoken").fetch_token("client", "secret", SCOPES)
+            TrackunitAuth(f"https://127.0.0.1:{server.getsockname()[1]}/apptoken").fetch_token(
+                "client", "secret", SCOPES
+            )
         assert time.monotonic() - started < 10  # not a speed threshold: the handshake's timeout is 30 s
         assert len(accepted) == 1  # and no new attempt after the deadline
     finally:

@@ -1,5 +1,6 @@
 """gunicorn.conf.py: the fast configuration by default, and a master that imports nothing the
 gevent worker must patch first (it patches each worker after the fork, then imports the app)."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ print(json.dumps({
 
 
 def load_in_master(**env: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", MASTER], cwd=ROOT, env={**GOOD, **env}, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", MASTER], cwd=ROOT, env={**GOOD, **env}, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -40,13 +42,17 @@ def test_the_default_is_the_gevent_worker_with_room_above_the_in_flight_limit():
     assert settings["worker_class"] == "gevent"
     assert settings["preload_app"] is False
     assert settings["keepalive"] > 0  # under gevent it is also the deadline for a request's headers
-    assert settings["worker_connections"] == 1000 * tunables.WORKER_CONNECTIONS_PER_IN_FLIGHT + \
-        tunables.WORKER_CONNECTIONS_SPARE
+    assert (
+        settings["worker_connections"]
+        == 1000 * tunables.WORKER_CONNECTIONS_PER_IN_FLIGHT + tunables.WORKER_CONNECTIONS_SPARE
+    )
 
 
 def test_worker_connections_follow_max_in_flight():
-    assert load_in_master(MAX_IN_FLIGHT="10")["worker_connections"] == \
-        10 * tunables.WORKER_CONNECTIONS_PER_IN_FLIGHT + tunables.WORKER_CONNECTIONS_SPARE
+    assert (
+        load_in_master(MAX_IN_FLIGHT="10")["worker_connections"]
+        == 10 * tunables.WORKER_CONNECTIONS_PER_IN_FLIGHT + tunables.WORKER_CONNECTIONS_SPARE
+    )
 
 
 def test_the_master_imports_no_network_library_before_the_workers_patch_theirs():

@@ -1,10 +1,11 @@
 """What a verified identity token can be held to: its jti binding, its iat, the message's content."""
+
 import json
 
 import pytest
 
-from core import tunables
 from auth.identity import issued_at, message_digest, replay_rule
+from core import tunables
 from vault.layout import KeySpace
 
 NOW = 1_800_000_000
@@ -27,8 +28,9 @@ def test_the_rule_names_the_issuer():
     assert replay_rule({"jti": "j", "iss": 5}, NOW).issuer == ""
 
 
-@pytest.mark.parametrize("claims, expected", [({"iat": NOW}, NOW), ({"iat": NOW + 0.9}, NOW), ({}, None),
-                                              ({"iat": True}, None)])
+@pytest.mark.parametrize(
+    "claims, expected", [({"iat": NOW}, NOW), ({"iat": NOW + 0.9}, NOW), ({}, None), ({"iat": True}, None)]
+)
 def test_issued_at(claims, expected):
     assert issued_at(claims) == expected
 
@@ -43,7 +45,13 @@ def test_a_message_is_its_content_not_its_bytes():
 
 def test_binding_keys_never_collide_across_issuers_apps_or_jtis():
     keys = KeySpace("p")
-    names = {keys.identity("a", "@o/app", "j"), keys.identity("b", "@o/app", "j"), keys.identity("a", "@o/other", "j"),
-             keys.identity("a", "@o/app", "k"), keys.identity("a:", "@o/app", "j"), keys.identity("a", ":@o/app", "j")}
+    names = {
+        keys.identity("a", "@o/app", "j"),
+        keys.identity("b", "@o/app", "j"),
+        keys.identity("a", "@o/other", "j"),
+        keys.identity("a", "@o/app", "k"),
+        keys.identity("a:", "@o/app", "j"),
+        keys.identity("a", ":@o/app", "j"),
+    }
     assert len(names) == 6
     assert all(name.startswith("p:identity:") and len(name) == len("p:identity:") + 64 for name in names)

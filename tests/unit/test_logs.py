@@ -1,5 +1,6 @@
 """The redaction net: whichever logger makes a record and whichever handler gets it, no configured
 secret and nothing secret-shaped gets through (core.logs)."""
+
 from __future__ import annotations
 
 import io
@@ -79,8 +80,15 @@ def test_our_handler_redacts_extra_fields_and_writes_one_json_line():
         raise ValueError(SECRET)
     except ValueError as exc:
         record = logging.getLogger("itv.audit").makeRecord(
-            "itv.audit", logging.INFO, __file__, 1, "token_issued", (), (type(exc), exc, exc.__traceback__),
-            extra={"account_id": "acc-1", "note": f"with {SECRET}", "fields": {"secret": SECRET}, "count": 3})
+            "itv.audit",
+            logging.INFO,
+            __file__,
+            1,
+            "token_issued",
+            (),
+            (type(exc), exc, exc.__traceback__),
+            extra={"account_id": "acc-1", "note": f"with {SECRET}", "fields": {"secret": SECRET}, "count": 3},
+        )
     assert handler.filter(record)  # the configured filters: redacted in place, never dropped
     line = json.loads(handler.format(record))
     assert line["message"] == "token_issued" and line["logger"] == "itv.audit" and line["level"] == "info"

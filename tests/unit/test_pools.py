@@ -1,5 +1,6 @@
 """Connections to Trackunit are reused at the in-flight count: two rounds of N concurrent calls
 open N connections, not a new one per call above requests' default pool of 10."""
+
 from __future__ import annotations
 
 import json

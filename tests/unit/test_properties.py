@@ -10,18 +10,20 @@ never opens (SealError); a value sealed under a previous key still opens after r
 
 Deterministic (derandomize, no example database) and without deadlines: the same examples every run.
 """
+
 from __future__ import annotations
 
 import json
 import re
 
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from api.callback import INSTALLED, MAX_FIELD, UNINSTALLED, CallbackMessage, parse_message
 from core.errors import InvalidRequest
 from vault.accounts import credentials_aad
 from vault.keys import KEY_SIZE, KeyRing
-from vault.seal import MIN_SEALED_SIZE, SealError, Sealer, associated_data
+from vault.seal import MIN_SEALED_SIZE, Sealer, SealError, associated_data
 
 PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=200)
 FIELDS = ("type", "irisAppId", "accountId", "clientId", "clientSecret")
@@ -39,8 +41,27 @@ json_values = st.recursive(
 # Strings at the edges of the rules: blank (Unicode spaces too), control characters, exactly at and just past
 # the length limits, the account id alphabet.
 edge_texts = st.one_of(
-    st.sampled_from(["", "\x00", "x\x1f", "x\x7f", "a\nb", "\x80", "é", "a-b_C9", INSTALLED, UNINSTALLED,
-                     "INSTALLED ", "installed", "@organization/appname", "acc.1", "acc/1", "acc 1", "acc:1"]),
+    st.sampled_from(
+        [
+            "",
+            "\x00",
+            "x\x1f",
+            "x\x7f",
+            "a\nb",
+            "\x80",
+            "é",
+            "a-b_C9",
+            INSTALLED,
+            UNINSTALLED,
+            "INSTALLED ",
+            "installed",
+            "@organization/appname",
+            "acc.1",
+            "acc/1",
+            "acc 1",
+            "acc:1",
+        ]
+    ),
     st.text(alphabet=" \t\r\n\u00a0\u2003\u3000\u2028", min_size=1, max_size=3),
     st.sampled_from([MAX_FIELD - 1, MAX_FIELD, MAX_FIELD + 1]).map(lambda n: "x" * n),
     st.sampled_from([127, 128, 129]).map(lambda n: "a" * n),
@@ -49,13 +70,24 @@ edge_texts = st.one_of(
 )
 valid_text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters=[chr(c) for c in range(0x20)] + ["\x7f"]),
-    min_size=1, max_size=MAX_FIELD,
+    min_size=1,
+    max_size=MAX_FIELD,
 ).filter(lambda s: s.strip() != "")
 valid_messages = st.one_of(
-    st.builds(CallbackMessage, type=st.just(INSTALLED), iris_app_id=valid_text,
-              account_id=st.from_regex(ACCOUNT_ID, fullmatch=True), client_id=valid_text, client_secret=valid_text),
-    st.builds(CallbackMessage, type=valid_text.filter(lambda t: t != INSTALLED), iris_app_id=valid_text,
-              account_id=st.from_regex(ACCOUNT_ID, fullmatch=True)),
+    st.builds(
+        CallbackMessage,
+        type=st.just(INSTALLED),
+        iris_app_id=valid_text,
+        account_id=st.from_regex(ACCOUNT_ID, fullmatch=True),
+        client_id=valid_text,
+        client_secret=valid_text,
+    ),
+    st.builds(
+        CallbackMessage,
+        type=valid_text.filter(lambda t: t != INSTALLED),
+        iris_app_id=valid_text,
+        account_id=st.from_regex(ACCOUNT_ID, fullmatch=True),
+    ),
 )
 
 
@@ -65,26 +97,36 @@ ABSENT = object()
 def near(valid: st.SearchStrategy) -> st.SearchStrategy:
     """Mostly a valid value; sometimes absent, an edge-case string or any JSON value."""
     return st.integers(0, 9).flatmap(
-        lambda roll: st.just(ABSENT) if roll == 0 else edge_texts if roll == 1 else json_values if roll == 2 else valid)
+        lambda roll: st.just(ABSENT) if roll == 0 else edge_texts if roll == 1 else json_values if roll == 2 else valid
+    )
 
 
 # Objects with the five known fields near validity (about half are valid messages), plus unknown fields.
 callback_like = st.builds(
     lambda known, extra: {**extra, **{k: v for k, v in known.items() if v is not ABSENT}},
-    st.fixed_dictionaries({
-        "type": near(st.sampled_from([INSTALLED, INSTALLED, UNINSTALLED, "SOMETHING_ELSE"]) | valid_text),
-        "irisAppId": near(valid_text), "accountId": near(st.from_regex(ACCOUNT_ID, fullmatch=True)),
-        "clientId": near(valid_text), "clientSecret": near(valid_text),
-    }),
+    st.fixed_dictionaries(
+        {
+            "type": near(st.sampled_from([INSTALLED, INSTALLED, UNINSTALLED, "SOMETHING_ELSE"]) | valid_text),
+            "irisAppId": near(valid_text),
+            "accountId": near(st.from_regex(ACCOUNT_ID, fullmatch=True)),
+            "clientId": near(valid_text),
+            "clientSecret": near(valid_text),
+        }
+    ),
     st.dictionaries(st.text(max_size=10).filter(lambda k: k not in FIELDS), json_values, max_size=2),
 )
 
 
 # The rules, read independently of the implementation -------------------------------------------------
 
+
 def acceptable_text(value: object) -> bool:
-    return (isinstance(value, str) and value.strip() != "" and len(value) <= MAX_FIELD
-            and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value))
+    return (
+        isinstance(value, str)
+        and value.strip() != ""
+        and len(value) <= MAX_FIELD
+        and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    )
 
 
 def expected_message(body: object) -> CallbackMessage | None:
@@ -110,6 +152,7 @@ def body_of(message: CallbackMessage) -> dict:
 
 
 # parse_message ------------------------------------------------------------------------------------------
+
 
 def check_parse(body: object) -> None:
     expected = expected_message(body)
@@ -147,10 +190,43 @@ def test_any_callback_like_object_is_parsed_by_the_rules_or_refused_with_invalid
 # that every edge is checked every run): blank and Unicode-blank, control characters, lengths at and
 # just past the limits, account ids one character off the alphabet, and values that are not strings.
 EDGE_VALUES = [
-    "", " ", "\t", "\u00a0", "\u2003 ", "\u3000", "x\x00", "\x1fx", "x\x7f", "a\nb", "\x80", "é", "x" * (MAX_FIELD - 1),
-    "x" * MAX_FIELD, "x" * (MAX_FIELD + 1), "a" * 127, "a" * 128, "a" * 129, "acc.1", "acc/1", "acc 1", "acc:1",
-    "acc@1", "acc+1", "ACC_1-z", INSTALLED, UNINSTALLED, "INSTALLED ", "installed",
-    None, 0, 1.5, True, [], ["x"], {}, {"x": "y"},
+    "",
+    " ",
+    "\t",
+    "\u00a0",
+    "\u2003 ",
+    "\u3000",
+    "x\x00",
+    "\x1fx",
+    "x\x7f",
+    "a\nb",
+    "\x80",
+    "é",
+    "x" * (MAX_FIELD - 1),
+    "x" * MAX_FIELD,
+    "x" * (MAX_FIELD + 1),
+    "a" * 127,
+    "a" * 128,
+    "a" * 129,
+    "acc.1",
+    "acc/1",
+    "acc 1",
+    "acc:1",
+    "acc@1",
+    "acc+1",
+    "ACC_1-z",
+    INSTALLED,
+    UNINSTALLED,
+    "INSTALLED ",
+    "installed",
+    None,
+    0,
+    1.5,
+    True,
+    [],
+    ["x"],
+    {},
+    {"x": "y"},
 ]
 MISSING = object()
 
@@ -168,8 +244,11 @@ def test_a_valid_body_with_any_one_field_at_an_edge_is_parsed_by_the_rules_or_re
 
 
 @PROPERTY
-@given(callback_like, st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=24, max_size=48),
-       st.sampled_from(["", "\x00", "\n", " " * 2000]))
+@given(
+    callback_like,
+    st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=24, max_size=48),
+    st.sampled_from(["", "\x00", "\n", " " * 2000]),
+)
 def test_a_refusal_never_quotes_the_secret(body, secret, spoiler):
     body = {**body, "clientSecret": "S3CR3T" + secret + spoiler}  # valid, or refused for itself
     try:
@@ -257,8 +336,12 @@ def test_another_accounts_or_apps_associated_data_is_refused(key, plaintext, app
     assume((app, account) != (other_app, other_account))
     sealer = Sealer(KeyRing(key))
     sealed = sealer.seal(plaintext, aad=credentials_aad(app, account))
-    for aad in (credentials_aad(other_app, other_account), associated_data("token", app, account),
-                associated_data("credentials", app + account), associated_data("credentials", app, account, "")):
+    for aad in (
+        credentials_aad(other_app, other_account),
+        associated_data("token", app, account),
+        associated_data("credentials", app + account),
+        associated_data("credentials", app, account, ""),
+    ):
         try:
             sealer.open(sealed, aad=aad)
         except SealError:

@@ -1,10 +1,11 @@
 """Sealing: round trip, and every single flipped byte (header, nonce, ciphertext, tag, AAD) refused."""
+
 import os
 
 import pytest
 
 from vault.keys import KeyRing, SealingKey, generate_key, key_id, parse_key
-from vault.seal import HEADER_SIZE, NONCE_SIZE, TAG_SIZE, SealError, Sealer, associated_data
+from vault.seal import HEADER_SIZE, NONCE_SIZE, TAG_SIZE, Sealer, SealError, associated_data
 
 KEY = bytes(range(32))
 OLD = bytes(range(100, 132))
