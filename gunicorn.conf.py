@@ -47,17 +47,22 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
 errorlog = "-"
 forwarded_allow_ips = "*"  # Heroku's router sets X-Forwarded-*
 limit_request_field_size = 16384  # room for a Trackunit-Identity JWT
+# No gunicornc control socket: it would be one more way to resize or stop the service, and every
+# gunicorn of one user on a machine (tests, the benchmark, a dev server) would share its path.
+control_socket_disable = True
 
 
 def on_starting(server):
     """Validate the configuration once in the master, so a bad deployment fails with one clear line."""
+    from core import logs
     from core.config import Config, ConfigError
 
     try:
-        Config.from_env(os.environ)
+        config = Config.from_env(os.environ)
     except ConfigError as exc:
         print(f"iris-token-vault: configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    logs.configure(config.secrets)  # the master's own lines pass the redaction net too
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):  # samples of a previous run would be counted again
