@@ -12,7 +12,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .keys import SigningKey
-from .state import DEFAULT_APP_ID, DEFAULT_SCOPES, Reply, SimulatorState, assets_for, large_body
+from .state import DEFAULT_APP_ID, DEFAULT_SCOPES, Reply, SimulatorState, assets_for, large_body, wait_delay
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 VIEW_SCOPE = "asset.view"
@@ -136,8 +136,7 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
             "content_type": request.content_type,
         })
         try:
-            if delay:
-                release.wait(delay)
+            wait_delay(delay, release)
             status, body, headers = state.answer_token_request(form, form_encoded)
         finally:
             state.end_token_request()
