@@ -33,7 +33,8 @@ import requests
 from pyinstrument import Profiler
 
 from app import create_app
-from bench.run import API_PATH, APP_ID, APP_SCOPES, ACCOUNT_SCOPES, Budget, Simulator
+from bench.common import ACCOUNT_SCOPES, API_PATH, APP_ID, APP_SCOPES, Budget
+from bench.processes import Simulator
 from core.config import Config
 from tests.support.redis_server import RedisServer
 from vault.accounts import Credentials
