@@ -5,7 +5,9 @@ from __future__ import annotations
 import statistics
 
 
+from bench.ab import interleaved, median_of
 from bench.common import log, ms
+from bench.load import LoadResult
 
 
 class Hits:
@@ -23,30 +25,27 @@ class Hits:
         self.load.run(self.base, [hit], max(1, s.duration // 2 + 1), s.connections)  # warm-up, not counted
         if not s.smoke:
             self.load.run(self.base, ["/healthz"], 1, s.connections)
-        hits, healths = [], []
-        for round_no in range(s.rounds):
-            self.budget.check("throughput rounds")
-            # A B, then B A: a drift in the machine's load (other tenants) favours neither side.
-            if round_no % 2 == 0:
-                a = self.load.run(self.base, [hit], s.duration, s.connections)
-                b = self.load.run(self.base, ["/healthz"], s.duration, s.connections)
-            else:
-                b = self.load.run(self.base, ["/healthz"], s.duration, s.connections)
-                a = self.load.run(self.base, [hit], s.duration, s.connections)
+
+        def after_round(round_no: int, a: LoadResult, b: LoadResult) -> None:
             self.check_load(f"round {round_no + 1} token hit", a)
             self.check_load(f"round {round_no + 1} /healthz", b)
-            hits.append(a)
-            healths.append(b)
             log(f"  round {round_no + 1}: hit {a.rps:.0f} req/s, /healthz {b.rps:.0f} req/s, "
                 f"ratio {a.rps / b.rps:.3f}")
+
+        hits, healths = interleaved(
+            s.rounds, self.budget, "throughput rounds",
+            lambda: self.load.run(self.base, [hit], s.duration, s.connections),
+            lambda: self.load.run(self.base, ["/healthz"], s.duration, s.connections),
+            after_round,
+        )
         ratios = [a.rps / b.rps for a, b in zip(hits, healths)]
         ratio = statistics.median(ratios)
         r.row("1", f"token hit req/s / /healthz req/s (median of {s.rounds} A/B rounds of {s.duration} s, "
                    f"{s.connections} connections)",
-              f"{ratio:.2f} (hit {statistics.median(x.rps for x in hits):.0f}, /healthz "
-              f"{statistics.median(x.rps for x in healths):.0f} req/s)", ">= 0.85",
+              f"{ratio:.2f} (hit {median_of(hits, 'rps'):.0f}, /healthz "
+              f"{median_of(healths, 'rps'):.0f} req/s)", ">= 0.85",
               self.judged(ratio >= 0.85))
         r.notes.append("per-round ratios (hit/healthz): " + ", ".join(f"{x:.3f}" for x in ratios))
         for name, results in (("token hit", hits), ("/healthz", healths)):
             r.row("2", f"latency p50 / p99: {name} (same runs; medians)",
-                  f"{ms(statistics.median(x.p50 for x in results))} / {ms(statistics.median(x.p99 for x in results))}")
+                  f"{ms(median_of(results, 'p50'))} / {ms(median_of(results, 'p99'))}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import statistics
 
 
+from bench.ab import interleaved, median_of
 from bench.common import API_PATH, log, us
 from bench.load import LoadResult
 
@@ -31,15 +31,10 @@ class Overhead:
 
         run("proxied", 1)
         run("direct", 1)
-        through, direct = [], []
-        for round_no in range(s.overhead_rounds):
-            self.budget.check("overhead rounds")
-            order = ("proxied", "direct") if round_no % 2 == 0 else ("direct", "proxied")
-            results = {side: run(side, d) for side in order}
-            through.append(results["proxied"])
-            direct.append(results["direct"])
+        through, direct = interleaved(s.overhead_rounds, self.budget, "overhead rounds", lambda: run("proxied", d),
+                                      lambda: run("direct", d))
         self.sim.reset()
-        p50, p50_direct = statistics.median(x.p50 for x in through), statistics.median(x.p50 for x in direct)
+        p50, p50_direct = median_of(through, 'p50'), median_of(direct, 'p50')
         added = p50 - p50_direct
         diffs = [a.p50 - b.p50 for a, b in zip(through, direct)]
         r.row("13.6", f"proxy overhead at 1 connection, no delay: proxied p50 - direct p50 (median of "
@@ -47,9 +42,9 @@ class Overhead:
               f"{us(added)} (proxied {us(p50)}, direct {us(p50_direct)})", "<= 1.0 ms",
               self.judged(added <= 0.001))
         r.row("13.6", "  the same runs: req/s proxied / direct, and p99",
-              f"{statistics.median(x.rps for x in through):.0f} / {statistics.median(x.rps for x in direct):.0f} "
-              f"req/s; p99 {us(statistics.median(x.p99 for x in through))} / "
-              f"{us(statistics.median(x.p99 for x in direct))}")
+              f"{median_of(through, 'rps'):.0f} / {median_of(direct, 'rps'):.0f} "
+              f"req/s; p99 {us(median_of(through, 'p99'))} / "
+              f"{us(median_of(direct, 'p99'))}")
         r.notes.append("proxy overhead, per-round p50 differences: " + ", ".join(us(x) for x in diffs))
         if s.smoke:
             for i, (a, b) in enumerate(zip(through, direct)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 
 
+from bench.ab import interleaved, median_of
 from bench.common import API_PATH, log, ms
 from bench.load import LoadResult, WRK_TIMEOUT
 
@@ -38,31 +39,27 @@ class SlowApi:
 
         proxied_run(max(1, min(d, 2)))  # warm-up: the service's pools fill (counted for reuse, not for the ratio)
         direct_run(1)
-        through, direct = [], []
-        for round_no in range(s.inflight_rounds):
-            self.budget.check("proxy rounds")
-            if round_no % 2 == 0:
-                a, b = proxied_run(d), direct_run(d)
-            else:
-                b, a = direct_run(d), proxied_run(d)
-            through.append(a)
-            direct.append(b)
+
+        def after_round(round_no: int, a: LoadResult, b: LoadResult) -> None:
             log(f"  round {round_no + 1}: proxied {a.rps:.0f} req/s (p50 {ms(a.p50)}, {self._errors([a])[1]}), "
                 f"direct {b.rps:.0f} req/s (p50 {ms(b.p50)})")
+
+        through, direct = interleaved(s.inflight_rounds, self.budget, "proxy rounds", lambda: proxied_run(d),
+                                      lambda: direct_run(d), after_round)
         self.sim.reset()
         ratios = [a.rps / b.rps if b.rps else 0.0 for a, b in zip(through, direct)]
         ratio = statistics.median(ratios)
-        p50, p50_direct = statistics.median(x.p50 for x in through), statistics.median(x.p50 for x in direct)
+        p50, p50_direct = median_of(through, 'p50'), median_of(direct, 'p50')
         p50_limit = 1.1 * p50_direct + 0.020
         errors, detail = self._errors(through)
         direct_errors, direct_detail = self._errors(direct)
         where = f"{c} connections, API delay {ms(delay)}, median of {s.inflight_rounds} A/B rounds of {d} s"
         r.row("13.1", f"proxy under a slow API: proxied req/s / direct req/s ({where})",
-              f"{ratio:.2f} (proxied {statistics.median(x.rps for x in through):.0f}, direct "
-              f"{statistics.median(x.rps for x in direct):.0f} req/s)", ">= 0.9", self.judged(ratio >= 0.9))
+              f"{ratio:.2f} (proxied {median_of(through, 'rps'):.0f}, direct "
+              f"{median_of(direct, 'rps'):.0f} req/s)", ">= 0.9", self.judged(ratio >= 0.9))
         r.row("13.1", "proxy under a slow API: p50 latency, proxied vs direct (same runs; medians)",
-              f"{ms(p50)} vs {ms(p50_direct)} (p99 {ms(statistics.median(x.p99 for x in through))} vs "
-              f"{ms(statistics.median(x.p99 for x in direct))})",
+              f"{ms(p50)} vs {ms(p50_direct)} (p99 {ms(median_of(through, 'p99'))} vs "
+              f"{ms(median_of(direct, 'p99'))})",
               f"<= 1.1 x direct + 20 ms = {ms(p50_limit)}", self.judged(p50 <= p50_limit))
         r.row("13.1", f"proxy under a slow API: errors, proxied (wrk: non-2xx, socket errors, timeouts > "
                       f"{WRK_TIMEOUT} s)", f"{errors} ({detail}); direct: {direct_errors} ({direct_detail})", "0",
