@@ -8,10 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-
-
-
-
 ROOT = Path(__file__).resolve().parents[1]
 APP_ID = "@organization/appname"
 APP_SCOPES = "asset.view account.view account.alert.view?"

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import requests
 
+from bench.common import API_PATH, APP_ID, APP_SCOPES, KEY_PREFIX, Budget, SetupError, log
+from bench.load import LoadResult, PythonLoad, Wrk, find_wrk
+from bench.processes import Simulator
+from bench.report import Report
+from bench.settings import Settings
 from core.config import Config
 from tests.support.gunicorn import GunicornServer
 from tests.support.redis_server import RedisServer
 from vault.keys import generate_key
-from bench.common import APP_ID, APP_SCOPES, KEY_PREFIX, API_PATH, SetupError, log, Budget
-from bench.settings import Settings
-from bench.load import LoadResult, Wrk, PythonLoad, find_wrk
-from bench.processes import Simulator
-from bench.report import Report
 
 
 class Harness:
@@ -57,12 +57,17 @@ class Harness:
         if wrk is not None:
             self.load = Wrk(wrk, self.workdir, self.headers, s.wrk_threads)
         elif s.smoke:
-            log("wrk is not available: the smoke run uses a Python load loop instead" if not s.python_load
-                else "--python-load: the smoke run uses the Python load loop")
+            log(
+                "wrk is not available: the smoke run uses a Python load loop instead"
+                if not s.python_load
+                else "--python-load: the smoke run uses the Python load loop"
+            )
             self.load = PythonLoad(self.headers, "--python-load" if s.python_load else "wrk not available")
         else:
-            raise SetupError("the full benchmark needs wrk: install it (Debian/Ubuntu: apt-get install -y wrk), "
-                             "or run as root so that it is installed for you; --smoke works without it")
+            raise SetupError(
+                "the full benchmark needs wrk: install it (Debian/Ubuntu: apt-get install -y wrk), "
+                "or run as root so that it is installed for you; --smoke works without it"
+            )
         log(f"load generator: {self.load.name}")
 
         self.redis_server = RedisServer()
@@ -74,8 +79,10 @@ class Harness:
         log(f"redis-server on port {self.redis_server.port}")
 
         self.sim = Simulator(self.stack, self.workdir, self.budget, tls=s.tls and "tls" in s.sections)
-        log(f"simulator on {self.sim.url}" + (f" and {self.sim.tls_url} (CA {self.sim.ca_bundle})"
-                                              if self.sim.tls_url else ""))
+        log(
+            f"simulator on {self.sim.url}"
+            + (f" and {self.sim.tls_url} (CA {self.sim.ca_bundle})" if self.sim.tls_url else "")
+        )
 
         self.env = {
             "REDIS_URL": self.redis_server.url,
@@ -95,17 +102,21 @@ class Harness:
         self.gunicorn = self.start_gunicorn("gunicorn")
         self.base = self.gunicorn.url
         self.worker_class = self._worker_class(self.gunicorn)
-        log(f"service under gunicorn (Procfile) on {self.base}: {s.workers} workers, "
-            f"GUNICORN_THREADS={s.threads if s.threads_given else 'unset'}, worker class {self.worker_class}")
+        log(
+            f"service under gunicorn (Procfile) on {self.base}: {s.workers} workers, "
+            f"GUNICORN_THREADS={s.threads if s.threads_given else 'unset'}, worker class {self.worker_class}"
+        )
 
-    def start_gunicorn(self, name: str, env: dict[str, str] | None = None, *,
-                       workers: int | None | bool = True) -> GunicornServer:
+    def start_gunicorn(
+        self, name: str, env: dict[str, str] | None = None, *, workers: int | None | bool = True
+    ) -> GunicornServer:
         """gunicorn as the Procfile runs it, stopped with the bench. `workers`: True = --workers,
         None = WEB_CONCURRENCY unset (gunicorn.conf.py's default). GUNICORN_THREADS is set only when
         --threads was given, so gunicorn.conf.py's default worker model is what is measured."""
         s = self.s
-        server = GunicornServer(env or self.env, workers=s.workers if workers is True else (workers or 1),
-                                threads=s.threads or 1)
+        server = GunicornServer(
+            env or self.env, workers=s.workers if workers is True else (workers or 1), threads=s.threads or 1
+        )
         if not s.threads_given:
             server.env.pop("GUNICORN_THREADS", None)
         if workers is None:
@@ -148,7 +159,8 @@ class Harness:
         if not result.clean:
             self.report.wrong.append(
                 f"{what}: {result.bad_status} responses >= 400, {result.timeouts} timeouts, "
-                f"{result.socket_errors} socket errors of {result.requests}")
+                f"{result.socket_errors} socket errors of {result.requests}"
+            )
 
     def proxy_path(self, account_id: str) -> str:
         return f"/v1/accounts/{account_id}/proxy{API_PATH}"
@@ -162,5 +174,6 @@ class Harness:
         socket_errors = sum(x.socket_errors for x in results)
         timeouts = sum(x.timeouts for x in results)
         total = sum(x.requests for x in results)
-        return bad + socket_errors + timeouts, (f"{bad} non-2xx, {socket_errors} socket errors, {timeouts} timeouts "
-                                               f"of {total:,}")
+        return bad + socket_errors + timeouts, (
+            f"{bad} non-2xx, {socket_errors} socket errors, {timeouts} timeouts of {total:,}"
+        )

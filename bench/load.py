@@ -19,7 +19,6 @@ import requests
 from bench.common import SetupError, log, percentile
 from bench.settings import Settings
 
-
 # wrk reports through a Lua done() hook: one machine-readable line (microseconds).
 _WRK_DONE = r"""
 function done(summary, latency, requests)
@@ -30,7 +29,8 @@ function done(summary, latency, requests)
 end
 """
 # Several paths: each request takes the next one (per wrk thread), so every slot stays in use.
-_WRK_ROTATE = r"""
+_WRK_ROTATE = (
+    r"""
 local paths = {}
 local counter = 0
 function init(args)
@@ -40,7 +40,9 @@ function request()
   counter = counter + 1
   return wrk.format(nil, paths[(counter % #paths) + 1])
 end
-""" + _WRK_DONE
+"""
+    + _WRK_DONE
+)
 _WRK_RESULT = re.compile(r"^BENCH_RESULT((?: \d+){10})$", re.M)
 
 
@@ -80,12 +82,20 @@ class Wrk:
         out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
         self.name = "wrk " + ((out.stdout + out.stderr).split()[1:2] or ["?"])[0]
 
-    def run(self, base: str, paths: list[str], seconds: int, connections: int,
-            headers: dict[str, str] | None = None) -> LoadResult:
+    def run(
+        self, base: str, paths: list[str], seconds: int, connections: int, headers: dict[str, str] | None = None
+    ) -> LoadResult:
         """`headers` replaces the default ones (the API key), e.g. for requests straight to the simulator."""
         threads = max(1, min(self.threads, connections))
-        command = [self.binary, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout",
-                   f"{WRK_TIMEOUT}s"]
+        command = [
+            self.binary,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "--timeout",
+            f"{WRK_TIMEOUT}s",
+        ]
         for name, value in (self.headers if headers is None else headers).items():
             command += ["-H", f"{name}: {value}"]
         if len(paths) == 1:
@@ -107,8 +117,9 @@ class PythonLoad:
         self.headers = headers
         self.name = f"Python threads with keep-alive sessions, at most 16 ({why})"
 
-    def run(self, base: str, paths: list[str], seconds: int, connections: int,
-            headers: dict[str, str] | None = None) -> LoadResult:
+    def run(
+        self, base: str, paths: list[str], seconds: int, connections: int, headers: dict[str, str] | None = None
+    ) -> LoadResult:
         headers = self.headers if headers is None else headers
         connections = min(connections, 16)
         stop_at = time.monotonic() + seconds
@@ -145,8 +156,16 @@ class PythonLoad:
             list(pool.map(worker, range(connections)))
         elapsed = time.monotonic() - started
         flat = [x for part in latencies for x in part] or [0.0]
-        return LoadResult(sum(len(p) for p in latencies), elapsed, counts["socket"], counts["status"],
-                          counts["timeouts"], percentile(flat, 50), percentile(flat, 99), max(flat))
+        return LoadResult(
+            sum(len(p) for p in latencies),
+            elapsed,
+            counts["socket"],
+            counts["status"],
+            counts["timeouts"],
+            percentile(flat, 50),
+            percentile(flat, 99),
+            max(flat),
+        )
 
 
 def one_shot(base: str, paths: list[str], headers: dict[str, str], timeout: float) -> list[tuple[int, dict, float]]:
@@ -187,8 +206,9 @@ def one_shot(base: str, paths: list[str], headers: dict[str, str], timeout: floa
         return status, parsed if isinstance(parsed, dict) else {}
 
     async def run() -> list[tuple[int, dict, float]]:
-        connections = await asyncio.gather(*(asyncio.open_connection(host, port) for _ in paths),
-                                           return_exceptions=True)
+        connections = await asyncio.gather(
+            *(asyncio.open_connection(host, port) for _ in paths), return_exceptions=True
+        )
         gate = asyncio.Event()
 
         async def one(connection, path: str) -> tuple[int, dict, float]:
@@ -199,7 +219,7 @@ def one_shot(base: str, paths: list[str], headers: dict[str, str], timeout: floa
             started = time.perf_counter()
             try:
                 status, body = await asyncio.wait_for(exchange(reader, writer, path), timeout)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError):
                 status, body = 0, {}
             elapsed = time.perf_counter() - started
             writer.close()
@@ -227,8 +247,13 @@ def find_wrk(settings: Settings) -> str | None:
     for command in attempts:
         log("wrk is not installed: " + " ".join(command))
         try:
-            subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           timeout=60 if settings.smoke else 180)
+            subprocess.run(
+                command,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60 if settings.smoke else 180,
+            )
         except (subprocess.TimeoutExpired, OSError) as exc:
             log(f"  {type(exc).__name__}: {exc}")
             return None

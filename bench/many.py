@@ -5,10 +5,9 @@ from __future__ import annotations
 import resource
 import threading
 
-
 from bench.common import API_PATH, SetupError, log, ms
 from bench.load import WRK_TIMEOUT
-from bench.processes import process_tree, memory_of
+from bench.processes import memory_of, process_tree
 
 
 class ManyInFlight:
@@ -25,12 +24,16 @@ class ManyInFlight:
             return
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < 2 * n + 256:
-            r.notes.append(f"in flight: RLIMIT_NOFILE is {soft}, too low for {n} connections (wrk, the service "
-                           f"and the simulator each hold one descriptor per connection); raise the hard limit.")
+            r.notes.append(
+                f"in flight: RLIMIT_NOFILE is {soft}, too low for {n} connections (wrk, the service "
+                f"and the simulator each hold one descriptor per connection); raise the hard limit."
+            )
         account = self.callback_ids[0]
         self.get_token(account)
-        log(f"{n} connections in flight through the proxy, API delay {s.api_delay} s, {s.many_seconds} s, "
-            f"gunicorn with WEB_CONCURRENCY unset (its default)")
+        log(
+            f"{n} connections in flight through the proxy, API delay {s.api_delay} s, {s.many_seconds} s, "
+            f"gunicorn with WEB_CONCURRENCY unset (its default)"
+        )
         # The same load straight to the simulator first: what one Python process answers at this
         # concurrency, so that the proxied figures can be read against it.
         self.sim.reset(delay=s.api_delay)
@@ -63,25 +66,38 @@ class ManyInFlight:
             self.sim.quiesce(self.budget)
             stats = self.sim.stats()
             errors, detail = self._errors([result])
-            r.row("13.2", f"{n:,} connections through the proxy, API delay {ms(s.api_delay)}, {s.many_seconds} s, "
-                          f"default WEB_CONCURRENCY ({workers} {worker_class} workers)",
-                  f"{result.requests:,} answered, {result.rps:.0f} req/s, p50 {ms(result.p50)}, p99 {ms(result.p99)}; "
-                  f"{detail}; at the simulator: peak in flight {stats['api_in_flight_peak']}, "
-                  f"{stats['connections_accepted']:,} new connections",
-                  f"0 errors, 0 timeouts (> {WRK_TIMEOUT} s)", self.judged(errors == 0 and result.requests > 0))
-            r.row("13.2", "  the same load straight to the simulator (one Python process), just before",
-                  f"{reference.requests:,} answered, {reference.rps:.0f} req/s, p50 {ms(reference.p50)}, "
-                  f"p99 {ms(reference.p99)}; {self._errors([reference])[1]}")
+            r.row(
+                "13.2",
+                f"{n:,} connections through the proxy, API delay {ms(s.api_delay)}, {s.many_seconds} s, "
+                f"default WEB_CONCURRENCY ({workers} {worker_class} workers)",
+                f"{result.requests:,} answered, {result.rps:.0f} req/s, p50 {ms(result.p50)}, p99 {ms(result.p99)}; "
+                f"{detail}; at the simulator: peak in flight {stats['api_in_flight_peak']}, "
+                f"{stats['connections_accepted']:,} new connections",
+                f"0 errors, 0 timeouts (> {WRK_TIMEOUT} s)",
+                self.judged(errors == 0 and result.requests > 0),
+            )
+            r.row(
+                "13.2",
+                "  the same load straight to the simulator (one Python process), just before",
+                f"{reference.requests:,} answered, {reference.rps:.0f} req/s, p50 {ms(reference.p50)}, "
+                f"p99 {ms(reference.p99)}; {self._errors([reference])[1]}",
+            )
             if not reference.clean:
-                r.notes.append(f"{n:,} connections: the simulator alone did not answer this load cleanly "
-                               f"({self._errors([reference])[1]}), so some of the proxied run's timeouts may be "
-                               f"the simulator's, not the service's.")
-            mib = 2 ** 20
-            r.row("13.2", f"memory of all gunicorn processes (master + {workers} workers, /proc VmRSS summed; "
-                          f"Pss beside it), peak during that run",
-                  f"RSS {peak[0] / mib:.0f} MiB (idle {idle_rss / mib:.0f}); PSS {peak[1] / mib:.0f} MiB "
-                  f"(idle {idle_pss / mib:.0f})", "<= 512 MiB (Heroku basic dyno)",
-                  self.judged(peak[0] <= 512 * mib))
+                r.notes.append(
+                    f"{n:,} connections: the simulator alone did not answer this load cleanly "
+                    f"({self._errors([reference])[1]}), so some of the proxied run's timeouts may be "
+                    f"the simulator's, not the service's."
+                )
+            mib = 2**20
+            r.row(
+                "13.2",
+                f"memory of all gunicorn processes (master + {workers} workers, /proc VmRSS summed; "
+                f"Pss beside it), peak during that run",
+                f"RSS {peak[0] / mib:.0f} MiB (idle {idle_rss / mib:.0f}); PSS {peak[1] / mib:.0f} MiB "
+                f"(idle {idle_pss / mib:.0f})",
+                "<= 512 MiB (Heroku basic dyno)",
+                self.judged(peak[0] <= 512 * mib),
+            )
         finally:
             self.sim.reset()
             self._stop_gunicorn(server)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from bench.common import ROOT, HOST, SetupError, Budget
+from bench.common import HOST, ROOT, Budget, SetupError
 
 
 def process_tree(master: int) -> list[int]:
@@ -82,8 +82,11 @@ class Simulator:
                 line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 raise SetupError("the simulator did not start within 30 s") from None
-            for name, pattern in (("url", r"simulator on (http://\S+)"), ("tls_url", r"HTTPS: +(https://\S+)"),
-                                  ("ca_bundle", r"CA bundle: (\S+)")):
+            for name, pattern in (
+                ("url", r"simulator on (http://\S+)"),
+                ("tls_url", r"HTTPS: +(https://\S+)"),
+                ("ca_bundle", r"CA bundle: (\S+)"),
+            ):
                 match = re.search(pattern, line)
                 if match:
                     setattr(self, name, match.group(1))

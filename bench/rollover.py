@@ -13,7 +13,7 @@ import time
 import requests
 
 from auth.fetcher import cache_lifetime
-from bench.common import log, percentile, ms
+from bench.common import log, ms, percentile
 from bench.load import LoadResult
 
 
@@ -31,8 +31,10 @@ class Rollover:
         delay = s.rollover_delay
         lead = 1.0 if not s.smoke else 0.8
         self.sim.behaviour(expires_in=s.rollover_expires_in, delay=delay)
-        log(f"rollover: expires_in {s.rollover_expires_in} s -> cached {ttl} s, refresh-ahead window {window:.1f} s, "
-            f"simulator delay {delay} s, {s.rollovers} rollover(s) under load")
+        log(
+            f"rollover: expires_in {s.rollover_expires_in} s -> cached {ttl} s, refresh-ahead window {window:.1f} s, "
+            f"simulator delay {delay} s, {s.rollovers} rollover(s) under load"
+        )
         before = self.sim.token_requests()
         self.get_token(account)
         cached_at = time.time()  # the service computed cached_until a moment before this
@@ -69,8 +71,9 @@ class Rollover:
                 refresh_at = seen[0] + delay + ttl - window  # the next refresh point of the new token
             else:
                 refresh_at += ttl - window
-            log(f"  rollover {k + 1}: {len(seen)} token call(s), slowest request {ms(result.max)}, "
-                f"p99 {ms(result.p99)}")
+            log(
+                f"  rollover {k + 1}: {len(seen)} token call(s), slowest request {ms(result.max)}, p99 {ms(result.p99)}"
+            )
         calls = self.sim.token_requests() - before - 1
         waits_after = self._single_flight_waits()
         if not steady:  # too short to have a steady stretch: measure one now, same account, same load
@@ -80,35 +83,56 @@ class Rollover:
         self.sim.behaviour(expires_in=None, delay=None)
         steady_p99 = statistics.median(x.p99 for _, _, x in steady)
         slowest = max(x.max for _, _, x in rolling)
-        r.row("4", f"rollover: Trackunit token calls during {s.rollovers} rollover(s) under steady load",
-              f"{calls}", f"1 per rollover ({s.rollovers})", r.count("rollover token calls", calls == s.rollovers))
+        r.row(
+            "4",
+            f"rollover: Trackunit token calls during {s.rollovers} rollover(s) under steady load",
+            f"{calls}",
+            f"1 per rollover ({s.rollovers})",
+            r.count("rollover token calls", calls == s.rollovers),
+        )
         # Client-side latency includes the machine's noise (queueing, other tenants); the service's own request
         # log times each request from its first to its last line of code, where a wait for Trackunit would show.
         server = self._server_times(log_offset, account)
         in_steady = [d for t, d in server if any(a <= t <= b for a, b, _ in steady)]
         in_rolling = [d for t, d in server if any(a <= t <= b for a, b, _ in rolling)]
         judged = self.judged
-        r.row("4", f"rollover, client side ({self.load.name.split()[0]}): slowest request around the refresh point "
-                   f"vs steady p99",
-              f"{ms(slowest)} vs {ms(steady_p99)} (steady max {ms(max(x.max for _, _, x in steady))})",
-              f"< {ms(delay)} (simulator delay)", judged(slowest < delay) if not (in_steady and in_rolling) else "")
+        r.row(
+            "4",
+            f"rollover, client side ({self.load.name.split()[0]}): slowest request around the refresh point "
+            f"vs steady p99",
+            f"{ms(slowest)} vs {ms(steady_p99)} (steady max {ms(max(x.max for _, _, x in steady))})",
+            f"< {ms(delay)} (simulator delay)",
+            judged(slowest < delay) if not (in_steady and in_rolling) else "",
+        )
         if in_steady and in_rolling:
             slow = sum(1 for d in in_rolling if d >= delay / 2)
             slow_steady = sum(1 for d in in_steady if d >= delay / 2)
-            r.row("4", "rollover, server side (service request log): slowest vs steady p99 / max; requests >= delay/2",
-                  f"{ms(max(in_rolling))} vs {ms(percentile(in_steady, 99))} / {ms(max(in_steady))}; "
-                  f"{slow} of {len(in_rolling):,} (steady: {slow_steady} of {len(in_steady):,})",
-                  f"< {ms(delay)}: nobody waits for Trackunit", judged(max(in_rolling) < delay))
+            r.row(
+                "4",
+                "rollover, server side (service request log): slowest vs steady p99 / max; requests >= delay/2",
+                f"{ms(max(in_rolling))} vs {ms(percentile(in_steady, 99))} / {ms(max(in_steady))}; "
+                f"{slow} of {len(in_rolling):,} (steady: {slow_steady} of {len(in_steady):,})",
+                f"< {ms(delay)}: nobody waits for Trackunit",
+                judged(max(in_rolling) < delay),
+            )
         else:
             r.notes.append("rollover: the service's request log could not be read; only client-side latency shown.")
         if waits_before is not None and waits_after is not None:
             waits = waits_after - waits_before
-            r.row("4", "rollover: requests that waited for a fetch (service metric itv_single_flight_waits_total)",
-                  f"{waits}", "0", judged(waits == 0))
+            r.row(
+                "4",
+                "rollover: requests that waited for a fetch (service metric itv_single_flight_waits_total)",
+                f"{waits}",
+                "0",
+                judged(waits == 0),
+            )
         if starts:
-            r.notes.append("rollover: the background refresh reached Trackunit "
-                           + ", ".join(f"{x:+.2f} s" for x in starts) + " after the refresh point "
-                           f"(cache_lifetime({s.rollover_expires_in}, {s.margin}) = ({ttl} s, window {window:.2f} s)).")
+            r.notes.append(
+                "rollover: the background refresh reached Trackunit "
+                + ", ".join(f"{x:+.2f} s" for x in starts)
+                + " after the refresh point "
+                f"(cache_lifetime({s.rollover_expires_in}, {s.margin}) = ({ttl} s, window {window:.2f} s))."
+            )
 
     def _single_flight_waits(self) -> int | None:
         """The service's count of requests that waited on another's fetch (all outcomes); None if not exposed."""
@@ -116,8 +140,11 @@ class Rollover:
             text = self.http.get(self.base + "/metrics", timeout=10).text
         except requests.RequestException:
             return None
-        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                  if line.startswith("itv_single_flight_waits_total")]
+        values = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("itv_single_flight_waits_total")
+        ]
         return int(sum(values)) if values else None
 
     def _log_size(self) -> int:
@@ -139,8 +166,9 @@ class Rollover:
                 try:
                     line = json.loads(raw)
                     if line.get("logger") in ("itv.request", "itv.audit") and line.get("account_id") == account_id:
-                        found.append((dt.datetime.fromisoformat(line["time"]).timestamp(),
-                                      float(line["duration_ms"]) / 1000))
+                        found.append(
+                            (dt.datetime.fromisoformat(line["time"]).timestamp(), float(line["duration_ms"]) / 1000)
+                        )
                 except (ValueError, KeyError, TypeError, AttributeError):
                     continue
         return found

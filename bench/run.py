@@ -35,33 +35,38 @@ import redis
 import requests
 
 from bench.common import SetupError, log
-from bench.settings import Settings, FULL, SMOKE, SECTIONS
+from bench.economy import Economy
+from bench.fanout import FanOut
+from bench.harness import Harness
+from bench.hits import Hits
+from bench.many import ManyInFlight
+from bench.overhead import Overhead
 from bench.processes import raise_fd_limit
 from bench.report import Output
-from bench.harness import Harness
-from bench.scale import Scale
-from bench.hits import Hits
-from bench.stampede import Stampede
-from bench.rollover import Rollover
-from bench.economy import Economy
-from bench.slow_api import SlowApi
 from bench.reuse import ConnectionReuse
-from bench.fanout import FanOut
-from bench.overhead import Overhead
-from bench.many import ManyInFlight
+from bench.rollover import Rollover
+from bench.scale import Scale
+from bench.settings import FULL, SECTIONS, SMOKE, Settings
+from bench.slow_api import SlowApi
+from bench.stampede import Stampede
 
 
 def parse_args(argv: list[str] | None) -> Settings:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true",
-                        help="a few seconds: tiny N, 1 round, short runs; counts asserted")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few seconds: tiny N, 1 round, short runs; counts asserted"
+    )
     parser.add_argument("--accounts", type=int, help="installed accounts N (full 100000, smoke 300)")
     parser.add_argument("--callback-installs", type=int, help="of N, installed through POST /appinstall (1000)")
     parser.add_argument("--rounds", type=int, help="A/B rounds of the throughput ratio (5)")
     parser.add_argument("--duration", type=int, help="seconds per side per round (3)")
     parser.add_argument("--workers", type=int, default=4, help="WEB_CONCURRENCY (4)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="GUNICORN_THREADS (default: not set, so gunicorn.conf.py's own default applies)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="GUNICORN_THREADS (default: not set, so gunicorn.conf.py's own default applies)",
+    )
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (16)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (2)")
     parser.add_argument("--stampede", type=int, default=None, help="concurrent cold requests (200)")
@@ -78,16 +83,39 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--overhead-rounds", type=int, help="A/B rounds of the one-connection overhead (full 7)")
     parser.add_argument("--no-tls", action="store_true", help="skip the HTTPS connection-reuse run")
     parser.add_argument("--sections", help="comma-separated subset of: " + ",".join(SECTIONS) + " (default all)")
-    parser.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="an extra environment variable for every gunicorn the bench starts (repeatable)")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra environment variable for every gunicorn the bench starts (repeatable)",
+    )
     parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
-    parser.add_argument("--python-load", action="store_true",
-                        help="use the Python load loop even if wrk is there (smoke only: the fallback, tested)")
+    parser.add_argument(
+        "--python-load",
+        action="store_true",
+        help="use the Python load loop even if wrk is there (smoke only: the fallback, tested)",
+    )
     args = parser.parse_args(argv)
     preset = dict(SMOKE if args.smoke else FULL)
-    for name in ("accounts", "callback_installs", "rounds", "duration", "stampede", "rollovers", "economy_seconds",
-                 "page_size", "inflight_rounds", "inflight_duration", "inflight_connections", "api_delay",
-                 "many_connections", "many_seconds", "fanout", "overhead_rounds"):
+    for name in (
+        "accounts",
+        "callback_installs",
+        "rounds",
+        "duration",
+        "stampede",
+        "rollovers",
+        "economy_seconds",
+        "page_size",
+        "inflight_rounds",
+        "inflight_duration",
+        "inflight_connections",
+        "api_delay",
+        "many_connections",
+        "many_seconds",
+        "fanout",
+        "overhead_rounds",
+    ):
         value = getattr(args, name)
         if value is not None:
             preset[name] = value
@@ -103,11 +131,21 @@ def parse_args(argv: list[str] | None) -> Settings:
         if not sep or not name:
             parser.error(f"--service-env wants NAME=VALUE, not {item!r}")
         service_env[name] = value
-    settings = Settings(smoke=args.smoke, install_concurrency=16, workers=args.workers,
-                        threads=args.threads if args.threads is not None else 0, threads_given=args.threads is not None,
-                        connections=args.connections, wrk_threads=args.wrk_threads,
-                        install_wrk=not args.no_install, python_load=args.python_load,
-                        tls=not args.no_tls and not args.smoke, sections=sections, service_env=service_env, **preset)
+    settings = Settings(
+        smoke=args.smoke,
+        install_concurrency=16,
+        workers=args.workers,
+        threads=args.threads if args.threads is not None else 0,
+        threads_given=args.threads is not None,
+        connections=args.connections,
+        wrk_threads=args.wrk_threads,
+        install_wrk=not args.no_install,
+        python_load=args.python_load,
+        tls=not args.no_tls and not args.smoke,
+        sections=sections,
+        service_env=service_env,
+        **preset,
+    )
     if args.python_load and not args.smoke:
         parser.error("--python-load is for --smoke only: the full run needs wrk")
     # hit, stampede, rollover, economy and fan-out accounts: real simulator credentials
@@ -116,9 +154,22 @@ def parse_args(argv: list[str] | None) -> Settings:
     settings.accounts = max(settings.accounts, settings.callback_installs)
     if settings.threads_given and settings.threads < 1:
         parser.error("--threads must be at least 1")
-    for name in ("rounds", "duration", "workers", "connections", "wrk_threads", "stampede", "rollovers",
-                 "economy_seconds", "page_size", "inflight_rounds", "inflight_duration", "inflight_connections",
-                 "fanout", "overhead_rounds"):
+    for name in (
+        "rounds",
+        "duration",
+        "workers",
+        "connections",
+        "wrk_threads",
+        "stampede",
+        "rollovers",
+        "economy_seconds",
+        "page_size",
+        "inflight_rounds",
+        "inflight_duration",
+        "inflight_connections",
+        "fanout",
+        "overhead_rounds",
+    ):
         if getattr(settings, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     settings.page_size = min(settings.page_size, 1000)  # tunables.MAX_PAGE_SIZE
@@ -129,8 +180,9 @@ def parse_args(argv: list[str] | None) -> Settings:
 LOAD_AT_START = float("nan")
 
 
-class Bench(Output, Scale, Hits, Stampede, Rollover, Economy, SlowApi, ConnectionReuse, FanOut, Overhead,
-            ManyInFlight, Harness):
+class Bench(
+    Output, Scale, Hits, Stampede, Rollover, Economy, SlowApi, ConnectionReuse, FanOut, Overhead, ManyInFlight, Harness
+):
     """The benchmark: the harness (start-up, shared calls) with every section and the output, one object."""
 
 
@@ -155,10 +207,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             bench.start()
             bench.install_accounts()
-            steps = {"paging": bench.paging, "hit": bench.hit_ratio, "stampede": bench.stampede,
-                     "fanout": bench.fanout, "rollover": bench.rollover, "economy": bench.economy,
-                     "proxy": bench.proxy_slow_api, "tls": bench.proxy_tls, "overhead": bench.overhead,
-                     "many": bench.many_in_flight}
+            steps = {
+                "paging": bench.paging,
+                "hit": bench.hit_ratio,
+                "stampede": bench.stampede,
+                "fanout": bench.fanout,
+                "rollover": bench.rollover,
+                "economy": bench.economy,
+                "proxy": bench.proxy_slow_api,
+                "tls": bench.proxy_tls,
+                "overhead": bench.overhead,
+                "many": bench.many_in_flight,
+            }
             for name in SECTIONS:
                 if name in settings.sections:
                     steps[name]()
@@ -167,8 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             log("interrupted: stopping everything")
             return 130
-        except (SetupError, RuntimeError, OSError, requests.RequestException, redis.RedisError,
-                subprocess.TimeoutExpired) as exc:
+        except (
+            SetupError,
+            RuntimeError,
+            OSError,
+            requests.RequestException,
+            redis.RedisError,
+            subprocess.TimeoutExpired,
+        ) as exc:
             bench.keep_workdir = True
             log(f"benchmark failed: {type(exc).__name__}: {exc}")
             return 2

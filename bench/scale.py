@@ -13,11 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from bench.common import ACCOUNT_SCOPES, APP_ID, SetupError, log, ms, percentile
 from vault.accounts import AccountRepository, Credentials
 from vault.layout import KeySpace
 from vault.seal import Sealer
-from bench.common import APP_ID, ACCOUNT_SCOPES, SetupError, log, percentile, ms
-
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -41,8 +40,9 @@ class Scale:
                 local.session = requests.Session()
             account_id, body, identity = item
             started = time.perf_counter()
-            response = local.session.post(self.base + "/appinstall", json=body,
-                                          headers={"Trackunit-Identity": identity}, timeout=30)
+            response = local.session.post(
+                self.base + "/appinstall", json=body, headers={"Trackunit-Identity": identity}, timeout=30
+            )
             elapsed = time.perf_counter() - started
             status = response.json().get("status") if response.status_code == 200 else response.text[:200]
             return response.status_code, status, elapsed
@@ -55,11 +55,19 @@ class Scale:
         self.callback_ids = [item[0] for item in prepared]
         self.client_of = {item[0]: item[1]["clientId"] for item in prepared}
         latencies = [x for _, _, x in results]
-        r.row("6", f"install callback: POST /appinstall, {s.install_concurrency} concurrent, {len(prepared)} accounts",
-              f"{len(prepared) / elapsed:.0f} req/s (p50 {ms(percentile(latencies, 50))}, "
-              f"p99 {ms(percentile(latencies, 99))})")
-        r.row("6", "install callback: answered 200 stored", f"{stored} of {len(prepared)}", "all",
-              r.count("callback installs", stored == len(prepared)))
+        r.row(
+            "6",
+            f"install callback: POST /appinstall, {s.install_concurrency} concurrent, {len(prepared)} accounts",
+            f"{len(prepared) / elapsed:.0f} req/s (p50 {ms(percentile(latencies, 50))}, "
+            f"p99 {ms(percentile(latencies, 99))})",
+        )
+        r.row(
+            "6",
+            "install callback: answered 200 stored",
+            f"{stored} of {len(prepared)}",
+            "all",
+            r.count("callback installs", stored == len(prepared)),
+        )
 
         direct = s.accounts - len(prepared)
         if direct > 0:
@@ -67,13 +75,20 @@ class Scale:
             started = time.monotonic()
             self._install_direct(direct)
             elapsed = time.monotonic() - started
-            r.notes.append(f"{direct:,} of the {s.accounts:,} accounts were written directly to Redis through "
-                           f"vault.accounts.AccountRepository.install on a pipeline (same script, same sealed "
-                           f"format), {direct / elapsed:,.0f} accounts/s; the rest through the real callback.")
+            r.notes.append(
+                f"{direct:,} of the {s.accounts:,} accounts were written directly to Redis through "
+                f"vault.accounts.AccountRepository.install on a pipeline (same script, same sealed "
+                f"format), {direct / elapsed:,.0f} accounts/s; the rest through the real callback."
+            )
         after = self._settled_used_memory()
         total = self.redis.zcard(self.config.key_prefix + ":accounts")
-        r.row("6", "accounts installed (index ZCARD)", f"{total:,}", f"{s.accounts:,}",
-              r.count("installed accounts", total == s.accounts))
+        r.row(
+            "6",
+            "accounts installed (index ZCARD)",
+            f"{total:,}",
+            f"{s.accounts:,}",
+            r.count("installed accounts", total == s.accounts),
+        )
         keys = KeySpace(self.config.key_prefix)
         sample = (self.callback_ids[:3] + self.direct_ids[:3])[:6]
         usages = [self.redis.memory_usage(keys.key_for(a), samples=0) or 0 for a in sample]
@@ -83,16 +98,23 @@ class Scale:
         key = keys.key_for(sample[0])
         encoding = self.redis.object("encoding", key).decode()
         longest = max(len(v) for v in self.redis.hgetall(key).values())
-        r.row("6", f"Redis memory per account: used_memory delta / N (N = {s.accounts:,})", f"{per_account:.0f} B",
-              "", "")
-        r.row("6", f"MEMORY USAGE of one account hash (credential record; median of {len(usages)})",
-              f"{hash_bytes:.0f} B, {encoding} (+ {index_bytes / s.accounts:.0f} B in the id index)", "<= 512 B",
-              "ok" if hash_bytes <= 512 else "MISSED")
+        r.row(
+            "6", f"Redis memory per account: used_memory delta / N (N = {s.accounts:,})", f"{per_account:.0f} B", "", ""
+        )
+        r.row(
+            "6",
+            f"MEMORY USAGE of one account hash (credential record; median of {len(usages)})",
+            f"{hash_bytes:.0f} B, {encoding} (+ {index_bytes / s.accounts:.0f} B in the id index)",
+            "<= 512 B",
+            "ok" if hash_bytes <= 512 else "MISSED",
+        )
         limit = int(self.redis.config_get("hash-max-listpack-value").get("hash-max-listpack-value", 64))
         if encoding == "hashtable" and longest > limit:
-            r.notes.append(f"the account hash is {encoding}-encoded because its longest value (the sealed `cred`, "
-                           f"{longest} B) exceeds hash-max-listpack-value ({limit}); "
-                           f"{self._listpack_what_if(key, longest)}")
+            r.notes.append(
+                f"the account hash is {encoding}-encoded because its longest value (the sealed `cred`, "
+                f"{longest} B) exceeds hash-max-listpack-value ({limit}); "
+                f"{self._listpack_what_if(key, longest)}"
+            )
 
     def _listpack_what_if(self, key: str, longest: int) -> str:
         """The same record restored as a listpack (in this private Redis only, setting put back)."""
@@ -129,12 +151,23 @@ class Scale:
             if not hasattr(local, "session"):
                 local.session = requests.Session()
             account_id = str(uuid.uuid4())
-            creds = self.sim._post("/_sim/accounts", {"accountId": account_id, "scopes": ACCOUNT_SCOPES,
-                                                      "irisAppId": APP_ID}, local.session)
-            identity = self.sim._post("/_sim/identity", {"claims": {"irisAppId": APP_ID, "accountId": account_id},
-                                                         "expires_in": 900}, local.session)["token"]
-            body = {"type": "INSTALLED", "irisAppId": APP_ID, "accountId": account_id,
-                    "clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
+            creds = self.sim._post(
+                "/_sim/accounts",
+                {"accountId": account_id, "scopes": ACCOUNT_SCOPES, "irisAppId": APP_ID},
+                local.session,
+            )
+            identity = self.sim._post(
+                "/_sim/identity",
+                {"claims": {"irisAppId": APP_ID, "accountId": account_id}, "expires_in": 900},
+                local.session,
+            )["token"]
+            body = {
+                "type": "INSTALLED",
+                "irisAppId": APP_ID,
+                "accountId": account_id,
+                "clientId": creds["clientId"],
+                "clientSecret": creds["clientSecret"],
+            }
             return account_id, body, identity
 
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -149,8 +182,10 @@ class Scale:
             repository = AccountRepository(pipe, sealer, keys)
             for _ in range(min(batch, count - start)):
                 account_id = str(uuid.uuid4())
-                creds = Credentials(client_id="0oa" + "".join(secrets.choice(_ALNUM) for _ in range(17)),
-                                    client_secret=secrets.token_urlsafe(32))
+                creds = Credentials(
+                    client_id="0oa" + "".join(secrets.choice(_ALNUM) for _ in range(17)),
+                    client_secret=secrets.token_urlsafe(32),
+                )
                 repository.install(account_id, APP_ID, creds)
                 self.direct_ids.append(account_id)
             pipe.execute()
@@ -183,11 +218,21 @@ class Scale:
                 samples[slot].append(self._page(limit, cursors[index])[0])
         start_t, mid_t, end_t = (statistics.median(x) for x in samples)
         flat = max(mid_t, end_t) <= 1.5 * start_t
-        r.row("6", f"paging GET /v1/accounts?limit={limit}: time per page at the start / middle / end of the id "
-                   f"range (pages {chosen[0] + 1}, {chosen[1] + 1}, {chosen[2] + 1}; median of {rounds} interleaved)",
-              f"{ms(start_t)} / {ms(mid_t)} / {ms(end_t)}", "flat (<= 1.5 x start)", self.judged(flat))
-        r.row("6", f"paging: every account once, in id order ({len(times)} pages, {sum(times):.1f} s in all)",
-              f"{len(ids):,}", f"{s.accounts:,}", r.count("paging", complete))
+        r.row(
+            "6",
+            f"paging GET /v1/accounts?limit={limit}: time per page at the start / middle / end of the id "
+            f"range (pages {chosen[0] + 1}, {chosen[1] + 1}, {chosen[2] + 1}; median of {rounds} interleaved)",
+            f"{ms(start_t)} / {ms(mid_t)} / {ms(end_t)}",
+            "flat (<= 1.5 x start)",
+            self.judged(flat),
+        )
+        r.row(
+            "6",
+            f"paging: every account once, in id order ({len(times)} pages, {sum(times):.1f} s in all)",
+            f"{len(ids):,}",
+            f"{s.accounts:,}",
+            r.count("paging", complete),
+        )
 
     def _page(self, limit: int, cursor: str | None) -> tuple[float, dict]:
         params = {"limit": limit, **({"cursor": cursor} if cursor else {})}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 
-
-
 @dataclasses.dataclass
 class Settings:
     smoke: bool
@@ -49,21 +47,63 @@ class Settings:
     threads_given: bool = False
 
 
-FULL = dict(accounts=100_000, callback_installs=1000, rounds=9, duration=2, stampede=200, stampede_delay=0.5,
-            rollovers=2, rollover_expires_in=20, rollover_delay=0.3, margin=2, economy_accounts=10,
-            economy_seconds=60, economy_expires_in=6, page_size=1000, budget=1800.0,
-            # runs longer than wrk's timeout, so that a request stuck past it is seen as a timeout
-            inflight_rounds=5, inflight_duration=12, inflight_connections=256, api_delay=0.5,
-            many_connections=1000, many_seconds=20, fanout=500, fanout_delay=0.5,
-            overhead_rounds=7, overhead_duration=2)
+FULL = dict(
+    accounts=100_000,
+    callback_installs=1000,
+    rounds=9,
+    duration=2,
+    stampede=200,
+    stampede_delay=0.5,
+    rollovers=2,
+    rollover_expires_in=20,
+    rollover_delay=0.3,
+    margin=2,
+    economy_accounts=10,
+    economy_seconds=60,
+    economy_expires_in=6,
+    page_size=1000,
+    budget=1800.0,
+    # runs longer than wrk's timeout, so that a request stuck past it is seen as a timeout
+    inflight_rounds=5,
+    inflight_duration=12,
+    inflight_connections=256,
+    api_delay=0.5,
+    many_connections=1000,
+    many_seconds=20,
+    fanout=500,
+    fanout_delay=0.5,
+    overhead_rounds=7,
+    overhead_duration=2,
+)
 # The smoke run asserts counts only: a short proxied run without errors (few connections, so
 # that any worker model passes), a tiny cold fan-out (N accounts -> N token calls, all 200).
-SMOKE = dict(accounts=300, callback_installs=60, rounds=1, duration=1, stampede=200, stampede_delay=0.5,
-             rollovers=1, rollover_expires_in=6, rollover_delay=0.05, margin=2, economy_accounts=2,
-             economy_seconds=4, economy_expires_in=4, page_size=50, budget=240.0,
-             inflight_rounds=1, inflight_duration=2, inflight_connections=8, api_delay=0.1,
-             many_connections=0, many_seconds=0, fanout=20, fanout_delay=0.5,
-             overhead_rounds=1, overhead_duration=1)
+SMOKE = dict(
+    accounts=300,
+    callback_installs=60,
+    rounds=1,
+    duration=1,
+    stampede=200,
+    stampede_delay=0.5,
+    rollovers=1,
+    rollover_expires_in=6,
+    rollover_delay=0.05,
+    margin=2,
+    economy_accounts=2,
+    economy_seconds=4,
+    economy_expires_in=4,
+    page_size=50,
+    budget=240.0,
+    inflight_rounds=1,
+    inflight_duration=2,
+    inflight_connections=8,
+    api_delay=0.1,
+    many_connections=0,
+    many_seconds=0,
+    fanout=20,
+    fanout_delay=0.5,
+    overhead_rounds=1,
+    overhead_duration=1,
+)
 #: Sections, in the order they run; --sections picks some (the accounts are always installed).
 SECTIONS = ("paging", "hit", "stampede", "fanout", "rollover", "economy", "proxy", "tls", "overhead", "many")
 #: The variable the service is told to trust a CA bundle with (for Trackunit's URLs), see bench/README.md.

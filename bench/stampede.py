@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from bench.common import log, percentile, ms
+from bench.common import log, ms, percentile
 
 
 class Stampede:
@@ -64,16 +64,30 @@ class Stampede:
         tokens = {t for _, t, _ in cold + warm}
         latencies = [x for _, _, x in cold]
         p99 = percentile(latencies, 99)
-        r.row("3", f"stampede: Trackunit token calls ({s.stampede} concurrent, cold account, {s.workers} workers)",
-              f"{calls}", "exactly 1", r.count("stampede token calls", calls == 1))
-        r.row("3", "stampede: answered 200 with one and the same token (cold, then again warm)",
-              f"{ok} of {2 * s.stampede}, {len(tokens)} token(s), {calls_after_warm} call(s) in all",
-              "all, 1 token, 1 call",
-              r.count("stampede answers", ok == 2 * s.stampede and len(tokens) == 1 and calls_after_warm == 1))
-        r.row("3", f"stampede: p99 latency / simulator delay ({s.stampede_delay} s)",
-              f"{p99 / s.stampede_delay:.2f} (p50 {ms(percentile(latencies, 50))}, p99 {ms(p99)}, "
-              f"max {ms(max(latencies))})")
+        r.row(
+            "3",
+            f"stampede: Trackunit token calls ({s.stampede} concurrent, cold account, {s.workers} workers)",
+            f"{calls}",
+            "exactly 1",
+            r.count("stampede token calls", calls == 1),
+        )
+        r.row(
+            "3",
+            "stampede: answered 200 with one and the same token (cold, then again warm)",
+            f"{ok} of {2 * s.stampede}, {len(tokens)} token(s), {calls_after_warm} call(s) in all",
+            "all, 1 token, 1 call",
+            r.count("stampede answers", ok == 2 * s.stampede and len(tokens) == 1 and calls_after_warm == 1),
+        )
+        r.row(
+            "3",
+            f"stampede: p99 latency / simulator delay ({s.stampede_delay} s)",
+            f"{p99 / s.stampede_delay:.2f} (p50 {ms(percentile(latencies, 50))}, p99 {ms(p99)}, "
+            f"max {ms(max(latencies))})",
+        )
         warm_lat = [x for _, _, x in warm]
-        r.row("3", f"  same {s.stampede} requests again, account now warm (the client's and machine's floor)",
-              f"p50 {ms(percentile(warm_lat, 50))}, p99 {ms(percentile(warm_lat, 99))}; cold p99 - warm p99 = "
-              f"{ms(p99 - percentile(warm_lat, 99))}")
+        r.row(
+            "3",
+            f"  same {s.stampede} requests again, account now warm (the client's and machine's floor)",
+            f"p50 {ms(percentile(warm_lat, 50))}, p99 {ms(percentile(warm_lat, 99))}; cold p99 - warm p99 = "
+            f"{ms(p99 - percentile(warm_lat, 99))}",
+        )

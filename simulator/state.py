@@ -11,9 +11,9 @@ import dataclasses
 import hashlib
 import hmac
 import http
+import re
 import secrets
 import string
-import re
 import threading
 import time
 import uuid
@@ -130,7 +130,13 @@ class Behaviour(FaultInjector):
 
     what: ClassVar[str] = "behaviour"
     field_order: ClassVar[tuple[str, ...]] = (
-        "expires_in", "omit_expires_in", "delay", "fail_status", "fail_body", "retry_after", "fail_count",
+        "expires_in",
+        "omit_expires_in",
+        "delay",
+        "fail_status",
+        "fail_body",
+        "retry_after",
+        "fail_count",
         "malformed",
     )
 
@@ -187,7 +193,7 @@ def large_body(size: int, offset: int = 0) -> bytes:
     start = offset % 251
     while len(out) < size:
         take = min(size - len(out), len(LARGE_PATTERN) - start)
-        out += LARGE_PATTERN[start:start + take]
+        out += LARGE_PATTERN[start : start + take]
         start = 0
     return bytes(out)
 
