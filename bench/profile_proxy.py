@@ -16,6 +16,7 @@ figures: `make bench` measures the whole path (section 13.6).
 
     .venv/bin/python -m bench.profile_proxy [--calls 2000] [--html profile.html]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,8 @@ import requests
 from pyinstrument import Profiler
 
 from app import create_app
-from bench.run import API_PATH, APP_ID, APP_SCOPES, ACCOUNT_SCOPES, Budget, Simulator
+from bench.common import ACCOUNT_SCOPES, API_PATH, APP_ID, APP_SCOPES, Budget
+from bench.processes import Simulator
 from core.config import Config
 from tests.support.redis_server import RedisServer
 from vault.accounts import Credentials
@@ -55,11 +57,18 @@ def main(argv: list[str] | None = None) -> int:
         redis_server.start()
         sim = Simulator(stack, workdir, Budget(120), tls=False)
         api_key = secrets.token_urlsafe(24)
-        config = Config.from_env({
-            "REDIS_URL": redis_server.url, "VAULT_KEY": generate_key(), "API_KEYS": f"bench:{api_key}",
-            "IRIS_APP_ID": APP_ID, "APP_SCOPES": APP_SCOPES, "TRACKUNIT_TOKEN_URL": f"{sim.url}/apptoken",
-            "TRACKUNIT_JWKS_URL": f"{sim.url}/api/marketplace/jwks", "TRACKUNIT_API_URL": sim.url,
-        })
+        config = Config.from_env(
+            {
+                "REDIS_URL": redis_server.url,
+                "VAULT_KEY": generate_key(),
+                "API_KEYS": f"bench:{api_key}",
+                "IRIS_APP_ID": APP_ID,
+                "APP_SCOPES": APP_SCOPES,
+                "TRACKUNIT_TOKEN_URL": f"{sim.url}/apptoken",
+                "TRACKUNIT_JWKS_URL": f"{sim.url}/api/marketplace/jwks",
+                "TRACKUNIT_API_URL": sim.url,
+            }
+        )
         app = create_app(config)
         stack.callback(app.extensions["vault"].close)
         account = str(uuid.uuid4())
@@ -110,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             ordered = sorted(times[kind])
             print(f"  {kind:8} {statistics.median(ordered) * 1e6:8.0f} {ordered[int(0.9 * len(ordered))] * 1e6:8.0f}")
         healthz, proxied, upstream = (statistics.median(times[k]) for k in ("healthz", "proxied", "direct"))
-        print(f"  proxied - healthz - direct = {(proxied - healthz - upstream) * 1e6:.0f} us: the proxy's own work "
-              f"beyond Flask's floor and the upstream call itself")
+        print(
+            f"  proxied - healthz - direct = {(proxied - healthz - upstream) * 1e6:.0f} us: the proxy's own work "
+            f"beyond Flask's floor and the upstream call itself"
+        )
         print()
         print(profiler.output_text(unicode=True, color=False, show_all=args.all))
         if args.html:

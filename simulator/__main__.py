@@ -25,8 +25,9 @@ def _serve(args: argparse.Namespace) -> int:
         if args.cert_dir is None:
             scratch = tempfile.mkdtemp(prefix="simulator-tls-")
         certificates = make_certificates(args.cert_dir or scratch)
-    servers = [ServerThread(app, args.host, args.port, log_requests=not args.quiet,
-                            tls=certificates if args.tls else None)]
+    servers = [
+        ServerThread(app, args.host, args.port, log_requests=not args.quiet, tls=certificates if args.tls else None)
+    ]
     if args.tls_port is not None:  # a second listener, HTTPS, on the same state
         servers.append(ServerThread(app, args.host, args.tls_port, log_requests=not args.quiet, tls=certificates))
     if threading.current_thread() is threading.main_thread():
@@ -45,8 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
         for extra in servers[1:]:
             print(f"  HTTPS:     {extra.url}  (the same simulator: same accounts, tokens and counters)", flush=True)
         if certificates is not None:
-            print(f"  CA bundle: {certificates.ca}  (trust this certificate to verify the HTTPS listener)",
-                  flush=True)
+            print(f"  CA bundle: {certificates.ca}  (trust this certificate to verify the HTTPS listener)", flush=True)
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
@@ -95,10 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=5001, help="0 picks a free port")
     serve.add_argument("--expires-in", type=int, default=3600, help="lifetime of issued tokens (s)")
     serve.add_argument("--tls", action="store_true", help="serve HTTPS (a fresh test CA; its path is printed)")
-    serve.add_argument("--tls-port", type=int, default=None,
-                       help="also serve HTTPS on this port (0 picks a free one), beside plain HTTP on --port")
-    serve.add_argument("--cert-dir", default=None,
-                       help="where ca.pem, cert.pem and key.pem are written (default: a new temporary directory)")
+    serve.add_argument(
+        "--tls-port",
+        type=int,
+        default=None,
+        help="also serve HTTPS on this port (0 picks a free one), beside plain HTTP on --port",
+    )
+    serve.add_argument(
+        "--cert-dir",
+        default=None,
+        help="where ca.pem, cert.pem and key.pem are written (default: a new temporary directory)",
+    )
     serve.add_argument("--quiet", action="store_true", help="no access log line per request")
     serve.set_defaults(func=_serve)
 
@@ -109,10 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--app-id", default="@organization/appname")
     install.add_argument("--scopes", default="asset.view account.view", help="space-separated")
     install.add_argument("--type", default="INSTALLED")
-    install.add_argument("--no-jti", action="store_true",
-                         help="sign the identity without a jti (as an issuer may: Trackunit documents no claims)")
-    install.add_argument("--no-account-claims", action="store_true",
-                         help="sign the identity without irisAppId and accountId claims")
+    install.add_argument(
+        "--no-jti",
+        action="store_true",
+        help="sign the identity without a jti (as an issuer may: Trackunit documents no claims)",
+    )
+    install.add_argument(
+        "--no-account-claims", action="store_true", help="sign the identity without irisAppId and accountId claims"
+    )
     install.add_argument("--identity-token", help="send this Trackunit-Identity token instead of signing one")
     install.set_defaults(func=_install)
 

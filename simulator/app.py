@@ -12,7 +12,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .keys import SigningKey
-from .state import DEFAULT_APP_ID, DEFAULT_SCOPES, Reply, SimulatorState, assets_for, large_body
+from .state import DEFAULT_APP_ID, DEFAULT_SCOPES, Reply, SimulatorState, assets_for, large_body, wait_delay
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 VIEW_SCOPE = "asset.view"
@@ -88,8 +88,12 @@ def _raw_path() -> str:
 def _api_request(state: SimulatorState, required_scope: str | None) -> Reply | str:
     """Record the request, then: the injected failure, 401/403, or the token's account id."""
     return state.api_request(
-        request.method, _raw_path(), request.query_string.decode("latin-1"), dict(request.headers),
-        request.get_data(cache=True), required_scope,
+        request.method,
+        _raw_path(),
+        request.query_string.decode("latin-1"),
+        dict(request.headers),
+        request.get_data(cache=True),
+        required_scope,
     )
 
 
@@ -111,15 +115,31 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
 
     @app.get("/")
     def index() -> Response:
-        return _reply(200, {
-            "name": "Trackunit simulator",
-            "token_url": "/apptoken",
-            "jwks_url": "/api/marketplace/jwks",
-            "api": ["/api/asset/v1/assets", "/api/asset/v1/assets/<id>", "/api/test/v1/large?bytes=N",
-                    "/api/test/v1/redirect?to=URL"],
-            "control": ["/_sim/accounts", "/_sim/accounts/<id>/revoke", "/_sim/identity", "/_sim/install",
-                        "/_sim/behaviour", "/_sim/api-behaviour", "/_sim/api-log", "/_sim/reset", "/_sim/stats"],
-        })
+        return _reply(
+            200,
+            {
+                "name": "Trackunit simulator",
+                "token_url": "/apptoken",
+                "jwks_url": "/api/marketplace/jwks",
+                "api": [
+                    "/api/asset/v1/assets",
+                    "/api/asset/v1/assets/<id>",
+                    "/api/test/v1/large?bytes=N",
+                    "/api/test/v1/redirect?to=URL",
+                ],
+                "control": [
+                    "/_sim/accounts",
+                    "/_sim/accounts/<id>/revoke",
+                    "/_sim/identity",
+                    "/_sim/install",
+                    "/_sim/behaviour",
+                    "/_sim/api-behaviour",
+                    "/_sim/api-log",
+                    "/_sim/reset",
+                    "/_sim/stats",
+                ],
+            },
+        )
 
     @app.get("/api/marketplace/jwks")
     def jwks() -> Response:
@@ -129,15 +149,16 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
     def apptoken() -> Response:
         form_encoded = request.mimetype == "application/x-www-form-urlencoded"
         form = {k: v for k, v in request.form.items()} if form_encoded else {}
-        delay, release = state.begin_token_request({
-            "grant_type": form.get("grant_type"),
-            "client_id": form.get("client_id"),
-            "scope": form.get("scope"),
-            "content_type": request.content_type,
-        })
+        delay, release = state.begin_token_request(
+            {
+                "grant_type": form.get("grant_type"),
+                "client_id": form.get("client_id"),
+                "scope": form.get("scope"),
+                "content_type": request.content_type,
+            }
+        )
         try:
-            if delay:
-                release.wait(delay)
+            wait_delay(delay, release)
             status, body, headers = state.answer_token_request(form, form_encoded)
         finally:
             state.end_token_request()
@@ -168,15 +189,18 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
         if not isinstance(outcome, str):
             return _reply(*outcome)
         status = 201 if request.method == "POST" and asset_id is None else 200
-        return _reply(status, {
-            "method": request.method,
-            "path": _raw_path(),
-            "query": request.query_string.decode("latin-1"),
-            "body": request.get_data(cache=True).decode("utf-8", errors="replace"),
-            "contentType": request.content_type,
-            "accountId": outcome,
-            "assetId": asset_id,
-        })
+        return _reply(
+            status,
+            {
+                "method": request.method,
+                "path": _raw_path(),
+                "query": request.query_string.decode("latin-1"),
+                "body": request.get_data(cache=True).decode("utf-8", errors="replace"),
+                "contentType": request.content_type,
+                "accountId": outcome,
+                "assetId": asset_id,
+            },
+        )
 
     @app.get("/api/test/v1/large")
     def large() -> Response:
@@ -211,8 +235,11 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
         body = _json_body()
         optional = {k: _string(body, k) for k in ("clientId", "clientSecret") if k in body}
         creds = state.add_account(
-            _string(body, "accountId"), _scopes(body), _string(body, "irisAppId", DEFAULT_APP_ID),
-            client_id=optional.get("clientId"), client_secret=optional.get("clientSecret"),
+            _string(body, "accountId"),
+            _scopes(body),
+            _string(body, "irisAppId", DEFAULT_APP_ID),
+            client_id=optional.get("clientId"),
+            client_secret=optional.get("clientSecret"),
         )
         return _reply(201, creds)
 
@@ -260,18 +287,29 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
             claims = {"irisAppId": app_id, "accountId": account_id} if account_claims else {}
             token = state.identity_token(claims, expires_in=300, jti=with_jti)
         try:
-            answer = requests.post(callback_url, json=message, headers={"Trackunit-Identity": token},
-                                   timeout=state.callback_timeout, allow_redirects=False)
+            answer = requests.post(
+                callback_url,
+                json=message,
+                headers={"Trackunit-Identity": token},
+                timeout=state.callback_timeout,
+                allow_redirects=False,
+            )
         except requests.RequestException as exc:
             return _error(502, "callback_unreachable", f"{type(exc).__name__}: {exc}")
         try:
             parsed: Any = answer.json()
         except ValueError:
             parsed = answer.text
-        return _reply(200, {
-            "callbackStatus": answer.status_code, "callbackResponse": parsed, "accountId": account_id,
-            **creds, "identityToken": token,
-        })
+        return _reply(
+            200,
+            {
+                "callbackStatus": answer.status_code,
+                "callbackResponse": parsed,
+                "accountId": account_id,
+                **creds,
+                "identityToken": token,
+            },
+        )
 
     @app.post("/_sim/behaviour")
     def behaviour() -> Response:
@@ -289,11 +327,21 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
 
     @app.get("/_sim/api-log")
     def api_log() -> Response:
-        return _reply(200, {"requests": [
-            {"method": r.method, "path": r.path, "query": r.query, "headers": r.headers,
-             "body": r.body.decode("utf-8", errors="replace")}
-            for r in state.api_log
-        ]})
+        return _reply(
+            200,
+            {
+                "requests": [
+                    {
+                        "method": r.method,
+                        "path": r.path,
+                        "query": r.query,
+                        "headers": r.headers,
+                        "body": r.body.decode("utf-8", errors="replace"),
+                    }
+                    for r in state.api_log
+                ]
+            },
+        )
 
     @app.post("/_sim/reset")
     def reset() -> Response:

@@ -74,7 +74,7 @@ class _Body(io.RawIOBase):
             return 0
         view = memoryview(buffer)
         if self._left is not None:
-            view = view[:self._left]
+            view = view[: self._left]
         count = self._stream.readinto(view) or 0
         if self._left is None:
             self.complete = count == 0
@@ -210,8 +210,15 @@ class _Server(ThreadedWSGIServer):
     request_queue_size = LISTEN_BACKLOG
 
     def __init__(
-        self, host: str, port: int, app: Any, handler: type[_Handler], *,
-        tls_context: ssl.SSLContext | None, keep_alive: bool, counters: ConnectionCounters | None,
+        self,
+        host: str,
+        port: int,
+        app: Any,
+        handler: type[_Handler],
+        *,
+        tls_context: ssl.SSLContext | None,
+        keep_alive: bool,
+        counters: ConnectionCounters | None,
         idle_timeout: float,
     ) -> None:
         handler.protocol_version = "HTTP/1.1"
@@ -290,17 +297,32 @@ class ServerThread:
     """
 
     def __init__(
-        self, app: Any, host: str = "127.0.0.1", port: int = 0, *, log_requests: bool = True,
-        tls: Certificates | ssl.SSLContext | None = None, keep_alive: bool = True,
-        counters: ConnectionCounters | None = None, idle_timeout: float = IDLE_TIMEOUT,
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_requests: bool = True,
+        tls: Certificates | ssl.SSLContext | None = None,
+        keep_alive: bool = True,
+        counters: ConnectionCounters | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         handler = type("Handler", (_Handler if log_requests else _QuietHandler,), {})  # own protocol_version
         if counters is None:
             state = getattr(app, "extensions", {}).get("simulator")
             counters = state if hasattr(state, "connection_opened") else None
         context = tls.server_context() if isinstance(tls, Certificates) else tls
-        self._server = _Server(host, port, app, handler, tls_context=context, keep_alive=keep_alive,
-                               counters=counters, idle_timeout=idle_timeout)
+        self._server = _Server(
+            host,
+            port,
+            app,
+            handler,
+            tls_context=context,
+            keep_alive=keep_alive,
+            counters=counters,
+            idle_timeout=idle_timeout,
+        )
         self.host = host
         self.port: int = self._server.server_port
         self.tls = context is not None
@@ -309,7 +331,10 @@ class ServerThread:
             connect_host = f"[{connect_host}]"
         self.url: str = f"{'https' if self.tls else 'http'}://{connect_host}:{self.port}"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"simulator-server-{self.port}", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"simulator-server-{self.port}",
+            daemon=True,
         )
 
     def __repr__(self) -> str:
@@ -346,8 +371,13 @@ class ServerThread:
 
 
 def serve_in_thread(
-    app: Any, host: str = "127.0.0.1", port: int = 0, *, log_requests: bool = True,
-    tls: Certificates | ssl.SSLContext | None = None, keep_alive: bool = True,
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    log_requests: bool = True,
+    tls: Certificates | ssl.SSLContext | None = None,
+    keep_alive: bool = True,
 ) -> ServerThread:
     """Serve ``app`` in a background thread; ``port=0`` picks a free port."""
     return ServerThread(app, host, port, log_requests=log_requests, tls=tls, keep_alive=keep_alive).start()

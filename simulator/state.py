@@ -6,18 +6,19 @@ change the same object directly (``app.extensions["simulator"]``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import hmac
 import http
+import re
 import secrets
 import string
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from .keys import SigningKey
 
@@ -71,29 +72,90 @@ class IssuedToken:
 
 
 @dataclasses.dataclass
-class Behaviour:
-    """Injected misbehaviour of ``/apptoken``; the defaults are a healthy server."""
+class FaultInjector:
+    """Injected failures and delay of one endpoint, the part ``/apptoken`` and the REST API share.
 
-    expires_in: int = 3600
-    omit_expires_in: bool = False
-    delay: float = 0.0
+    The defaults are a healthy server. ``fail_status`` fails every request with that status until
+    reset, or the next ``fail_count`` requests only; ``delay`` is slept before any answer.
+    """
+
+    #: Name used in "unknown ... field" errors.
+    what: ClassVar[str] = "fault"
+    #: Order of the fields in ``as_dict`` (the JSON of the control endpoints).
+    field_order: ClassVar[tuple[str, ...]] = ("fail_status", "fail_body", "retry_after", "fail_count", "delay")
+
     fail_status: int | None = None
     fail_body: dict[str, Any] | str | None = None
     retry_after: str | None = None
     fail_count: int | None = None
+    #: Seconds every request sleeps before it is answered (a slow endpoint); cut short by a reset.
+    delay: float = 0.0
+
+    def checked(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Validate ``changes`` against the defaults in ``self`` (``ValueError`` on bad input):
+        ``None`` restores a default, and ``fail_status`` without ``fail_count`` means "fail until reset"."""
+        changes = dict(changes)
+        if "fail_status" in changes and "fail_count" not in changes:
+            changes["fail_count"] = None
+        checked = {}
+        for name, value in changes.items():
+            if name not in self.__dataclass_fields__:
+                raise ValueError(f"unknown {self.what} field: {name}")
+            checked[name] = getattr(self, name) if value is None else _check_behaviour(name, value)
+        return checked
+
+    def apply(self, checked: dict[str, Any]) -> dict[str, Any]:
+        """Set fields validated by ``checked``; return the result as ``as_dict`` does."""
+        for name, value in checked.items():
+            setattr(self, name, value)
+        return self.as_dict()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: copy.deepcopy(getattr(self, name)) for name in self.field_order}
+
+    def take_failure(self, default_body: Callable[[int], dict[str, Any]]) -> Reply | None:
+        """The injected failure for this request, counting down ``fail_count``; None if none is due."""
+        if self.fail_status is None or (self.fail_count is not None and self.fail_count <= 0):
+            return None
+        if self.fail_count is not None:
+            self.fail_count -= 1
+        body = self.fail_body if self.fail_body is not None else default_body(self.fail_status)
+        headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
+        return self.fail_status, body, headers
+
+
+@dataclasses.dataclass
+class Behaviour(FaultInjector):
+    """Injected misbehaviour of ``/apptoken``: the shared faults plus the token's own oddities."""
+
+    what: ClassVar[str] = "behaviour"
+    field_order: ClassVar[tuple[str, ...]] = (
+        "expires_in",
+        "omit_expires_in",
+        "delay",
+        "fail_status",
+        "fail_body",
+        "retry_after",
+        "fail_count",
+        "malformed",
+    )
+
+    expires_in: int = 3600
+    omit_expires_in: bool = False
     malformed: bool = False
 
 
 @dataclasses.dataclass
-class ApiBehaviour:
-    """Injected misbehaviour of the REST API (``/api/...`` but the JWKS); the defaults are a healthy server."""
+class ApiBehaviour(FaultInjector):
+    """Injected misbehaviour of the REST API (``/api/...`` but the JWKS): the shared faults alone."""
 
-    fail_status: int | None = None
-    fail_body: dict[str, Any] | str | None = None
-    retry_after: str | None = None
-    fail_count: int | None = None
-    #: Seconds every REST request sleeps before it is answered (a slow API); cut short by a reset.
-    delay: float = 0.0
+    what: ClassVar[str] = "API behaviour"
+
+
+def wait_delay(delay: float, release: threading.Event) -> None:
+    """Sleep an injected delay, outside the state's lock; a reset (``release``) cuts it short."""
+    if delay:
+        release.wait(delay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +193,7 @@ def large_body(size: int, offset: int = 0) -> bytes:
     start = offset % 251
     while len(out) < size:
         take = min(size - len(out), len(LARGE_PATTERN) - start)
-        out += LARGE_PATTERN[start:start + take]
+        out += LARGE_PATTERN[start : start + take]
         start = 0
     return bytes(out)
 
@@ -236,44 +298,27 @@ class SimulatorState:
         without ``fail_count`` means "fail until reset". All fields are
         validated before any is applied (``ValueError`` on bad input).
         """
-        defaults = Behaviour(expires_in=self._default_expires_in)
-        if "fail_status" in changes and "fail_count" not in changes:
-            changes["fail_count"] = None
-        checked = {}
-        for name, value in changes.items():
-            if name not in Behaviour.__dataclass_fields__:
-                raise ValueError(f"unknown behaviour field: {name}")
-            checked[name] = getattr(defaults, name) if value is None else _check_behaviour(name, value)
+        checked = Behaviour(expires_in=self._default_expires_in).checked(changes)
         with self._lock:
-            for name, value in checked.items():
-                setattr(self._behaviour, name, value)
-            return dataclasses.asdict(self._behaviour)
+            return self._behaviour.apply(checked)
 
     @property
     def behaviour(self) -> dict[str, Any]:
         with self._lock:
-            return dataclasses.asdict(self._behaviour)
+            return self._behaviour.as_dict()
 
     def configure_api(self, /, **changes: Any) -> dict[str, Any]:
         """Change the REST API's behaviour (``fail_status``, ``fail_count``, ``retry_after``,
         ``fail_body``, ``delay``), like ``configure`` does for ``/apptoken``: ``None`` restores a default,
         ``fail_status`` alone means "fail until reset", and bad input raises ``ValueError``."""
-        if "fail_status" in changes and "fail_count" not in changes:
-            changes["fail_count"] = None
-        checked = {}
-        for name, value in changes.items():
-            if name not in ApiBehaviour.__dataclass_fields__:
-                raise ValueError(f"unknown API behaviour field: {name}")
-            checked[name] = getattr(ApiBehaviour(), name) if value is None else _check_behaviour(name, value)
+        checked = ApiBehaviour().checked(changes)
         with self._lock:
-            for name, value in checked.items():
-                setattr(self._api_behaviour, name, value)
-            return dataclasses.asdict(self._api_behaviour)
+            return self._api_behaviour.apply(checked)
 
     @property
     def api_behaviour(self) -> dict[str, Any]:
         with self._lock:
-            return dataclasses.asdict(self._api_behaviour)
+            return self._api_behaviour.as_dict()
 
     def reset(self) -> None:
         """Behaviour (token endpoint and API), counters and the API log back to defaults;
@@ -490,12 +535,9 @@ class SimulatorState:
         """Decide the answer to ``/apptoken`` (after any delay): status, body, headers."""
         with self._lock:
             b = self._behaviour
-            if b.fail_status is not None and (b.fail_count is None or b.fail_count > 0):
-                if b.fail_count is not None:
-                    b.fail_count -= 1
-                body = b.fail_body if b.fail_body is not None else default_fail_body(b.fail_status)
-                headers = {"Retry-After": b.retry_after} if b.retry_after is not None else {}
-                return b.fail_status, body, headers
+            failure = b.take_failure(default_fail_body)
+            if failure is not None:
+                return failure
             if b.malformed:
                 return 200, {"token_type": "Bearer", "expires_in": b.expires_in}, {}
             return self._issue_locked(form, form_encoded, b)
@@ -552,8 +594,7 @@ class SimulatorState:
             self._api_in_flight += 1
             self._api_in_flight_peak = max(self._api_in_flight_peak, self._api_in_flight)
         try:
-            if delay:
-                release.wait(delay)  # outside the lock: many slow requests are in flight at once
+            wait_delay(delay, release)  # outside the lock: many slow requests are in flight at once
             return self._decide_api_request(headers, required_scope)
         finally:
             with self._lock:
@@ -561,15 +602,12 @@ class SimulatorState:
 
     def _decide_api_request(self, headers: dict[str, str], required_scope: str | None) -> Reply | str:
         with self._lock:
-            b = self._api_behaviour
-            if b.fail_status is not None and (b.fail_count is None or b.fail_count > 0):
-                if b.fail_count is not None:
-                    b.fail_count -= 1
-                body_out = b.fail_body if b.fail_body is not None else default_api_fail_body(b.fail_status)
-                extra = {"Retry-After": b.retry_after} if b.retry_after is not None else {}
-                if b.fail_status == 401:
+            failure = self._api_behaviour.take_failure(default_api_fail_body)
+            if failure is not None:
+                status, body_out, extra = failure
+                if status == 401:
                     extra["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-                return b.fail_status, body_out, extra
+                return failure
             auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
             scheme, _, token = auth.partition(" ")
             issued = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
