@@ -102,23 +102,16 @@ class Harness:
         self.gunicorn = self.start_gunicorn("gunicorn")
         self.base = self.gunicorn.url
         self.worker_class = self._worker_class(self.gunicorn)
-        log(
-            f"service under gunicorn (Procfile) on {self.base}: {s.workers} workers, "
-            f"GUNICORN_THREADS={s.threads if s.threads_given else 'unset'}, worker class {self.worker_class}"
-        )
+        log(f"service under gunicorn (Procfile) on {self.base}: {s.workers} workers, worker class {self.worker_class}")
 
     def start_gunicorn(
         self, name: str, env: dict[str, str] | None = None, *, workers: int | None | bool = True
     ) -> GunicornServer:
         """gunicorn as the Procfile runs it, stopped with the bench. `workers`: True = --workers,
-        None = WEB_CONCURRENCY unset (gunicorn.conf.py's default). GUNICORN_THREADS is set only when
-        --threads was given, so gunicorn.conf.py's default worker model is what is measured."""
+        None = WEB_CONCURRENCY unset (gunicorn.conf.py's default). The worker model is gunicorn.conf.py's
+        (another one can be tried with --service-env GUNICORN_CMD_ARGS=...)."""
         s = self.s
-        server = GunicornServer(
-            env or self.env, workers=s.workers if workers is True else (workers or 1), threads=s.threads or 1
-        )
-        if not s.threads_given:
-            server.env.pop("GUNICORN_THREADS", None)
+        server = GunicornServer(env or self.env, workers=s.workers if workers is True else (workers or 1))
         if workers is None:
             server.env.pop("WEB_CONCURRENCY", None)
         server.log_path = self.workdir / f"{name}.log"

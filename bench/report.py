@@ -82,7 +82,7 @@ class Output:
             f"{platform.system()} {platform.release()}; 1-min load average {self.load_at_start:.2f} before the run "
             f"(other tenants)",
             f"service: commit {commit}{dirty}; gunicorn per Procfile, WEB_CONCURRENCY={s.workers}, "
-            f"GUNICORN_THREADS={s.threads if s.threads_given else 'unset (gunicorn.conf.py default)'}, "
+            f"MAX_IN_FLIGHT={s.service_env.get('MAX_IN_FLIGHT', 'unset (gunicorn.conf.py default)')}, "
             f"worker class {self.worker_class} (gunicorn's log); redis-server {redis_version} (no persistence); "
             f"TOKEN_EXPIRY_MARGIN={s.margin}; Python {platform.python_version()}"
             + (

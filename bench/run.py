@@ -61,12 +61,6 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--rounds", type=int, help="A/B rounds of the throughput ratio (5)")
     parser.add_argument("--duration", type=int, help="seconds per side per round (3)")
     parser.add_argument("--workers", type=int, default=4, help="WEB_CONCURRENCY (4)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="GUNICORN_THREADS (default: not set, so gunicorn.conf.py's own default applies)",
-    )
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (16)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (2)")
     parser.add_argument("--stampede", type=int, default=None, help="concurrent cold requests (200)")
@@ -135,8 +129,6 @@ def parse_args(argv: list[str] | None) -> Settings:
         smoke=args.smoke,
         install_concurrency=16,
         workers=args.workers,
-        threads=args.threads if args.threads is not None else 0,
-        threads_given=args.threads is not None,
         connections=args.connections,
         wrk_threads=args.wrk_threads,
         install_wrk=not args.no_install,
@@ -152,8 +144,6 @@ def parse_args(argv: list[str] | None) -> Settings:
     needed = 3 + settings.economy_accounts + (settings.fanout if "fanout" in settings.sections else 0)
     settings.callback_installs = max(settings.callback_installs, needed)
     settings.accounts = max(settings.accounts, settings.callback_installs)
-    if settings.threads_given and settings.threads < 1:
-        parser.error("--threads must be at least 1")
     for name in (
         "rounds",
         "duration",

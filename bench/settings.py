@@ -14,7 +14,6 @@ class Settings:
     rounds: int
     duration: int
     workers: int
-    threads: int
     connections: int
     wrk_threads: int
     stampede: int
@@ -44,7 +43,6 @@ class Settings:
     tls: bool = True
     sections: frozenset[str] = frozenset()
     service_env: dict[str, str] = dataclasses.field(default_factory=dict)
-    threads_given: bool = False
 
 
 FULL = dict(

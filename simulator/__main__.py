@@ -24,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.tls or args.tls_port is not None:
         if args.cert_dir is None:
             scratch = tempfile.mkdtemp(prefix="simulator-tls-")
-        certificates = make_certificates(args.cert_dir or scratch)
+        certificates = make_certificates(args.cert_dir or scratch or ".")
     servers = [
         ServerThread(app, args.host, args.port, log_requests=not args.quiet, tls=certificates if args.tls else None)
     ]

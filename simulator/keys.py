@@ -50,7 +50,7 @@ class SigningKey:
         """
         all_headers = {"kid": self.kid, **(headers or {})}
         if algorithm == "none":
-            return jwt.encode(claims, None, algorithm="none", headers=all_headers)
+            return jwt.encode(claims, None, algorithm="none", headers=all_headers)  # type: ignore[arg-type]
         if algorithm not in _RSA_ALGORITHMS:
             raise ValueError(f"unsupported algorithm for an RSA key: {algorithm!r}")
         return jwt.encode(claims, self._private_key, algorithm=algorithm, headers=all_headers)

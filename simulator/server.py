@@ -91,7 +91,7 @@ class _Handler(WSGIRequestHandler):
     quiet = False
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
+        self.timeout = self.server.idle_timeout  # type: ignore[misc]  # StreamRequestHandler applies it
         super().setup()
 
     def log_request(self, *args: Any, **kwargs: Any) -> None:
@@ -150,7 +150,7 @@ class _Handler(WSGIRequestHandler):
                 else:
                     self.wfile.write(data)
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None):  # type: ignore[no-untyped-def]
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             if exc_info:
                 try:
                     if state["sent"]:
@@ -237,7 +237,7 @@ class _Server(ThreadedWSGIServer):
             self.counters.connection_opened(tls=tls)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # headers and body are two writes
-            if tls:
+            if tls and self.ssl_context is not None:
                 sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except OSError:
             sock.close()

@@ -88,7 +88,7 @@ def wait_until_worker_serves_from_memory(workers: WorkerConnections, pid: int, r
 
 @pytest.mark.slow
 def test_every_worker_stops_serving_a_dropped_token_within_one_second(env, install, auth_headers, redis_client):
-    server = GunicornServer(env, workers=4, threads=4).start()
+    server = GunicornServer(env, workers=4).start()
     url = f"{server.url}/v1/accounts/{ACCOUNT}/token"
     workers = None
     try:

@@ -71,7 +71,7 @@ def test_metrics_token_protects_the_endpoint(make_app):
 
 @pytest.mark.slow
 def test_counts_are_merged_across_gunicorn_workers(env, install, sim_server, auth_headers):
-    server = GunicornServer(env, workers=3, threads=2).start()
+    server = GunicornServer(env, workers=3).start()
     try:
         install(ACCOUNT)  # through the thread server; same Redis
         for _ in range(30):  # new connections spread over the workers

@@ -22,10 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class GunicornServer:
-    """`threads` is accepted for older callers and ignored: the Procfile's gevent worker has none
-    (MAX_IN_FLIGHT in `env` sets how many requests a worker takes at once)."""
+    """The service as the Procfile starts it; MAX_IN_FLIGHT in `env` sets how many requests a worker takes at once."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 4, threads: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], *, workers: int = 4) -> None:
         self.port = free_port()
         self.env = {**os.environ, **env, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers)}
         self.url = f"http://127.0.0.1:{self.port}"
