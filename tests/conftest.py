@@ -13,7 +13,7 @@ import pytest
 from app import create_app
 from core.config import Config
 from simulator import SigningKey, create_simulator, serve_in_thread
-from tests.support.constants import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
+from tests.support.constants import API_KEY, service_env
 from tests.support.installer import Installer
 from tests.support.redis_server import RedisServer
 
@@ -83,17 +83,7 @@ def sim_server(sim_app):
 
 @pytest.fixture
 def env(redis_server, redis_client, sim_server) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_server.url,
-        "VAULT_KEY": VAULT_KEY,
-        "API_KEYS": f"ops:{API_KEY}",
-        "IRIS_APP_ID": APP_ID,
-        "APP_SCOPES": APP_SCOPES,
-        "TRACKUNIT_TOKEN_URL": f"{sim_server.url}/apptoken",
-        "TRACKUNIT_JWKS_URL": f"{sim_server.url}/api/marketplace/jwks",
-        "TRACKUNIT_API_URL": sim_server.url,
-        "KEY_PREFIX": "test",
-    }
+    return service_env(redis_server.url, sim_server.url)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from simulator import create_simulator, serve_in_thread
-from tests.support.constants import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
+from tests.support.constants import API_KEY, APP_ID, service_env
 from tests.support.flows import wait_for
 from tests.support.gunicorn import GunicornServer
 from tests.support.installer import Installer
@@ -32,17 +32,7 @@ def stack(redis_server, signing_key):
     """(simulator state, simulator server, gunicorn) shared by the module; tests use their own account ids."""
     sim_app = create_simulator(signing_key=signing_key)
     sim_server = serve_in_thread(sim_app, log_requests=False)
-    env = {
-        "REDIS_URL": redis_server.url,
-        "VAULT_KEY": VAULT_KEY,
-        "API_KEYS": f"ops:{API_KEY}",
-        "IRIS_APP_ID": APP_ID,
-        "APP_SCOPES": APP_SCOPES,
-        "TRACKUNIT_TOKEN_URL": f"{sim_server.url}/apptoken",
-        "TRACKUNIT_JWKS_URL": f"{sim_server.url}/api/marketplace/jwks",
-        "TRACKUNIT_API_URL": sim_server.url,
-        "KEY_PREFIX": "gid",
-    }
+    env = service_env(redis_server.url, sim_server.url, key_prefix="gid")
     server = GunicornServer(env, workers=WORKERS).start()
     yield sim_app.extensions["simulator"], sim_server, server
     server.stop()

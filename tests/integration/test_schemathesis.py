@@ -27,7 +27,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
 from simulator import create_simulator, serve_in_thread
-from tests.support.constants import API_KEY, APP_ID, APP_SCOPES, VAULT_KEY
+from tests.support.constants import API_KEY, service_env
 from tests.support.gunicorn import GunicornServer
 from tests.support.installer import Installer
 
@@ -88,19 +88,8 @@ def live(redis_server, trackunit):
     store = redis_server.client()
     store.flushall()
     server = GunicornServer(
-        {
-            "REDIS_URL": redis_server.url,
-            "VAULT_KEY": VAULT_KEY,
-            "API_KEYS": f"ops:{API_KEY}",
-            "IRIS_APP_ID": APP_ID,
-            "APP_SCOPES": APP_SCOPES,
-            "TRACKUNIT_TOKEN_URL": f"{sim_server.url}/apptoken",
-            "TRACKUNIT_JWKS_URL": f"{sim_server.url}/api/marketplace/jwks",
-            "TRACKUNIT_API_URL": sim_server.url,
-            "KEY_PREFIX": "contract",
-        },
+        service_env(redis_server.url, sim_server.url, key_prefix="contract"),
         workers=2,
-        threads=4,
     ).start()
     yield server
     server.stop()

@@ -11,3 +11,18 @@ APP_ID = "@organization/appname"
 APP_SCOPES = "asset.view account.view account.alert.view?"
 ACCOUNT = "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"
 GRANTED = ("asset.view", "account.view")  # the scopes an account grants unless a test says otherwise
+
+
+def service_env(redis_url: str, trackunit_url: str, *, key_prefix: str = "test") -> dict[str, str]:
+    """The test deployment's environment: the shared keys, one Redis and the simulator as Trackunit."""
+    return {
+        "REDIS_URL": redis_url,
+        "VAULT_KEY": VAULT_KEY,
+        "API_KEYS": f"ops:{API_KEY}",
+        "IRIS_APP_ID": APP_ID,
+        "APP_SCOPES": APP_SCOPES,
+        "TRACKUNIT_TOKEN_URL": f"{trackunit_url}/apptoken",
+        "TRACKUNIT_JWKS_URL": f"{trackunit_url}/api/marketplace/jwks",
+        "TRACKUNIT_API_URL": trackunit_url,
+        "KEY_PREFIX": key_prefix,
+    }
