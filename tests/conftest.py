@@ -13,6 +13,7 @@ import pytest
 from app import create_app
 from core.config import Config
 from simulator import SigningKey, create_simulator, serve_in_thread
+from simulator.tls import make_certificates
 from tests.support.constants import API_KEY, service_env
 from tests.support.installer import Installer
 from tests.support.redis_server import RedisServer
@@ -72,6 +73,20 @@ def sim_app(signing_key):
 def sim(sim_app):
     """The simulator's state object (counters, behaviour), for assertions and fault injection."""
     return sim_app.extensions["simulator"]
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory):
+    """The simulator's test CA and server certificate (simulator.tls), made once per run."""
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def tls_server(sim_app, certificates):
+    """The test's simulator (`sim_app`) served over HTTPS with `certificates`."""
+    server = serve_in_thread(sim_app, log_requests=False, tls=certificates)
+    yield server
+    server.shutdown()
 
 
 @pytest.fixture

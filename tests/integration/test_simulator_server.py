@@ -18,7 +18,6 @@ import pytest
 import requests
 
 from simulator import create_simulator, serve_in_thread
-from simulator.tls import make_certificates
 
 
 def wait_for(predicate, timeout: float = 5.0) -> bool:
@@ -43,18 +42,6 @@ def state(sim_app):
 @pytest.fixture
 def server(sim_app):
     server = serve_in_thread(sim_app, log_requests=False)
-    yield server
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory):
-    return make_certificates(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def tls_server(sim_app, certificates):
-    server = serve_in_thread(sim_app, log_requests=False, tls=certificates)
     yield server
     server.shutdown()
 

@@ -10,22 +10,8 @@ from __future__ import annotations
 import pytest
 
 from core.config import Config, ConfigError
-from simulator import serve_in_thread
-from simulator.tls import make_certificates
 from tests.support.constants import ACCOUNT
 from tests.support.flows import wait_for
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory):
-    return make_certificates(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def https_sim(sim_app, certificates):
-    server = serve_in_thread(sim_app, log_requests=False, tls=certificates)
-    yield server
-    server.shutdown()
 
 
 def https_app(make_app, server, **overrides):
@@ -38,9 +24,9 @@ def https_app(make_app, server, **overrides):
 
 
 def test_every_call_to_trackunit_verifies_against_the_bundle(
-    make_app, https_sim, certificates, installer, auth_headers, sim
+    make_app, tls_server, certificates, installer, auth_headers, sim
 ):
-    client = https_app(make_app, https_sim, TRACKUNIT_CA_BUNDLE=str(certificates.ca)).test_client()
+    client = https_app(make_app, tls_server, TRACKUNIT_CA_BUNDLE=str(certificates.ca)).test_client()
     installer.to(client).install(ACCOUNT)  # the JWKS over HTTPS
     token = client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers)
     assert token.status_code == 200, token.get_data(as_text=True)
@@ -50,8 +36,8 @@ def test_every_call_to_trackunit_verifies_against_the_bundle(
     assert stats["tls_handshakes"] >= 3 and stats["tls_handshake_failures"] == 0
 
 
-def test_without_the_bundle_the_certificate_is_refused(make_app, https_sim, installer, sim):
-    client = https_app(make_app, https_sim).test_client()
+def test_without_the_bundle_the_certificate_is_refused(make_app, tls_server, installer, sim):
+    client = https_app(make_app, tls_server).test_client()
     body = installer.message(ACCOUNT)
     response = installer.to(client).post(body)
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "identity_unavailable"
