@@ -50,13 +50,13 @@ class Script:
         self.name = name
         text = source(name)
         self.keys, self.args, self.rest = signature(text)
+        self._names = frozenset({*self.keys, *self.args, *([self.rest] if self.rest else [])})
         self._script: RedisScript = client.register_script(lua_prelude() + source(LIBRARY) + text)
 
     def __call__(self, *, client: Any = None, **named: Any) -> Any:
         """Run it; `client` may be a pipeline. Every key and argument must be given, and nothing else."""
-        expected = {*self.keys, *self.args, *([self.rest] if self.rest else [])}
-        if set(named) != expected:
-            raise TypeError(f"script {self.name} takes {sorted(expected)}, got {sorted(named)}")
+        if named.keys() != self._names:
+            raise TypeError(f"script {self.name} takes {sorted(self._names)}, got {sorted(named)}")
         rest: Sequence[Any] = named[self.rest] if self.rest else ()
         return self._script(
             keys=[named[k] for k in self.keys], args=[*(named[a] for a in self.args), *rest], client=client
