@@ -11,13 +11,13 @@ cannot be told from a replay): it makes the vault check the stored credentials.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, request
 
+from api.bodies import parse_json, read_body
 from api.context import services
 from api.errors import error_response
 from api.requestlog import audit
@@ -96,12 +96,9 @@ def appinstall():
     svc = services()
     if not request.is_json:
         raise UnsupportedMediaType()
-    raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH (413)
+    raw = read_body(tunables.MAX_BODY_BYTES)
     claims = svc.identity.verify(request.headers.get("Trackunit-Identity"))
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("The body is not valid JSON.") from None
+    body = parse_json(raw)
     message = parse_message(body)
     for claim, value in (("accountId", message.account_id), ("irisAppId", message.iris_app_id)):
         if claim in claims and claims[claim] != value:

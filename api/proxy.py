@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import re
 import time
+from urllib.parse import unquote
 
 from flask import Blueprint, Response, request, stream_with_context
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import PathConverter
 
+from api.bodies import read_body
 from api.context import services
 from api.errors import error_response
 from api.requestlog import audit
 from auth.tokens import Source
 from core import metrics, tunables
-from core.errors import PayloadTooLarge, VaultError
+from core.errors import InvalidPath, VaultError
 from proxy.paths import upstream_url
 from proxy.upstream import forwarded_headers
 
@@ -39,7 +41,7 @@ def _register_converter(state: BlueprintSetupState) -> None:
 bp.record_once(_register_converter)
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-MARKER = "/proxy/"
+ROUTE_SEGMENTS = 5  # "", "v1", "accounts", the account id, "proxy"; the upstream path is the rest
 _PROXY_PATH = re.compile(r"/v1/accounts/[^/]+/proxy/")
 
 
@@ -63,23 +65,23 @@ def _mark_vault_errors(response: Response) -> Response:
 
 
 def _raw_path() -> tuple[str, str]:
-    """The path after `/proxy/` and the query, exactly as the caller sent them (still encoded)."""
+    """The path below the route's `/proxy/` and the query, exactly as the caller sent them (still encoded).
+
+    Found by position, not by searching for "/proxy/": the route is
+    `/v1/accounts/<account_id>/proxy/<path>`, so the upstream path is what follows the fifth '/'
+    of the raw path, whatever the account id is (`proxy` included).
+    """
     raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.full_path
+    if not raw.startswith("/"):  # absolute-form request target: http://host/v1/...
+        raw = "/" + raw.partition("//")[2].partition("/")[2]
     path, _, query = raw.partition("?")
-    index = path.find(MARKER)
-    return (path[index + len(MARKER) :] if index >= 0 else ""), query
-
-
-def _body() -> bytes | None:
-    if request.content_length is not None and request.content_length > tunables.PROXY_MAX_BODY_BYTES:
-        raise PayloadTooLarge()
-    # A body without Content-Length (chunked) is cut at max_content_length by werkzeug, not
-    # refused: read one byte past the cap so that a longer body is told apart and refused.
-    request.max_content_length = tunables.PROXY_MAX_BODY_BYTES + 1
-    data = request.get_data(cache=False)
-    if len(data) > tunables.PROXY_MAX_BODY_BYTES:
-        raise PayloadTooLarge()
-    return data or None
+    script = request.environ.get("SCRIPT_NAME", "")  # the operator's mount point; never a client header
+    if script and path.startswith(script + "/"):
+        path = path[len(script) :]
+    parts = path.split("/", ROUTE_SEGMENTS)
+    if len(parts) <= ROUTE_SEGMENTS or unquote(parts[ROUTE_SEGMENTS - 1]) != "proxy":
+        raise InvalidPath("A path below the API is required.")
+    return parts[ROUTE_SEGMENTS], query
 
 
 @bp.route("/<account_id>/proxy/<anypath:path>", methods=METHODS)
@@ -88,7 +90,7 @@ def proxy(account_id: str, path: str):
     raw_path, raw_query = _raw_path()
     url = upstream_url(svc.config.api_url, raw_path, raw_query)
     scope = request.headers.get("Trackunit-Scope")
-    body = _body()
+    body = read_body(tunables.PROXY_MAX_BODY_BYTES) or None
     started = time.monotonic()
 
     token = svc.tokens.get_token(account_id, scope)

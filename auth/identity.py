@@ -51,7 +51,7 @@ class IdentityVerifier:
             raise InvalidIdentity()
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError:
+        except (jwt.InvalidTokenError, RecursionError):  # PyJWT parses the header's JSON with json.loads
             raise InvalidIdentity() from None
         if header.get("alg") not in ALGORITHMS:
             raise InvalidIdentity("The Trackunit-Identity token must use an asymmetric signature.")
@@ -73,6 +73,8 @@ class IdentityVerifier:
             )
         except jwt.InvalidTokenError as exc:
             raise InvalidIdentity(f"The Trackunit-Identity token was refused: {_reason(exc)}.") from None
+        except RecursionError:  # claims nested a few thousand deep; only after a valid signature
+            raise InvalidIdentity("The Trackunit-Identity token's claims are nested too deeply.") from None
 
     def _signing_key(self, kid: str | None) -> jwt.PyJWK:
         try:
@@ -88,7 +90,7 @@ class IdentityVerifier:
             if len(keys) != 1:
                 raise InvalidIdentity("The Trackunit-Identity token names no key (kid).")
             return keys[0]
-        except jwt.PyJWKClientConnectionError:
+        except (jwt.PyJWKClientConnectionError, RecursionError):  # unreachable, or a JWKS no parser survives
             raise IdentityUnavailable() from None
         except (jwt.PyJWKClientError, jwt.PyJWKSetError):
             raise InvalidIdentity("The Trackunit-Identity token is signed by an unknown key.") from None

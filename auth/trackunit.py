@@ -9,7 +9,6 @@ nothing returned or raised ever contains the client secret.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import time
@@ -19,7 +18,7 @@ import requests
 import urllib3
 
 from auth.deadline import DeadlineAdapter, DeadlinePassed, DeadlineRetry, FetchDeadline
-from core import metrics, tunables
+from core import jsontext, metrics, tunables
 from core.errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted, VaultError
 from core.httpretry import retry_after_seconds
 
@@ -165,8 +164,8 @@ def _json_body(response: requests.Response, deadline: FetchDeadline) -> object:
     if raw is None:
         return None
     try:
-        return json.loads(raw)
-    except ValueError:
+        return jsontext.loads(raw)
+    except jsontext.InvalidJson:
         return None
 
 

@@ -46,8 +46,16 @@ class _BadRequest(Exception):
     """A control request with unusable JSON; answered 400 invalid_request."""
 
 
+def _json() -> Any:
+    """The request's JSON, or None; a body nested past the parser's recursion limit is a 400 too."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        raise _BadRequest("body is nested too deeply") from None
+
+
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    body = _json()
     if not isinstance(body, dict):
         raise _BadRequest("body must be a JSON object")
     return body
@@ -245,7 +253,7 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
 
     @app.post("/_sim/accounts/<account_id>/revoke")
     def revoke(account_id: str) -> Response:
-        body = request.get_json(silent=True) or {}
+        body = _json() or {}
         revoke_tokens = bool(body.get("revokeTokens", False)) if isinstance(body, dict) else False
         if not state.revoke(account_id, revoke_tokens=revoke_tokens):
             return _error(404, "not_found", "unknown account")
@@ -253,7 +261,7 @@ def create_simulator(*, expires_in: int = 3600, signing_key: SigningKey | None =
 
     @app.post("/_sim/identity")
     def identity() -> Response:
-        body = request.get_json(silent=True) or {}
+        body = _json() or {}
         if not isinstance(body, dict):
             raise _BadRequest("body must be a JSON object")
         claims, headers, expires_in = body.get("claims", {}), body.get("headers"), body.get("expires_in", 300)

@@ -151,6 +151,15 @@ def test_get_goes_to_the_same_path_with_the_query_as_sent_and_the_account_token(
     assert last_upstream(sim).header("Accept-Encoding") == "identity"  # the caller asked for no compression
 
 
+@pytest.mark.parametrize("account_id", ["proxy", "v1", "accounts", "x-proxy", "proxy_"])
+def test_the_upstream_path_is_taken_from_the_routes_position_whatever_the_account_id(install, vault_server, account_id):
+    install(account_id)
+    answer = proxy(vault_server, "GET", "api/asset/v1/assets/proxy?q=/proxy/", account_id=account_id)
+    from_upstream(answer, 200)
+    assert (answer.json()["path"], answer.json()["query"]) == ("/api/asset/v1/assets/proxy", "q=/proxy/")
+    assert answer.json()["accountId"] == account_id
+
+
 def test_list_assets_through_the_proxy(vault_server, sim, account):
     answer = proxy(vault_server, "GET", "api/asset/v1/assets")
     from_upstream(answer, 200)

@@ -8,9 +8,9 @@ import threading
 
 
 class Elsewhere:
-    """A plain HTTP server that records every request it gets (and answers `status`)."""
+    """A plain HTTP server that records every request it gets (and answers `status` with JSON `body`)."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, body: bytes = b"{}") -> None:
         self.log: list[tuple[str, str, dict[str, str]]] = []
         log = self.log
 
@@ -18,9 +18,10 @@ class Elsewhere:
             def _record(self) -> None:
                 log.append((self.command, self.path, dict(self.headers)))
                 self.send_response(status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(body)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _record
 
