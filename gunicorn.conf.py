@@ -18,7 +18,8 @@ from core import tunables
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gevent"
+# gevent's worker, whose own refusals (414, 431, 400 for a request it cannot parse) are JSON (core/server.py).
+worker_class = "core.server.JsonErrorGeventWorker"
 preload_app = False  # see above: the app must be imported after the worker's monkey-patching
 
 
@@ -45,7 +46,12 @@ accesslog = "-"
 # The query string can carry nothing secret, but keep access lines short: method, path, status, time.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
 errorlog = "-"
-forwarded_allow_ips = "*"  # Heroku's router sets X-Forwarded-*
+# Heroku's router sets X-Forwarded-For, -Proto and -Port, and clients cannot reach a dyno directly.
+forwarded_allow_ips = "*"
+# ...but only those: gunicorn would also take SCRIPT_NAME and PATH_INFO from request headers of a
+# trusted peer (its default), and with every peer trusted, any client could change the script name
+# or the path the app routes on. Heroku's router sets neither; with none listed, gunicorn drops them.
+forwarder_headers = ""
 limit_request_field_size = 16384  # room for a Trackunit-Identity JWT
 # No gunicornc control socket: it would be one more way to resize or stop the service, and every
 # gunicorn of one user on a machine (tests, the benchmark, a dev server) would share its path.

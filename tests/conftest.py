@@ -15,6 +15,7 @@ from core.config import Config
 from simulator import SigningKey, create_simulator, serve_in_thread
 from simulator.tls import make_certificates
 from tests.support.constants import API_KEY, service_env
+from tests.support.gunicorn import GunicornServer
 from tests.support.installer import Installer
 from tests.support.redis_server import RedisServer
 
@@ -149,6 +150,22 @@ def installer(sim, client, sim_server):
 def install(sim, sim_server, vault_server):
     """`install(account_id, scopes, **options)`: the simulator signs and POSTs the callback over real HTTP."""
     return Installer(sim, vault_server.url, sim_url=sim_server.url).through_simulator
+
+
+@pytest.fixture
+def gunicorn(env):
+    """`gunicorn(workers=4, **overrides)`: the service under gunicorn as the Procfile runs it, with the
+    test environment (plus `overrides`); stopped when the test ends."""
+    servers: list[GunicornServer] = []
+
+    def start(*, workers: int = 4, **overrides: str) -> GunicornServer:
+        server = GunicornServer({**env, **overrides}, workers=workers)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 # In CI a skipped test is a test that did not run: fail the session instead of counting it.

@@ -1,0 +1,228 @@
+"""What an adversarial review of the running service found, each checked where it was found: under gunicorn.
+
+Raw sockets where a client library would refuse to send what an attacker sends (odd headers,
+oversized request lines, chunked bodies, malformed requests).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+
+import pytest
+import requests
+
+from tests.support.constants import ACCOUNT, API_KEY
+from tests.support.elsewhere import Elsewhere
+from tests.support.installer import Installer
+
+# Helpers ---------------------------------------------------------------------------------------
+
+
+class RawAnswer:
+    def __init__(self, data: bytes) -> None:
+        head, _, self.body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+
+    def json(self) -> dict:
+        assert self.headers["content-type"].startswith("application/json"), (self.headers, self.body[:200])
+        return json.loads(self.body)
+
+
+def raw_request(url: str, data: bytes, *, timeout: float = 15) -> RawAnswer:
+    """Send `data` as it is and read the answer until the server closes (every request here asks it to)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return RawAnswer(b"".join(chunks))
+
+
+def get(path: str, *headers: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: vault", "Connection: close", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@pytest.fixture
+def server(gunicorn):
+    return gunicorn(workers=2)
+
+
+# 2. Forwarding headers: only what Heroku's router sets is trusted ------------------------------
+
+
+def test_a_client_sent_script_name_is_ignored(server):
+    answer = raw_request(server.url, get("/healthz", "SCRIPT_NAME: /elsewhere"))
+    assert answer.status == 200, answer.body[:300]
+    assert answer.json()["status"] == "ok"
+
+
+def test_a_client_sent_script_name_cannot_shift_the_routes(server):
+    # With SCRIPT_NAME=/v1 trusted, /v1/accounts/... would be routed as /accounts/... (a 404, past the key check).
+    answer = raw_request(server.url, get("/v1/accounts/acct-1/token", "SCRIPT_NAME: /v1"))
+    assert answer.status == 401
+    assert answer.json()["error"]["code"] == "unauthorized"
+
+
+def test_a_client_sent_path_info_does_not_change_the_route(server):
+    answer = raw_request(server.url, get("/v1/accounts/acct-1/token", "PATH_INFO: /healthz"))
+    assert answer.status == 401
+    assert answer.json()["error"]["code"] == "unauthorized"
+
+
+# 5. gunicorn's own refusals are JSON -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, status, code",
+    [
+        pytest.param(get("/healthz?" + "a" * 5000), 414, "uri_too_long", id="request line over 4094 bytes"),
+        pytest.param(get("/healthz", "X-Big: " + "b" * 20000), 431, "headers_too_large", id="a header over 16 KiB"),
+        pytest.param(
+            get("/healthz", *(f"X-H{i}: v" for i in range(120))), 431, "headers_too_large", id="over 100 headers"
+        ),
+        pytest.param(b"NOT A REQUEST\r\n\r\n", 400, "invalid_request", id="unparseable request line"),
+        pytest.param(get("/healthz", "Bad Header: x"), 400, "invalid_request", id="invalid header name"),
+        pytest.param(
+            b"POST /appinstall HTTP/1.1\r\nHost: v\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n",
+            400,
+            "invalid_request",
+            id="invalid chunk size",
+        ),
+    ],
+)
+def test_gunicorn_refusals_are_json_and_quote_nothing(server, data, status, code):
+    answer = raw_request(server.url, data)
+    assert answer.status == status
+    body = answer.json()
+    assert body["error"]["code"] == code
+    assert b"<html" not in answer.body
+    for quoted in (b"aaaa", b"bbbb", b"NOT A", b"Bad Header", b"zz"):
+        assert quoted not in answer.body  # nothing of the request comes back
+
+
+def test_the_service_still_answers_after_a_refusal(server):
+    raw_request(server.url, b"NOT A REQUEST\r\n\r\n")
+    answer = raw_request(server.url, get("/v1/accounts/acct-1/token", f"Authorization: Bearer {API_KEY}"))
+    assert answer.status == 404
+    assert answer.json()["error"]["code"] == "account_not_found"
+
+
+# 1. Deeply nested JSON is a 400, wherever untrusted JSON is parsed ------------------------------
+
+
+@pytest.fixture
+def post_callback(server, sim):
+    """POST a callback to the gunicorn-served vault, signed for `body`, with `data` as the raw body."""
+    installer = Installer(sim, server.url)
+
+    def post(body: dict, data: bytes | str) -> requests.Response:
+        return installer.post(body, data=data)
+
+    return post
+
+
+def stored_keys(redis_client) -> list[bytes]:
+    return sorted(redis_client.keys("test:*"))
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [30_000, 100], ids=["past the parser's recursion limit", "past the allowed depth"])
+def test_a_signed_callback_nested_deeply_is_400_and_writes_nothing(post_callback, sim, redis_client, depth):
+    before = stored_keys(redis_client)
+    message = Installer(sim, None).message()
+    response = post_callback(message, json.dumps({**message, "extra": "@"}).replace('"@"', nested(depth)))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "nested too deeply" in response.json()["error"]["message"]
+    assert stored_keys(redis_client) == before
+
+
+def test_a_callback_body_that_is_only_nesting_is_400(post_callback, sim, redis_client):
+    before = stored_keys(redis_client)
+    response = post_callback(Installer(sim, None).message(), nested(30_000))
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert stored_keys(redis_client) == before
+
+
+def test_an_identity_token_whose_header_nests_deeply_is_401(server, redis_client):
+    header = base64.urlsafe_b64encode(nested(5000).encode()).rstrip(b"=").decode()
+    response = requests.post(
+        f"{server.url}/appinstall",
+        data="{}",
+        headers={"Content-Type": "application/json", "Trackunit-Identity": f"{header}.e30.c2ln"},
+        timeout=15,
+    )
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "invalid_identity"
+
+
+def test_a_token_endpoint_answer_nested_deeply_is_an_auth_error(make_app, installer, auth_headers):
+    installer.install()
+    deep = Elsewhere(body=nested(30_000).encode())
+    try:
+        client = make_app(TRACKUNIT_TOKEN_URL=f"{deep.url}/apptoken").test_client()
+        response = client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers)
+    finally:
+        deep.stop()
+    assert response.status_code == 502, response.get_data(as_text=True)
+    assert response.json["error"]["code"] == "auth_error"
+
+
+@pytest.mark.parametrize("path", ["/_sim/identity", "/_sim/behaviour", "/_sim/accounts/a-1/revoke"])
+def test_the_simulator_answers_deep_nesting_with_400(sim_server, path):
+    response = requests.post(
+        f"{sim_server.url}{path}", data=nested(30_000), headers={"Content-Type": "application/json"}, timeout=15
+    )
+    assert response.status_code == 400, response.text
+
+
+# 4. A chunked body is held to the same limit as a declared one ------------------------------------
+
+
+def chunked_callback(token: str, payload: bytes, chunk: int = 8192) -> bytes:
+    head = (
+        "POST /appinstall HTTP/1.1\r\nHost: vault\r\nContent-Type: application/json\r\n"
+        f"Trackunit-Identity: {token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    ).encode()
+    pieces = [payload[i : i + chunk] for i in range(0, len(payload), chunk)]
+    return head + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("size, status", [(70 * 1024, 413), (60 * 1024, 200)], ids=["over 64 KiB", "under 64 KiB"])
+def test_a_chunked_callback_over_the_limit_is_413_and_writes_nothing(server, sim, redis_client, size, status):
+    installer = Installer(sim, server.url)
+    message = installer.message()
+    payload = json.dumps({**message, "padding": ""}).encode()
+    payload = payload.replace(b'"padding": ""', b'"padding": "' + b"p" * (size - len(payload)) + b'"')
+    assert len(payload) == size
+    before = stored_keys(redis_client)
+    answer = raw_request(server.url, chunked_callback(installer.identity(message), payload))
+    assert answer.status == status, answer.body[:300]
+    if status == 413:
+        assert answer.json()["error"]["code"] == "payload_too_large"
+        assert stored_keys(redis_client) == before
+    else:
+        assert answer.json()["status"] == "stored"
+
+
+# 3. The upstream path comes from the route's position, whatever the account id ------------------
+
+
+def test_an_account_named_proxy_reaches_the_path_it_asked_for(server, sim):
+    Installer(sim, server.url).install("proxy")
+    target = "/v1/accounts/proxy/proxy/api/asset/v1/assets/proxy?x=/proxy/"
+    answer = raw_request(server.url, get(target, f"Authorization: Bearer {API_KEY}"))
+    assert answer.status == 200, answer.body[:300]
+    assert (answer.json()["path"], answer.json()["query"]) == ("/api/asset/v1/assets/proxy", "x=/proxy/")
+    assert answer.json()["accountId"] == "proxy"
