@@ -77,6 +77,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         config.app_scopes,
         expiry_margin=config.token_expiry_margin,
         revoked_retry_after=config.revoked_retry_after,
+        force_refresh_floor=config.force_refresh_floor,
         local=memory.cache,
     )
     return Services(

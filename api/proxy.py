@@ -96,12 +96,15 @@ def proxy(account_id: str, path: str):
     token = svc.tokens.get_token(account_id, scope)
     upstream = svc.trackunit_api.send(request.method, url, forwarded_headers(request.headers, token.access_token), body)
     if upstream.status == 401 and token.source is Source.CACHE:
-        # The cached token was refused (revoked early, say): one forced refresh, one retry.
-        upstream.close()
-        token = svc.tokens.get_token(account_id, scope, force_refresh=True)
-        upstream = svc.trackunit_api.send(
-            request.method, url, forwarded_headers(request.headers, token.access_token), body
-        )
+        # The cached token was refused (revoked early, say): one forced refresh, one retry, unless the
+        # refresh hands back this very token (a forced refresh fetched it within FORCE_REFRESH_FLOOR).
+        refreshed = svc.tokens.get_token(account_id, scope, force_refresh=True)
+        if refreshed.access_token != token.access_token:
+            upstream.close()
+            token = refreshed
+            upstream = svc.trackunit_api.send(
+                request.method, url, forwarded_headers(request.headers, token.access_token), body
+            )
     metrics.PROXY_REQUESTS.labels(f"{upstream.status // 100}xx").inc()
     audit(
         "proxy_call",

@@ -88,8 +88,10 @@ class TokenFetcher:
         self.check(loaded[0])
         return loaded
 
-    def fetch(self, record: AccountRecord, creds: Credentials, scopes: tuple[str, ...], slot: str) -> CachedToken:
-        """Ask Trackunit, then cache the token, or record what went wrong."""
+    def fetch(
+        self, record: AccountRecord, creds: Credentials, scopes: tuple[str, ...], slot: str, *, forced: bool = False
+    ) -> CachedToken:
+        """Ask Trackunit, then cache the token (marked as forced, if `forced`), or record what went wrong."""
         account_id, generation = record.account_id, record.generation
         try:
             grant = self.trackunit.fetch_token(creds.client_id, creds.client_secret, scopes)
@@ -107,13 +109,13 @@ class TokenFetcher:
         except (AuthUnavailable, AuthError) as exc:
             self._share_failure(record, slot, exc, tunables.FAILURE_TTL_UNAVAILABLE)
             raise
-        token = self._cacheable(grant, scopes)
+        token = self._cacheable(grant, scopes, forced=forced)
         if not self.cache.put(account_id, generation, slot, token):
             # Deleted or re-installed while we fetched: these credentials are no longer the account's.
             raise AuthUnavailable("The account changed during the token fetch; retry.", retry_after=1)
         return token
 
-    def _cacheable(self, grant: TokenGrant, scopes: tuple[str, ...]) -> CachedToken:
+    def _cacheable(self, grant: TokenGrant, scopes: tuple[str, ...], *, forced: bool) -> CachedToken:
         now = self.clock()
         ttl, window = cache_lifetime(grant.expires_in, self.expiry_margin)
         return CachedToken(
@@ -122,6 +124,7 @@ class TokenFetcher:
             scope=grant.scope or " ".join(scopes),
             cached_until=now + ttl,
             refresh_from=now + ttl - window,
+            forced_at=now if forced else None,
         )
 
     def _share_failure(self, record: AccountRecord, slot: str, exc: VaultError, ttl: int) -> None:

@@ -17,6 +17,9 @@ from core.errors import AuthUnavailable
 from vault.store import store_errors
 from vault.tokencache import CachedToken, TokenCache
 
+# A forced refresh's test of the token it finds under the slot's lock: take it instead of fetching?
+Accept = Callable[[CachedToken], bool]
+
 
 class SingleFlight:
     def __init__(self, cache: TokenCache, fetcher: TokenFetcher, *, clock: Callable[[], float] = time.time) -> None:
@@ -25,12 +28,12 @@ class SingleFlight:
         self.clock = clock
 
     def fetch_once(
-        self, account_id: str, scopes: tuple[str, ...], slot: str, *, seen: CachedToken | None
+        self, account_id: str, scopes: tuple[str, ...], slot: str, *, forced: Accept | None = None
     ) -> tuple[CachedToken, bool]:
         """(the slot's token, whether it was fetched here) once this process held the slot's lock.
 
-        A token another request stored meanwhile is taken, unless it is `seen` (a forced
-        refresh wants a token newer than the one it had).
+        A token another request stored meanwhile is taken. For a forced refresh (`forced` given)
+        only one that `forced` accepts is: one a forced refresh fetched within the floor.
         """
         self._gate(account_id, slot)
         lock = self.cache.lock(account_id, slot, blocking_timeout=tunables.TOKEN_REQUEST_BUDGET)
@@ -42,7 +45,7 @@ class SingleFlight:
             raise AuthUnavailable("Timed out waiting for a token fetch in progress.", retry_after=2)
         try:
             cached, failure = self.cache.peek(account_id, slot)
-            if cached is not None and cached.cached_until > self.clock() and (seen is None or cached != seen):
+            if cached is not None and cached.cached_until > self.clock() and (forced is None or forced(cached)):
                 if waited:
                     metrics.SINGLE_FLIGHT_WAITS.labels("served").inc()
                 return cached, False
@@ -50,7 +53,7 @@ class SingleFlight:
                 metrics.SINGLE_FLIGHT_WAITS.labels("failure_shared" if failure else "fetched").inc()
             raise_shared(failure)
             record, creds = self.fetcher.load(account_id)
-            return self.fetcher.fetch(record, creds, scopes, slot), True
+            return self.fetcher.fetch(record, creds, scopes, slot, forced=forced is not None), True
         finally:
             release(lock)
 

@@ -19,7 +19,7 @@ from auth.background import Background, RefreshAhead
 from auth.fetcher import TokenFetcher
 from auth.memory import LocalTokenCache
 from auth.scopes import requested_scopes, scope_id
-from auth.singleflight import SingleFlight
+from auth.singleflight import Accept, SingleFlight
 from auth.trackunit import TrackunitAuth
 from core import metrics, tunables
 from core.config import AppScopes
@@ -59,12 +59,14 @@ class TokenService:
         *,
         expiry_margin: int,
         revoked_retry_after: int,
+        force_refresh_floor: float = 0,
         local: LocalTokenCache | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cache = cache
         self.app_scopes = app_scopes
         self.clock = clock
+        self.force_refresh_floor = force_refresh_floor
         # Without a listener to keep it honest, memory is never trusted (fresh() is False).
         self.local = local if local is not None else LocalTokenCache(lambda: False)
         self.fetcher = TokenFetcher(
@@ -95,13 +97,24 @@ class TokenService:
             self.local.remember(account_id, slot, cached, epoch)
             return self._serve(account_id, scopes, slot, cached, now)
         if not force_refresh:
-            return self._fetch_once(account_id, scopes, slot, seen=None)
+            return self._fetch_once(account_id, scopes, slot)
+        if cached is not None and cached.cached_until > now and self._recently_forced(cached):
+            metrics.FORCED_REFRESHES.labels("floor").inc()
+            return _issue(account_id, cached, Source.CACHE, now)
         self.local.invalidate(account_id)
         try:
-            return self._fetch_once(account_id, scopes, slot, seen=cached)
+            return self._fetch_once(account_id, scopes, slot, forced=self._recently_forced)
         finally:
             # Again after the new token is stored: whatever this process read before it is forgotten.
             self.local.invalidate(account_id)
+
+    def _recently_forced(self, token: CachedToken) -> bool:
+        """Whether a forced refresh fetched `token` less than FORCE_REFRESH_FLOOR seconds ago.
+
+        Then a forced refresh hands it out instead of asking Trackunit again: it is newer than
+        any token the caller held before that fetch. A token obtained otherwise never is.
+        """
+        return token.forced_at is not None and self.clock() - token.forced_at < self.force_refresh_floor
 
     def verify_soon(self, account_id: str) -> None:
         """Fetch a new token with the stored credentials in the background; never waits for it.
@@ -113,6 +126,7 @@ class TokenService:
 
     def _verify(self, account_id: str) -> None:
         try:
+            # UNINSTALLED dropped the cached tokens first: no forced token within the floor is left.
             self.get_token(account_id, force_refresh=True)
             result = "ok"
         except VaultError as exc:
@@ -135,9 +149,11 @@ class TokenService:
         return _issue(account_id, cached, Source.CACHE, now)
 
     def _fetch_once(
-        self, account_id: str, scopes: tuple[str, ...], slot: str, *, seen: CachedToken | None
+        self, account_id: str, scopes: tuple[str, ...], slot: str, *, forced: Accept | None = None
     ) -> IssuedToken:
-        token, fetched = self.single_flight.fetch_once(account_id, scopes, slot, seen=seen)
+        token, fetched = self.single_flight.fetch_once(account_id, scopes, slot, forced=forced)
+        if forced is not None:
+            metrics.FORCED_REFRESHES.labels("fetched" if fetched else "floor").inc()
         return _issue(account_id, token, Source.FETCHED if fetched else Source.CACHE, self.clock())
 
 

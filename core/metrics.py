@@ -48,6 +48,12 @@ VERIFICATIONS = Counter(
     "Verification fetches with stored credentials (after UNINSTALLED), by result.",
     ["result"],
 )
+FORCED_REFRESHES = Counter(
+    "itv_forced_refreshes_total",
+    "force_refresh requests (and proxied 401s): fetched from Trackunit, or served the token a forced"
+    " refresh fetched within FORCE_REFRESH_FLOOR.",
+    ["outcome"],
+)
 PROXY_REQUESTS = Counter(
     "itv_proxy_requests_total", "Proxied API calls, by upstream status class or error code.", ["status"]
 )

@@ -40,6 +40,7 @@ class CachedToken:
     scope: str
     cached_until: float  # epoch seconds: when the cache entry (and our promise to callers) ends
     refresh_from: float  # epoch seconds: from here on one request refreshes it ahead of time
+    forced_at: float | None = None  # epoch seconds, if a forced refresh fetched it (the floor's clock)
 
     def remaining(self, now: float) -> int:
         return max(0, int(self.cached_until - now))
@@ -103,6 +104,7 @@ class TokenCache:
                 "s": token.scope,
                 "u": token.cached_until,
                 "r": token.refresh_from,
+                **({"f": token.forced_at} if token.forced_at is not None else {}),
             }
         ).encode()
         sealed = self.sealer.seal(value, aad=self._aad(account_id, slot))
@@ -153,6 +155,7 @@ class TokenCache:
                 scope=data["s"],
                 cached_until=float(data["u"]),
                 refresh_from=float(data["r"]),
+                forced_at=float(data["f"]) if data.get("f") is not None else None,
             )
         except (SealError, ValueError, KeyError, TypeError) as exc:
             # A cache entry that does not open is treated as a miss: the token is simply fetched again.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -226,3 +227,25 @@ def test_an_account_named_proxy_reaches_the_path_it_asked_for(server, sim):
     assert answer.status == 200, answer.body[:300]
     assert (answer.json()["path"], answer.json()["query"]) == ("/api/asset/v1/assets/proxy", "x=/proxy/")
     assert answer.json()["accountId"] == "proxy"
+
+
+# 7. Forced refreshes are bounded: one call per floor per slot ------------------------------------
+
+
+def test_concurrent_and_sequential_forced_refreshes_make_one_call_per_floor(gunicorn, sim):
+    server = gunicorn(workers=4, FORCE_REFRESH_FLOOR="60")
+    Installer(sim, server.url).install()
+    url = f"{server.url}/v1/accounts/{ACCOUNT}/token"
+    key = {"Authorization": f"Bearer {API_KEY}"}
+    plain = requests.get(url, headers=key, timeout=15).json()["access_token"]
+    sim.configure(delay=0.3)  # the forced fetch is still in flight when the others ask
+
+    def forced(_):
+        return requests.get(url, params={"force_refresh": "true"}, headers=key, timeout=30).json()["access_token"]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        together = set(pool.map(forced, range(50)))
+    one_by_one = {forced(i) for i in range(20)}
+    assert len(together) == 1 and plain not in together
+    assert one_by_one == together
+    assert sim.token_requests == 2  # the plain fetch and one forced fetch

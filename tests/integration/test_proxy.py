@@ -401,6 +401,16 @@ def test_a_second_401_is_passed_back(vault_server, sim, account):
     assert sim.api_requests_by_method == {"GET": 3}
 
 
+def test_repeated_401s_force_one_refresh_per_floor_and_resend_only_with_a_new_token(vault_server, sim, account):
+    from_upstream(proxy(vault_server, "GET", "api/asset/v1/assets"), 200)
+    sim.configure_api(fail_status=401, fail_count=100)
+    for _ in range(5):
+        from_upstream(proxy(vault_server, "GET", "api/asset/v1/assets"), 401)
+    assert sim.token_requests == 2  # the first fetch, then one forced refresh for all five 401s
+    # The first 401 was retried with the new token; the others got that same token back: no resend.
+    assert sim.api_requests_by_method == {"GET": 1 + 2 + 4}
+
+
 def test_a_401_to_a_just_fetched_token_is_passed_back_without_a_refresh(vault_server, sim, account):
     sim.configure_api(fail_status=401, fail_count=1)
     from_upstream(proxy(vault_server, "GET", "api/asset/v1/assets"), 401)

@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from core import tunables
-from tests.support.constants import ACCOUNT
-from tests.support.flows import get_token, ok_token
+from tests.support.constants import ACCOUNT, APP_ID
+from tests.support.flows import get_token, ok_token, wait_for
 from tests.support.installer import Installer
 
 OTHER = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
@@ -268,6 +268,52 @@ def test_force_refresh_replaces_the_cached_token(installer, client, auth_headers
     only_token_key(redis_client)
     # force_refresh=false is a plain cached read.
     assert ok_token(client, auth_headers, force_refresh="false")["access_token"] == new
+    assert sim.token_requests == 2
+
+
+def test_a_forced_refresh_within_the_floor_hands_out_the_forced_token(installer, client, auth_headers, sim):
+    installer.install(ACCOUNT)
+    plain = ok_token(client, auth_headers)["access_token"]
+    forced = [ok_token(client, auth_headers, force_refresh="true")["access_token"] for _ in range(100)]
+    assert plain not in forced  # a token obtained normally is always replaced
+    assert set(forced) == {forced[0]}
+    assert sim.token_requests == 2  # the plain fetch and one forced fetch, not 101
+
+
+def test_a_forced_refresh_replaces_a_token_fetched_normally_even_just_now(installer, client, auth_headers, sim):
+    installer.install(ACCOUNT)
+    ok_token(client, auth_headers, force_refresh="true")
+    installer.install(ACCOUNT)  # new credentials: the forced token is dropped, the next one is a plain fetch
+    plain = ok_token(client, auth_headers)["access_token"]
+    assert ok_token(client, auth_headers, force_refresh="true")["access_token"] != plain
+    assert sim.token_requests == 3
+
+
+def test_after_the_floor_a_forced_refresh_fetches_again(installer, make_app, auth_headers, sim):
+    client = make_app(FORCE_REFRESH_FLOOR="1").test_client()
+    installer.to(client).install(ACCOUNT)
+    first = ok_token(client, auth_headers, force_refresh="true")["access_token"]
+    assert ok_token(client, auth_headers, force_refresh="true")["access_token"] == first
+    time.sleep(1.1)
+    assert ok_token(client, auth_headers, force_refresh="true")["access_token"] != first
+    assert sim.token_requests == 2
+
+
+def test_a_floor_of_zero_makes_every_forced_refresh_a_call(installer, make_app, auth_headers, sim):
+    client = make_app(FORCE_REFRESH_FLOOR="0").test_client()
+    installer.to(client).install(ACCOUNT)
+    tokens = {ok_token(client, auth_headers, force_refresh="true")["access_token"] for _ in range(3)}
+    assert len(tokens) == 3
+    assert sim.token_requests == 3
+
+
+def test_an_uninstall_verification_fetches_even_right_after_a_forced_refresh(installer, client, auth_headers, sim):
+    installer.install(ACCOUNT)
+    ok_token(client, auth_headers, force_refresh="true")
+    sim.revoke(ACCOUNT)  # Trackunit revoked the client, then sent UNINSTALLED
+    body = {"type": "UNINSTALLED", "irisAppId": APP_ID, "accountId": ACCOUNT}
+    assert installer.post(body).status_code == 202
+    wait_for(lambda: client.get(f"/v1/accounts/{ACCOUNT}", headers=auth_headers).get_json()["status"] == "revoked")
     assert sim.token_requests == 2
 
 
