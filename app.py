@@ -91,7 +91,11 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         accounts=accounts,
         health=StoreHealth(client),
         tokens=tokens,
-        trackunit_api=TrackunitApi(pool_size=config.max_in_flight, verify=config.trackunit_ca_bundle or True),
+        trackunit_api=TrackunitApi(
+            pool_size=config.max_in_flight,
+            verify=config.trackunit_ca_bundle or True,
+            deadline=config.proxy_deadline,
+        ),
         memory=memory,
         metrics_token=ApiKeyChecker((ApiKey("metrics", config.metrics_token),)) if config.metrics_token else None,
     )

@@ -94,17 +94,23 @@ def proxy(account_id: str, path: str):
     started = time.monotonic()
 
     token = svc.tokens.get_token(account_id, scope)
-    upstream = svc.trackunit_api.send(request.method, url, forwarded_headers(request.headers, token.access_token), body)
-    if upstream.status == 401 and token.source is Source.CACHE:
-        # The cached token was refused (revoked early, say): one forced refresh, one retry, unless the
-        # refresh hands back this very token (a forced refresh fetched it within FORCE_REFRESH_FLOOR).
-        refreshed = svc.tokens.get_token(account_id, scope, force_refresh=True)
-        if refreshed.access_token != token.access_token:
-            upstream.close()
-            token = refreshed
-            upstream = svc.trackunit_api.send(
-                request.method, url, forwarded_headers(request.headers, token.access_token), body
-            )
+    api = svc.trackunit_api
+    deadline = api.deadline()  # over the whole exchange: both sends, and the answer's last byte
+    try:
+        upstream = api.send(request.method, url, forwarded_headers(request.headers, token.access_token), body, deadline)
+        if upstream.status == 401 and token.source is Source.CACHE:
+            # The cached token was refused (revoked early, say): one forced refresh, one retry, unless the
+            # refresh hands back this very token (a forced refresh fetched it within FORCE_REFRESH_FLOOR).
+            refreshed = svc.tokens.get_token(account_id, scope, force_refresh=True)
+            if refreshed.access_token != token.access_token:
+                upstream.close()
+                token = refreshed
+                upstream = api.send(
+                    request.method, url, forwarded_headers(request.headers, token.access_token), body, deadline
+                )
+    except BaseException:
+        deadline.close()
+        raise
     metrics.PROXY_REQUESTS.labels(f"{upstream.status // 100}xx").inc()
     audit(
         "proxy_call",
@@ -119,4 +125,5 @@ def proxy(account_id: str, path: str):
     for name, value in upstream.headers:
         response.headers.add(name, value)
     response.call_on_close(upstream.close)
+    response.call_on_close(deadline.close)
     return response

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import requests
 import urllib3
 
-from auth.deadline import DeadlineAdapter, DeadlinePassed, DeadlineRetry, FetchDeadline
 from core import jsontext, metrics, tunables
+from core.deadline import DeadlineAdapter, DeadlinePassed, DeadlineRetry, FetchDeadline
 from core.errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted, VaultError
 from core.httpretry import retry_after_seconds
 

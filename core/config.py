@@ -21,6 +21,8 @@ DEFAULT_TOKEN_EXPIRY_MARGIN = 300
 DEFAULT_REVOKED_RETRY_AFTER = 60
 # A forced refresh within this many seconds of the slot's last forced fetch gets that token (0: never).
 DEFAULT_FORCE_REFRESH_FLOOR = 5
+# One proxied call's whole upstream exchange (connect, retries, headers, every body byte).
+DEFAULT_PROXY_DEADLINE = 60
 DEFAULT_KEY_PREFIX = "itv"
 # Requests one worker process works on at once (the gevent worker holds each as a greenlet,
 # not a thread); above it a request is answered 503 `overloaded` at once (api.admission).
@@ -97,6 +99,7 @@ class Config:
     token_expiry_margin: int = DEFAULT_TOKEN_EXPIRY_MARGIN
     revoked_retry_after: int = DEFAULT_REVOKED_RETRY_AFTER
     force_refresh_floor: int = DEFAULT_FORCE_REFRESH_FLOOR
+    proxy_deadline: int = DEFAULT_PROXY_DEADLINE
     key_prefix: str = DEFAULT_KEY_PREFIX
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
@@ -122,6 +125,7 @@ class Config:
             token_expiry_margin=_int(env, "TOKEN_EXPIRY_MARGIN", DEFAULT_TOKEN_EXPIRY_MARGIN, 0),
             revoked_retry_after=_int(env, "REVOKED_RETRY_AFTER", DEFAULT_REVOKED_RETRY_AFTER, 1),
             force_refresh_floor=_int(env, "FORCE_REFRESH_FLOOR", DEFAULT_FORCE_REFRESH_FLOOR, 0, maximum=3600),
+            proxy_deadline=_int(env, "PROXY_DEADLINE", DEFAULT_PROXY_DEADLINE, 1, maximum=3600),
             key_prefix=_key_prefix(env),
             metrics_token=env.get("METRICS_TOKEN") or None,
             max_in_flight=max_in_flight(env),

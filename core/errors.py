@@ -81,6 +81,11 @@ class AuthError(VaultError):
     status, code, message = 502, "auth_error", "Trackunit's token endpoint gave an unexpected answer."
 
 
+class UpstreamTimeout(VaultError):
+    status, code = 504, "upstream_timeout"
+    message = "Trackunit's API did not answer within the proxy's deadline (PROXY_DEADLINE)."
+
+
 class UpstreamUnavailable(VaultError):
     status, code, message = 503, "upstream_unavailable", "Trackunit's API could not be reached."
     retry_after = 5

@@ -45,7 +45,7 @@ TRACKUNIT_RETRY_AFTER_MAX = 2  # seconds we are willing to sleep inside one requ
 MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 # The read timeout bounds each socket read, not a fetch: headers or a body dripping one byte
 # per read would outlast the single-flight lock. Every attempt and every byte end within this
-# (auth.deadline), inside TOKEN_REQUEST_BUDGET.
+# (core.deadline), inside TOKEN_REQUEST_BUDGET.
 TRACKUNIT_FETCH_DEADLINE = 13.0
 # Connections kept to the token endpoint: one per request in flight (a cold fan-out fetches for
 # every one of them at once) plus the refresh-ahead workers; more are opened and closed, never waited for.

@@ -4,7 +4,8 @@ Only an allow-list of headers crosses in either direction: the caller's
 `Authorization` (our API key), cookies and hop-by-hop headers never reach
 Trackunit, and `Set-Cookie` never comes back. Redirects are never followed.
 429 and 5xx are retried (urllib3 `Retry`, honouring `Retry-After`) only for
-idempotent methods; POST and PATCH are sent once.
+idempotent methods; POST and PATCH are sent once. One deadline (PROXY_DEADLINE) covers
+the whole exchange: connects, retries, headers and every byte of the answer.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import urllib3
 from werkzeug.datastructures import Headers
 
 from core import tunables
-from core.errors import UpstreamUnavailable
-from core.httpretry import BudgetRetry
+from core.deadline import DeadlinePassed, DeadlineRetry, FetchDeadline, watched
+from core.errors import UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,15 @@ _RESPONSE_EXACT = frozenset(
 )
 _RESPONSE_PREFIXES = ("x-ratelimit-", "ratelimit", "x-rate-limit-", "x-page", "x-total")
 DEFAULT_POOL_SIZE = 10  # urllib3's own default; the service passes its in-flight limit
+DEFAULT_DEADLINE = 60.0  # seconds; the service passes PROXY_DEADLINE
 
 
-def build_retry() -> BudgetRetry:
-    """429 and 5xx retried for idempotent methods only, a connect failure for every method (nothing was sent)."""
-    return BudgetRetry(
+def build_retry() -> DeadlineRetry:
+    """429 and 5xx retried for idempotent methods only, a connect failure for every method (nothing was sent).
+
+    No retry whose wait would end past the call's deadline: the last answer goes back instead.
+    """
+    return DeadlineRetry(
         total=tunables.PROXY_RETRIES,
         connect=tunables.PROXY_RETRIES,
         read=0,
@@ -84,14 +89,16 @@ def build_pool(pool_size: int = DEFAULT_POOL_SIZE, *, verify: bool | str = True)
     block=False: a call above pool_size opens a connection of its own (closed after use) rather
     than waiting for a free one with no time limit. `verify`: a CA bundle path, or True for certifi's.
     """
-    return urllib3.PoolManager(
-        num_pools=tunables.PROXY_POOL_HOSTS,
-        maxsize=pool_size,
-        block=False,
-        retries=build_retry(),
-        timeout=urllib3.Timeout(connect=tunables.PROXY_CONNECT_TIMEOUT, read=tunables.PROXY_READ_TIMEOUT),
-        cert_reqs="CERT_REQUIRED",
-        ca_certs=verify if isinstance(verify, str) else certifi.where(),
+    return watched(
+        urllib3.PoolManager(
+            num_pools=tunables.PROXY_POOL_HOSTS,
+            maxsize=pool_size,
+            block=False,
+            retries=build_retry(),
+            timeout=urllib3.Timeout(connect=tunables.PROXY_CONNECT_TIMEOUT, read=tunables.PROXY_READ_TIMEOUT),
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=verify if isinstance(verify, str) else certifi.where(),
+        )
     )
 
 
@@ -122,33 +129,52 @@ class TrackunitApi:
     """Sends requests to TRACKUNIT_API_URL (the URL is built and checked by proxy.paths)."""
 
     def __init__(
-        self, pool: urllib3.PoolManager | None = None, *, pool_size: int = DEFAULT_POOL_SIZE, verify: bool | str = True
+        self,
+        pool: urllib3.PoolManager | None = None,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        verify: bool | str = True,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         self.pool = pool or build_pool(pool_size, verify=verify)
+        self.deadline_seconds = deadline
 
-    def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
+    def deadline(self) -> FetchDeadline:
+        """A started deadline for one proxied call; the caller closes it when the answer is sent."""
+        deadline = FetchDeadline(self.deadline_seconds)
+        deadline.start()
+        return deadline
+
+    def send(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None, deadline: FetchDeadline
+    ) -> UpstreamResponse:
+        """Send one request within `deadline`: UpstreamTimeout (504) if it passes before the headers came."""
         try:
-            response = self.pool.urlopen(
-                method,
-                url,
-                body=body or None,
-                headers=headers,
-                redirect=False,  # a redirect goes back as it is
-                preload_content=False,
-                decode_content=False,
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            with deadline.active():
+                response = self.pool.urlopen(
+                    method,
+                    url,
+                    body=body or None,
+                    headers=headers,
+                    redirect=False,  # a redirect goes back as it is
+                    preload_content=False,
+                    decode_content=False,
+                )
+        except (urllib3.exceptions.HTTPError, OSError, DeadlinePassed) as exc:
+            if deadline.expired:
+                log.warning("Trackunit API sent no answer within PROXY_DEADLINE (%ss): given up", deadline.seconds)
+                raise UpstreamTimeout() from None
             log.warning("Trackunit API unreachable: %s", type(exc).__name__)
             raise UpstreamUnavailable() from None
         return UpstreamResponse(
             status=response.status,
             headers=returned_headers(response.headers),
-            body=_stream(response),
+            body=_stream(response, deadline),
             close=lambda: _drop(response),
         )
 
 
-def _stream(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+def _stream(response: urllib3.BaseHTTPResponse, deadline: FetchDeadline) -> Iterator[bytes]:
     """The body as sent (still compressed if it was), chunk by chunk; never all in memory."""
     complete = False
     try:
@@ -156,7 +182,10 @@ def _stream(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
         complete = True
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         # Headers are already sent: all we can do is end the body early and say so in the log.
-        log.warning("Trackunit API answer broke off: %s", type(exc).__name__)
+        if deadline.expired:
+            log.warning("Trackunit API answer cut at PROXY_DEADLINE (%ss): still sending", deadline.seconds)
+        else:
+            log.warning("Trackunit API answer broke off: %s", type(exc).__name__)
     finally:
         if complete:
             response.release_conn()  # read to its end: the connection serves the next call

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import base64
 import json
+import select
 import socket
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+import urllib3
 
 from tests.support.constants import ACCOUNT, API_KEY
 from tests.support.elsewhere import Elsewhere
+from tests.support.flows import wait_for
 from tests.support.installer import Installer
 
 # Helpers ---------------------------------------------------------------------------------------
@@ -249,3 +254,89 @@ def test_concurrent_and_sequential_forced_refreshes_make_one_call_per_floor(guni
     assert len(together) == 1 and plain not in together
     assert one_by_one == together
     assert sim.token_requests == 2  # the plain fetch and one forced fetch
+
+
+# 6. One deadline over a proxied call's whole upstream exchange ------------------------------------
+
+
+class StallingApi:
+    """Trackunit's API standing still: it reads a request, then `mode` decides what it sends.
+
+    "silent": nothing at all; "headers": a status line and then a header one byte every 0.3 s;
+    "body": full headers (Content-Length 10,000), then one body byte every 0.3 s. Every byte
+    comes well inside the proxy's 30 s read timeout: only a deadline over the exchange ends it.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.closed_by_peer = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            try:
+                if self.mode == "headers":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                elif self.mode == "body":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10000\r\n\r\n")
+                for _ in range(200):  # 60 s at most
+                    time.sleep(0.3)
+                    if self.mode != "silent":
+                        conn.sendall(b"x")
+                    elif select.select([conn], [], [], 0)[0] and conn.recv(1) == b"":
+                        break  # the vault hung up
+            except OSError:
+                pass
+            self.closed_by_peer.set()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def stalling(request):
+    api = StallingApi(request.param)
+    yield api
+    api.close()
+
+
+@pytest.mark.parametrize("stalling", ["silent", "headers"], indirect=True)
+def test_a_call_without_headers_by_the_deadline_is_504_upstream_timeout(gunicorn, sim, stalling):
+    server = gunicorn(workers=2, TRACKUNIT_API_URL=stalling.url, PROXY_DEADLINE="2")
+    Installer(sim, server.url).install()
+    response = requests.get(
+        f"{server.url}/v1/accounts/{ACCOUNT}/proxy/api/asset/v1/assets", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert response.status_code == 504, response.text
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    assert response.headers["Token-Vault-Error"] == "upstream_timeout"
+    assert "within PROXY_DEADLINE" in server.log()
+
+
+@pytest.mark.parametrize("stalling", ["body"], indirect=True)
+def test_an_answer_still_streaming_at_the_deadline_is_cut_and_logged(gunicorn, sim, stalling):
+    server = gunicorn(workers=2, TRACKUNIT_API_URL=stalling.url, PROXY_DEADLINE="2")
+    Installer(sim, server.url).install()
+    with requests.get(
+        f"{server.url}/v1/accounts/{ACCOUNT}/proxy/api/asset/v1/assets",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        stream=True,
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        with pytest.raises(urllib3.exceptions.ProtocolError):
+            response.raw.read(10000, decode_content=False)  # the answer ends short of its Content-Length
+            raise AssertionError("the whole body arrived")
+    assert stalling.closed_by_peer.wait(10)  # the vault hung up on Trackunit too
+    wait_for(lambda: "cut at PROXY_DEADLINE" in server.log())

@@ -46,8 +46,8 @@ AFTER_PATCHING = """
 from gevent import monkey
 monkey.patch_all()
 import queue, threading
-import app, auth.deadline, auth.tokens, auth.memory.feed
-assert type(auth.deadline._current).__module__.startswith("gevent"), type(auth.deadline._current)
+import app, core.deadline, auth.tokens, auth.memory.feed
+assert type(core.deadline._current).__module__.startswith("gevent"), type(core.deadline._current)
 assert threading.Lock.__module__.startswith("gevent"), threading.Lock
 assert queue.SimpleQueue.__module__.startswith("gevent"), queue.SimpleQueue  # ThreadPoolExecutor's queue
 assert threading.get_ident.__module__.startswith("gevent"), threading.get_ident

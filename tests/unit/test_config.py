@@ -58,11 +58,22 @@ def test_each_required_variable_is_named_when_missing(name):
         ("MAX_IN_FLIGHT", "1000000"),
         ("REDIS_MAX_CONNECTIONS", "1"),  # the invalidation subscription keeps one for itself
         ("REDIS_MAX_CONNECTIONS", "eight"),
+        ("FORCE_REFRESH_FLOOR", "-1"),
+        ("FORCE_REFRESH_FLOOR", "5s"),
+        ("PROXY_DEADLINE", "0"),
+        ("PROXY_DEADLINE", "99999"),
     ],
 )
 def test_malformed_values_are_refused(name, value):
     with pytest.raises(ConfigError, match=name):
         Config.from_env({**GOOD, name: value})
+
+
+def test_the_forced_refresh_floor_and_proxy_deadline_have_defaults_and_can_be_set():
+    default = Config.from_env(GOOD)
+    assert (default.force_refresh_floor, default.proxy_deadline) == (5, 60)
+    config = Config.from_env({**GOOD, "FORCE_REFRESH_FLOOR": "0", "PROXY_DEADLINE": "25"})
+    assert (config.force_refresh_floor, config.proxy_deadline) == (0, 25)
 
 
 def test_tls_verify_can_be_turned_off_explicitly():

@@ -1,5 +1,5 @@
 """A token fetch ends within TRACKUNIT_FETCH_DEADLINE whatever the endpoint drips, and however
-(`auth.deadline`, against raw sockets that send one byte at a time, each well inside the read timeout).
+(`core.deadline`, against raw sockets that send one byte at a time, each well inside the read timeout).
 """
 
 from __future__ import annotations

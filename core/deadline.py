@@ -1,14 +1,15 @@
-"""One deadline over everything a token fetch does on the network: every attempt, every byte.
+"""One deadline over everything an HTTP exchange does on the network: every attempt, every byte.
 
-Socket timeouts bound each read, not a request: a server that sends its headers, a
-retried 503's body or a chunk-size line one byte per read timeout would hold a fetch
-(and the single-flight lock) for as long as it likes. So the connections of the token
-endpoint's session register their sockets with the calling thread's `FetchDeadline`;
-when it expires a timer shuts them all down, which ends any read in progress (also on
-TLS sockets, and a handshake), and no new attempt may start. A TCP connect gets at most
-the time left, and a retry whose wait could end past the deadline is not made: the last
-answer (a 503 and its Retry-After) goes back as it is. Token fetches are rare: a timer
-thread per fetch costs nothing on the hot path.
+Socket timeouts bound each read, not an exchange: a server that sends its headers, a
+retried 503's body or a chunk-size line one byte per read timeout would hold a token
+fetch (and the single-flight lock) or a proxied call for as long as it likes. So the
+connections of the token endpoint's session and of the proxy's pool register their
+sockets with the calling thread's active `FetchDeadline`; when it expires a timer shuts
+them all down, which ends any read in progress (also on TLS sockets, and a handshake, and
+a proxied body still streaming to the caller), and no new attempt may start. A TCP
+connect gets at most the time left, and a retry whose wait could end past the deadline is
+not made: the last answer (a 503 and its Retry-After) goes back as it is. Under the gevent
+worker the timer is a greenlet, so a deadline per proxied call is cheap.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
 
 from requests.adapters import HTTPAdapter
+from urllib3 import PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError, ResponseError
@@ -34,7 +37,11 @@ class DeadlinePassed(Exception):
 
 
 class FetchDeadline:
-    """`with FetchDeadline(seconds) as deadline:` around one fetch on a `deadline_adapter` session."""
+    """`with FetchDeadline(seconds) as deadline:` around one fetch on a `DeadlineAdapter` session.
+
+    For an exchange that outlives one block (a proxied answer streamed after the view returned):
+    `start()`, then `with deadline.active():` around each request, and `close()` when it is over.
+    """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -42,18 +49,38 @@ class FetchDeadline:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._done = False
+        self._outer: FetchDeadline | None = None
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
     def __enter__(self) -> FetchDeadline:
+        self.start()
+        self._outer = _deadline()
         _current.deadline = self
-        self._ends = time.monotonic() + self.seconds
-        self._timer.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        _current.deadline = None
-        with self._lock:  # after this, no socket of this fetch (maybe back in the pool) is touched
+        _current.deadline = self._outer
+        self.close()
+
+    def start(self) -> None:
+        """The clock starts now."""
+        self._ends = time.monotonic() + self.seconds
+        self._timer.start()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[FetchDeadline]:
+        """Connections used inside the block register with this deadline (another one's resumes after it)."""
+        outer = _deadline()
+        _current.deadline = self
+        try:
+            yield self
+        finally:
+            _current.deadline = outer
+
+    def close(self) -> None:
+        """The exchange is over: from now on no socket of it (maybe back in the pool) is touched."""
+        with self._lock:
             self._done = True
             self._sockets.clear()
         self._timer.cancel()
@@ -160,9 +187,15 @@ def _longest_wait(retry: BudgetRetry, response) -> float:  # type: ignore[no-unt
     return min(retry.backoff_max, backoff + retry.backoff_jitter) if backoff else 0.0
 
 
+def watched(pool: PoolManager) -> PoolManager:
+    """`pool`, its connections made cuttable by a `FetchDeadline` (for those it opens from now on)."""
+    pool.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+    return pool
+
+
 class DeadlineAdapter(HTTPAdapter):
     """An HTTPAdapter whose connections a `FetchDeadline` can cut."""
 
     def init_poolmanager(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+        watched(self.poolmanager)
