@@ -59,12 +59,16 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Validate the configuration once in the master, so a bad deployment fails with one clear line."""
+    """Validate the configuration once in the master, so a bad deployment fails with one clear line.
+
+    `make run` goes through here too; it sets METRICS_PUBLIC=true itself, and says so.
+    """
     from core import logs
-    from core.config import Config, ConfigError
+    from core.config import Config, ConfigError, check_production
 
     try:
         config = Config.from_env(os.environ)
+        check_production(config)
     except ConfigError as exc:
         print(f"iris-token-vault: configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -95,6 +95,7 @@ class Harness:
             "TRACKUNIT_API_URL": self.sim.url,
             "TOKEN_EXPIRY_MARGIN": str(s.margin),
             "KEY_PREFIX": KEY_PREFIX,
+            "METRICS_PUBLIC": "true",  # the bench reads /metrics; production needs METRICS_TOKEN or this
             "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "prometheus"),
             **s.service_env,
         }

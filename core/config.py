@@ -102,6 +102,8 @@ class Config:
     proxy_deadline: int = DEFAULT_PROXY_DEADLINE
     key_prefix: str = DEFAULT_KEY_PREFIX
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
+    #: /metrics without a token on purpose (METRICS_PUBLIC=true); production refuses to start otherwise.
+    metrics_public: bool = False
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
     #: Every configured secret as written, for the logging redaction net.
@@ -128,6 +130,7 @@ class Config:
             proxy_deadline=_int(env, "PROXY_DEADLINE", DEFAULT_PROXY_DEADLINE, 1, maximum=3600),
             key_prefix=_key_prefix(env),
             metrics_token=env.get("METRICS_TOKEN") or None,
+            metrics_public=_bool(env, "METRICS_PUBLIC", False),
             max_in_flight=max_in_flight(env),
             redis_max_connections=_int(
                 env,
@@ -139,6 +142,21 @@ class Config:
             ),
             secrets=_secrets(env),
         )
+
+
+def check_production(config: Config) -> None:
+    """What production (the Procfile's gunicorn) adds to the rules: ConfigError for what it refuses.
+
+    /metrics shows how many accounts there are and how their calls go: it must not be open to
+    anyone by accident, so without METRICS_TOKEN the service starts only with METRICS_PUBLIC=true.
+    """
+    if config.metrics_token is None and not config.metrics_public:
+        raise ConfigError(
+            "METRICS_TOKEN is missing: /metrics would be open to anyone"
+            " (set METRICS_TOKEN, or METRICS_PUBLIC=true to serve it without a token)"
+        )
+    if config.metrics_token is not None and len(config.metrics_token) < MIN_API_KEY_LENGTH:
+        raise ConfigError(f"METRICS_TOKEN needs at least {MIN_API_KEY_LENGTH} characters")
 
 
 def max_in_flight(env: Mapping[str, str]) -> int:

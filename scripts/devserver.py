@@ -60,6 +60,9 @@ def prepare(env: dict[str, str], *, quiet: bool = False) -> list[str]:
         notes.append(
             f"API_KEYS      generated for this run: {env['API_KEYS']}  (use: Authorization: Bearer <after 'dev:'>)"
         )
+    if not env.get("METRICS_TOKEN") and not env.get("METRICS_PUBLIC"):
+        env["METRICS_PUBLIC"] = "true"
+        notes.append("METRICS_PUBLIC (no METRICS_TOKEN set) /metrics is OPEN to anyone: production refuses this")
     if not env.get("TRACKUNIT_TOKEN_URL"):
         sim = _simulator(int(env.get("SIMULATOR_PORT", "5001")), quiet=quiet)
         env["TRACKUNIT_TOKEN_URL"] = f"{sim}/apptoken"

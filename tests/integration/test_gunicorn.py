@@ -92,6 +92,9 @@ def test_cold_stampede_while_trackunit_fails_makes_one_fetch(installer, gunicorn
         ("VAULT_KEY", base64.b64encode(b"k" * 16).decode(), "configuration error: VAULT_KEY must be 32 bytes"),
         ("VAULT_KEY", "n0t-base64!!", "configuration error: VAULT_KEY"),
         ("API_KEYS", None, "configuration error: API_KEYS is missing"),
+        # Production keeps /metrics closed unless told otherwise (`make run` opens it and says so).
+        ("METRICS_TOKEN", None, "configuration error: METRICS_TOKEN is missing: /metrics would be open to anyone"),
+        ("METRICS_TOKEN", "short", "configuration error: METRICS_TOKEN needs at least 16 characters"),
     ],
 )
 def test_bad_configuration_stops_gunicorn_with_one_line(variable, value, expected):

@@ -340,3 +340,33 @@ def test_an_answer_still_streaming_at_the_deadline_is_cut_and_logged(gunicorn, s
             raise AssertionError("the whole body arrived")
     assert stalling.closed_by_peer.wait(10)  # the vault hung up on Trackunit too
     wait_for(lambda: "cut at PROXY_DEADLINE" in server.log())
+
+
+# 8. /metrics is closed in production unless METRICS_PUBLIC=true says otherwise --------------------
+
+
+def test_with_metrics_token_production_serves_metrics_only_with_it(gunicorn, env):
+    server = gunicorn(workers=1, METRICS_TOKEN="metrics-token-0123456789", METRICS_PUBLIC="")
+    assert requests.get(f"{server.url}/metrics", timeout=10).status_code == 401
+    scraped = requests.get(
+        f"{server.url}/metrics", headers={"Authorization": "Bearer metrics-token-0123456789"}, timeout=10
+    )
+    assert scraped.status_code == 200 and "itv_" in scraped.text
+
+
+def test_metrics_public_true_opens_metrics_on_purpose(gunicorn):
+    server = gunicorn(workers=1, METRICS_PUBLIC="true")
+    assert requests.get(f"{server.url}/metrics", timeout=10).status_code == 200
+
+
+def test_the_development_server_opens_metrics_and_says_so():
+    from scripts.devserver import prepare
+
+    env = {"REDIS_URL": "redis://127.0.0.1:1/0", "TRACKUNIT_TOKEN_URL": "http://127.0.0.1:1/apptoken"}
+    notes = prepare(env, quiet=True)
+    assert env["METRICS_PUBLIC"] == "true"
+    assert any("/metrics is OPEN" in note for note in notes)
+    env = {**env, "METRICS_TOKEN": "metrics-token-0123456789"}
+    env.pop("METRICS_PUBLIC")
+    prepare(env, quiet=True)
+    assert "METRICS_PUBLIC" not in env

@@ -25,4 +25,6 @@ def service_env(redis_url: str, trackunit_url: str, *, key_prefix: str = "test")
         "TRACKUNIT_JWKS_URL": f"{trackunit_url}/api/marketplace/jwks",
         "TRACKUNIT_API_URL": trackunit_url,
         "KEY_PREFIX": key_prefix,
+        # Under gunicorn (as in production) /metrics needs a token or an explicit opening; tests scrape it openly.
+        "METRICS_PUBLIC": "true",
     }
