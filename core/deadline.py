@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import cast
 
 from requests.adapters import HTTPAdapter
 from urllib3 import PoolManager
@@ -50,8 +52,7 @@ class FetchDeadline:
         self._lock = threading.Lock()
         self._done = False
         self._outer: FetchDeadline | None = None
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
+        self._cancel: Callable[[], None] = _nothing
 
     def __enter__(self) -> FetchDeadline:
         self.start()
@@ -66,7 +67,7 @@ class FetchDeadline:
     def start(self) -> None:
         """The clock starts now."""
         self._ends = time.monotonic() + self.seconds
-        self._timer.start()
+        self._cancel = _alarm(self.seconds, self._expire)
 
     @contextlib.contextmanager
     def active(self) -> Iterator[FetchDeadline]:
@@ -83,7 +84,7 @@ class FetchDeadline:
         with self._lock:
             self._done = True
             self._sockets.clear()
-        self._timer.cancel()
+        self._cancel()
 
     @property
     def expired(self) -> bool:
@@ -106,6 +107,31 @@ class FetchDeadline:
             for sock in self._sockets:
                 with contextlib.suppress(OSError):  # already closed
                     sock.shutdown(socket.SHUT_RDWR)
+
+
+def _alarm(seconds: float, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call `callback` in `seconds` unless the returned function is called first.
+
+    Under gevent's monkey-patching (the production worker) a timer on gevent's own loop: no
+    greenlet per deadline (a proxied call has one). The callback then runs in the loop, where
+    it must not block: `_expire` only takes a lock no greenlet holds across a switch, and
+    shuts sockets down. Otherwise a timer thread.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        import gevent
+
+        timer = gevent.get_hub().loop.timer(seconds)
+        timer.start(callback)
+        return cast(Callable[[], None], timer.close)
+    thread = threading.Timer(seconds, callback)
+    thread.daemon = True
+    thread.start()
+    return thread.cancel
+
+
+def _nothing() -> None:
+    pass
 
 
 def _deadline() -> FetchDeadline | None:
