@@ -15,13 +15,17 @@ worker the timer is a greenlet, so a deadline per proxied call is cheap.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
+import logging
+import os
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 from requests.adapters import HTTPAdapter
 from urllib3 import PoolManager
@@ -31,6 +35,7 @@ from urllib3.exceptions import MaxRetryError, ResponseError
 
 from core.httpretry import BudgetRetry
 
+log = logging.getLogger(__name__)
 _current = threading.local()  # the FetchDeadline of this thread's fetch, if any
 
 
@@ -115,7 +120,7 @@ def _alarm(seconds: float, callback: Callable[[], None]) -> Callable[[], None]:
     Under gevent's monkey-patching (the production worker) a timer on gevent's own loop: no
     greenlet per deadline (a proxied call has one). The callback then runs in the loop, where
     it must not block: `_expire` only takes a lock no greenlet holds across a switch, and
-    shuts sockets down. Otherwise a timer thread.
+    shuts sockets down. Otherwise the process's one watchdog thread.
     """
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("threading"):
@@ -124,10 +129,64 @@ def _alarm(seconds: float, callback: Callable[[], None]) -> Callable[[], None]:
         timer = gevent.get_hub().loop.timer(seconds)
         timer.start(callback)
         return cast(Callable[[], None], timer.close)
-    thread = threading.Timer(seconds, callback)
-    thread.daemon = True
-    thread.start()
-    return thread.cancel
+    return _WATCHDOG.schedule(seconds, callback)
+
+
+class _Watchdog:
+    """One thread per process that fires alarms in time order (a timer thread per alarm would cost
+    a thread start on every proxied call). A cancelled alarm stays queued, inert, until its time
+    or until the cancelled ones are the majority: then the queue is rebuilt without them."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[list[Any]] = []  # [when, sequence, callback or None], a heap
+        self._cancelled = 0
+        self._sequence = itertools.count()
+        self._pid = 0
+
+    def schedule(self, seconds: float, callback: Callable[[], None]) -> Callable[[], None]:
+        entry: list[Any] = [time.monotonic() + seconds, next(self._sequence), callback]
+        with self._cond:
+            if self._pid != os.getpid():  # threads do not survive a fork
+                self._pid, self._queue, self._cancelled = os.getpid(), [], 0
+                threading.Thread(target=self._run, name="itv-deadlines", daemon=True).start()
+            heapq.heappush(self._queue, entry)
+            if self._queue[0] is entry:
+                self._cond.notify()
+
+        def cancel() -> None:
+            with self._cond:
+                if entry[2] is not None:
+                    entry[2] = None
+                    self._cancelled += 1
+                    if self._cancelled > COMPACT_AT and self._cancelled * 2 > len(self._queue):
+                        self._queue = [e for e in self._queue if e[2] is not None]
+                        heapq.heapify(self._queue)
+                        self._cancelled = 0
+
+        return cancel
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    if self._queue and self._queue[0][0] <= now:
+                        entry = heapq.heappop(self._queue)
+                        break
+                    self._cond.wait(self._queue[0][0] - now if self._queue else None)
+                callback, entry[2] = entry[2], None
+                if callback is None:
+                    self._cancelled -= 1
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:  # one alarm's failure must not stop the others
+                    log.exception("a deadline's alarm failed")
+
+
+COMPACT_AT = 1024  # cancelled alarms tolerated before the queue is rebuilt
+_WATCHDOG = _Watchdog()
 
 
 def _nothing() -> None:
