@@ -56,6 +56,7 @@ class FetchDeadline:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._done = False
+        self._fired = False
         self._outer: FetchDeadline | None = None
         self._cancel: Callable[[], None] = _nothing
 
@@ -93,7 +94,9 @@ class FetchDeadline:
 
     @property
     def expired(self) -> bool:
-        return time.monotonic() >= self._ends  # the timer fires just after this turns True
+        # The alarm's own flag too: gevent's loop timer counts from the loop's cached time, so it
+        # may fire a hair before the monotonic clock reaches `_ends`.
+        return self._fired or time.monotonic() >= self._ends
 
     def time_left(self) -> float:
         return max(0.0, self._ends - time.monotonic())
@@ -107,6 +110,7 @@ class FetchDeadline:
 
     def _expire(self) -> None:
         with self._lock:
+            self._fired = True
             if self._done:
                 return
             for sock in self._sockets:

@@ -5,8 +5,10 @@ gunicorn answers some requests before the app sees them: a request line over
 cannot parse (400), an unsupported transfer coding (501). Its stock answer is
 an HTML page that quotes part of the request. Here it is the API's
 `{"error": {"code", "message"}}` instead, with a fixed message that quotes
-nothing the client sent. gunicorn still decides the status and closes the
-connection afterwards (it cannot know where the broken request ends).
+nothing the client sent, and `Token-Vault-Error` (whatever the path: gunicorn
+has not routed the request, and the answer is the vault's, never Trackunit's).
+gunicorn still decides the status and closes the connection afterwards (it
+cannot know where the broken request ends).
 This module is imported by the master too (gunicorn loads the worker class
 there): it imports nothing that the worker's monkey-patching must come before.
 """
@@ -45,6 +47,7 @@ def error_bytes(status: int) -> bytes:
         "Connection: close\r\n"
         "Content-Type: application/json\r\n"
         "Cache-Control: no-store\r\n"
+        f"Token-Vault-Error: {code}\r\n"  # the vault's own answer, never Trackunit's (as on proxy paths)
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body

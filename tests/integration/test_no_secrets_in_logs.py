@@ -13,7 +13,8 @@ SHAPED = "0oaShapedLikeAClientSecret0123"  # sent in a path, as `client_secret=.
 
 
 def test_full_flow_logs_no_secret_and_sigterm_exits_cleanly(env, sim_server, sim):
-    server = GunicornServer(env, workers=2).start()
+    # Floor 0: the second forced refresh below must reach Trackunit to see the revocation.
+    server = GunicornServer({**env, "FORCE_REFRESH_FLOOR": "0"}, workers=2).start()
     auth = {"Authorization": f"Bearer {API_KEY}"}
     base = f"{server.url}/v1/accounts/{ACCOUNT}"
     secrets = {API_KEY, VAULT_KEY}

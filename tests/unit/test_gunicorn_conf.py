@@ -32,7 +32,12 @@ print(json.dumps({
 
 def load_in_master(**env: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", MASTER], cwd=ROOT, env={**GOOD, **env}, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", MASTER],
+        cwd=ROOT,
+        env={**GOOD, "METRICS_PUBLIC": "true", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)

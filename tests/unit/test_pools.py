@@ -67,11 +67,13 @@ def rounds(server, call) -> list[int]:
 
 
 def proxy_call(api: TrackunitApi, url: str) -> None:
-    answer = api.send("GET", url + "/api/asset/v1/assets", {"Accept": "application/json"}, None)
+    deadline = api.deadline()
+    answer = api.send("GET", url + "/api/asset/v1/assets", {"Accept": "application/json"}, None, deadline)
     try:
         assert answer.status == 200 and b"".join(answer.body) == b'{"assets": []}'
     finally:
         answer.close()
+        deadline.close()
 
 
 def test_the_proxy_reuses_a_connection_per_call_in_flight(server):
