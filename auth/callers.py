@@ -83,6 +83,9 @@ class CallerCheck:
             return remembered  # type: ignore[return-value]  # a ManagedKey, or None for an unknown key
         epoch = self.memory.epoch
         record = self.store.find(presented)
+        if record is not None and record.digest != digest:
+            self.store.rehash(record, presented)  # found under an older VAULT_KEY: move it to the current one
+            return record  # not remembered: its record has moved; the next request reads it anew
         self.memory.remember(digest, record, epoch)
         return record
 

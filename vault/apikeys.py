@@ -7,7 +7,9 @@ channel in one script, so every worker forgets what it remembered (auth.memory).
 The digest is taken under a subkey of a vault key (`SealingKey.derive(DIGEST_LABEL)`): the current
 key for a new key; a key made before a VAULT_KEY rotation keeps its digest under the key it was made
 with, and is found under that key while it stays in VAULT_PREVIOUS_KEYS (`digests` lists every
-candidate, current first). The record names that key by its public id (`kid`).
+candidate, current first); on that first use the service moves it to its digest under the current
+key (`rehash`: the presented key is needed for that). The record names its vault key by its public
+id (`kid`), so `apikeys list` shows which keys were not used since a rotation.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class ApiKeyStore:
         self._create = Script(client, "apikey_create")
         self._revoke = Script(client, "apikey_revoke")
         self._touch = Script(client, "apikey_touch")
+        self._rehash = Script(client, "apikey_rehash")
 
     def create(
         self, name: str, policy: KeyPolicy, *, expires: int | None = None, now: float | None = None
@@ -154,6 +157,25 @@ class ApiKeyStore:
             if fields:
                 return _record(digest, fields)
         return None
+
+    def rehash(self, record: ManagedKey, presented: str) -> None:
+        """Move a record found under an older vault key's digest to the current key's (first use after a rotation)."""
+        kid, digest = self.digests.current(presented)
+        if record.digest == digest:
+            return
+        with store_errors():
+            self._rehash(
+                index=self.keys.apikey_index,
+                old_record=self.keys.apikey(record.digest),
+                new_record=self.keys.apikey(digest),
+                name=record.name,
+                old_digest=record.digest,
+                new_digest=digest,
+                kid_field=RecordField.KID,
+                kid=kid,
+                channel=self.keys.channel,
+                message=APIKEYS_CHANGED,
+            )
 
     def all(self) -> list[ManagedKey]:
         """Every managed key, by name."""

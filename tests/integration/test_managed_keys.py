@@ -15,6 +15,7 @@ from core import tunables
 from tests.integration.test_metrics import sample, scrape
 from tests.support.constants import ACCOUNT, OLD_KEY, VAULT_KEY
 from tests.support.flows import wait_for
+from tests.support.rotation import NEW_ID, OLD_ID
 from vault.apikeys import PREFIX
 
 TOKEN = f"/v1/accounts/{ACCOUNT}/token"
@@ -172,13 +173,23 @@ def test_last_used_is_written_at_most_once_an_interval_per_process(app, client, 
     assert len(writes) == 2
 
 
-def test_a_key_made_before_a_vault_key_rotation_works_while_the_old_key_is_in_the_ring(make_app):
+def test_a_key_made_before_a_vault_key_rotation_moves_to_the_new_key_on_first_use(make_app):
     before = make_app(VAULT_KEY=OLD_KEY)
-    key = create(before, "sync", "--allow", "accounts:read")
-    rotated = make_app(VAULT_KEY=VAULT_KEY, VAULT_PREVIOUS_KEYS=OLD_KEY).test_client()
-    assert rotated.get("/v1/accounts", headers=bearer(key)).status_code == 200
+    used, unused = (
+        create(before, "used", "--allow", "accounts:read"),
+        create(before, "unused", "--allow", "accounts:read"),
+    )
+    rotated = make_app(VAULT_KEY=VAULT_KEY, VAULT_PREVIOUS_KEYS=OLD_KEY)
+    for _ in range(2):  # found under the old key, moved; then found under the new one
+        assert rotated.test_client().get("/v1/accounts", headers=bearer(used)).status_code == 200
+    kids = {
+        item["name"]: item["vault_key_id"]
+        for item in map(json.loads, cli(rotated, "apikeys", "list", "--json").stdout.splitlines())
+    }
+    assert kids == {"used": NEW_ID, "unused": OLD_ID}  # what an operator checks before dropping the old key
     dropped = make_app(VAULT_KEY=VAULT_KEY).test_client()
-    assert dropped.get("/v1/accounts", headers=bearer(key)).status_code == 401
+    assert dropped.get("/v1/accounts", headers=bearer(used)).status_code == 200
+    assert dropped.get("/v1/accounts", headers=bearer(unused)).status_code == 401
 
 
 def test_a_managed_key_is_redacted_from_this_process_logs_once_created(app, caplog):
