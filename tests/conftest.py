@@ -15,6 +15,7 @@ from core.config import Config
 from simulator import SigningKey, create_simulator, serve_in_thread
 from simulator.tls import make_certificates
 from tests.support.constants import API_KEY, service_env
+from tests.support.gunicorn import GunicornServer
 from tests.support.installer import Installer
 from tests.support.redis_server import RedisServer
 
@@ -119,6 +120,21 @@ def make_app(env):
 @pytest.fixture
 def app(make_app):
     return make_app()
+
+
+@pytest.fixture
+def gunicorn(env):
+    """`gunicorn(workers=4)`: the service under gunicorn with the test environment; stopped after the test."""
+    servers: list[GunicornServer] = []
+
+    def start(workers: int = 4) -> GunicornServer:
+        server = GunicornServer(env, workers=workers)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

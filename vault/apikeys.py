@@ -116,17 +116,8 @@ class ApiKeyStore:
             fields[RecordField.RATE] = str(policy.rate)
         if expires is not None:
             fields[RecordField.EXPIRES] = str(expires)
-        with store_errors():
-            stored = self._create(
-                index=self.keys.apikey_index,
-                record=self.keys.apikey(digest),
-                name=name,
-                digest=digest,
-                channel=self.keys.channel,
-                message=APIKEYS_CHANGED,
-                fields=[item for pair in fields.items() for item in pair],
-            )
-        return key if stored == 1 else None
+        stored = self._change(self._create, name, digest, fields=[item for pair in fields.items() for item in pair])
+        return key if stored else None
 
     def revoke(self, name: str) -> bool:
         """Remove the key named `name`; False if there is none."""
@@ -134,14 +125,19 @@ class ApiKeyStore:
             raw = cast(bytes | None, self.r.hget(self.keys.apikey_index, name))
             if raw is None:
                 return False
-            digest = raw.decode()
-            done = self._revoke(
+        return self._change(self._revoke, name, raw.decode())
+
+    def _change(self, script: Script, name: str, digest: str, **more: object) -> bool:
+        """Run a script that changes the key `name` (record `digest`) and its index, and announces it."""
+        with store_errors():
+            done = script(
                 index=self.keys.apikey_index,
                 record=self.keys.apikey(digest),
                 name=name,
                 digest=digest,
                 channel=self.keys.channel,
                 message=APIKEYS_CHANGED,
+                **more,
             )
         return bool(done == 1)
 

@@ -25,21 +25,6 @@ WORKERS = 4
 # Helpers ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def gunicorn(env):
-    """Start the service under gunicorn with the test environment; stopped after the test."""
-    servers: list[GunicornServer] = []
-
-    def start() -> GunicornServer:
-        server = GunicornServer(env, workers=WORKERS)
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 def stampede(url: str, headers: dict, n: int = CONCURRENCY) -> list[tuple[int, dict, dict]]:
     """`n` GETs released together from `n` threads; (status, JSON body, headers) of each."""
     barrier = threading.Barrier(n)

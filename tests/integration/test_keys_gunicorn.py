@@ -14,25 +14,11 @@ import pytest
 from core import tunables
 from core.config import Config
 from core.permissions import KeyPolicy, parse_permissions, parse_rate
-from tests.support.gunicorn import GunicornServer, WorkerConnections
+from tests.support.gunicorn import WorkerConnections
 from vault.apikeys import ApiKeyStore
 from vault.layout import KeySpace
 
 RATE = 4  # per second
-
-
-@pytest.fixture
-def served(env):
-    servers: list[GunicornServer] = []
-
-    def start(workers: int) -> GunicornServer:
-        server = GunicornServer(env, workers=workers)
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture
@@ -41,9 +27,9 @@ def store(env, redis_client):
     return ApiKeyStore(redis_client, config.keyring, KeySpace(config.key_prefix))
 
 
-def test_a_rate_limit_is_shared_by_two_workers_429_with_retry_after_then_served_again(served, store):
+def test_a_rate_limit_is_shared_by_two_workers_429_with_retry_after_then_served_again(gunicorn, store):
     key = store.create("sync", KeyPolicy(parse_permissions("accounts:read"), rate=parse_rate(f"{RATE}/second")))
-    server = served(2)
+    server = gunicorn(2)
     workers = WorkerConnections(server, {"Authorization": f"Bearer {key}"})
     try:
         first, second = sorted(workers.by_worker)
@@ -70,10 +56,10 @@ def test_a_rate_limit_is_shared_by_two_workers_429_with_retry_after_then_served_
         workers.close()
 
 
-def test_a_revoked_key_is_refused_by_every_worker_within_the_bound_and_never_logged(served, store):
+def test_a_revoked_key_is_refused_by_every_worker_within_the_bound_and_never_logged(gunicorn, store):
     key = store.create("reporting", KeyPolicy(parse_permissions("accounts:read")))
     digest = store.digests.current(key)[1]
-    server = served(4)
+    server = gunicorn(4)
     workers = WorkerConnections(server, {"Authorization": f"Bearer {key}"})
     try:
         # Every worker has the key in memory and trusts it (its feed is fresh after the first request).
