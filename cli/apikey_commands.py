@@ -12,7 +12,7 @@ from api.accounts import iso
 from api.requestlog import audit
 from cli.groups import apikeys_group, services, stderr, table, vault_errors
 from core import logs
-from core.config import ConfigError, scope_ceiling
+from core.config import ConfigError, scope_ceiling, valid_key_name
 from core.permissions import KeyPolicy, PolicyError, parse_permissions, parse_rate, parse_scopes
 from vault.apikeys import ManagedKey
 
@@ -20,9 +20,7 @@ _NAME_HELP = "1-64 of A-Z a-z 0-9 _ . - (named in audit lines; never the key)"
 
 
 def _name(ctx, param, value: str) -> str:
-    from core.config import _API_KEY_NAME  # the same rule as API_KEYS names
-
-    if not _API_KEY_NAME.match(value):
+    if not valid_key_name(value):  # the same rule as API_KEYS names
         raise click.BadParameter(f"a name is {_NAME_HELP}")
     return value
 

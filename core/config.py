@@ -208,6 +208,11 @@ def _api_keys(text: str, app_scopes: AppScopes) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+def valid_key_name(name: str) -> bool:
+    """An API key's name (an API_KEYS entry's or a managed key's): 1-64 of A-Z a-z 0-9 _ . -."""
+    return bool(_API_KEY_NAME.match(name))
+
+
 _KEY_OPTIONS = ("allow", "scopes", "rate")
 
 

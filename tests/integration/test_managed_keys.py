@@ -89,6 +89,7 @@ def test_a_name_is_taken_once_and_never_that_of_an_env_key(app):
     assert again.exit_code == 1 and "exists" in again.output
     env_name = cli(app, "apikeys", "create", "ops", "--allow", "proxy:read")  # conftest's API_KEYS entry
     assert env_name.exit_code == 1 and "API_KEYS" in env_name.output
+    assert cli(app, "apikeys", "create", "no spaces", "--allow", "proxy:read").exit_code == 2
 
 
 @pytest.mark.parametrize(
