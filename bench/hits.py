@@ -12,8 +12,8 @@ from core.permissions import KeyPolicy, parse_permissions, parse_rate, parse_sco
 from vault.apikeys import ApiKeyStore
 from vault.layout import KeySpace
 
-# A limit the bench never reaches: what is measured is the cost of counting, not of refusing.
-UNREACHED_RATE = "100000000/second"
+# A limit the bench never reaches (the highest allowed): what is measured is counting, not refusing.
+UNREACHED_RATE = "999999/second"
 
 
 class Hits:

@@ -23,7 +23,9 @@ EVERY = frozenset(Permission)
 # What holding a permission grants besides itself: proxy:write is every method, so GET and HEAD too.
 _IMPLIES = {Permission.ADMIN: EVERY, Permission.PROXY_WRITE: frozenset({Permission.PROXY_READ})}
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-_RATE = re.compile(r"^([1-9][0-9]{0,8})/(second|minute|hour|day)$")
+# The moving window keeps one Redis list entry per request within the window, so N is bounded.
+MAX_RATE = 999_999
+_RATE = re.compile(r"^([1-9][0-9]{0,5})/(second|minute|hour|day)$")
 _SCOPE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _LIST_SEPARATORS = re.compile(r"[\s,+]+")
 
@@ -96,8 +98,10 @@ def parse_scopes(text: str) -> frozenset[str]:
 
 
 def parse_rate(text: str) -> RateLimit:
-    """`N/PERIOD`: N from 1, PERIOD one of second, minute, hour, day (`20/second`)."""
+    """`N/PERIOD`: N from 1 to MAX_RATE, PERIOD one of second, minute, hour, day (`20/second`)."""
     match = _RATE.match(text.strip())
     if match is None:
-        raise PolicyError(f"{text[:40]!r} is not a rate: write N/second, N/minute, N/hour or N/day")
+        raise PolicyError(
+            f"{text[:40]!r} is not a rate: write N/second, N/minute, N/hour or N/day, N from 1 to {MAX_RATE}"
+        )
     return RateLimit(int(match[1]), match[2])

@@ -73,7 +73,7 @@ def test_admin_and_proxy_write_imply_what_they_hold():
     assert KeyPolicy(EVERY).named == ["admin"]
 
 
-@pytest.mark.parametrize("text", ["20", "20/sec", "-1/second", "1.5/minute", "20/second/2", ""])
+@pytest.mark.parametrize("text", ["20", "20/sec", "-1/second", "1.5/minute", "20/second/2", "", "1000000/hour"])
 def test_rates_are_n_per_a_named_period(text):
     with pytest.raises(PolicyError):
         parse_rate(text)
