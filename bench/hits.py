@@ -58,6 +58,7 @@ class Hits:
             "bench-limited", KeyPolicy(parse_permissions("token:read"), ceiling, parse_rate(UNREACHED_RATE))
         )
         assert scoped is not None and limited is not None, "bench keys exist already"
+        self._managed_against_env_key(hit, {"Authorization": f"Bearer {scoped}"})
         for row, name, key in (("17.1", "managed, scoped key", scoped), ("17.2", "rate-limited key", limited)):
             headers = {"Authorization": f"Bearer {key}"}
             self.load.run(self.base, [hit], 1, s.connections, headers)  # warm-up: every worker remembers the key
@@ -72,6 +73,33 @@ class Hits:
                 target,
                 verdict,
             )
+
+    def _managed_against_env_key(self, hit: str, headers: dict[str, str]) -> None:
+        """17.1: the hit with the managed, scoped key against the same hit with the API_KEYS key, interleaved,
+        so that only the key check differs between the sides (the /healthz ratios compare across runs)."""
+        s = self.s
+        self.load.run(self.base, [hit], 1, s.connections, headers)  # warm-up: every worker remembers the key
+        managed, env = interleaved(
+            s.rounds,
+            self.budget,
+            "throughput rounds (managed key vs API_KEYS key)",
+            lambda: self.load.run(self.base, [hit], s.duration, s.connections, headers),
+            lambda: self.load.run(self.base, [hit], s.duration, s.connections),
+            lambda n, a, b: (
+                self.check_load(f"round {n + 1} token hit (managed key)", a),
+                self.check_load(f"round {n + 1} token hit", b),
+            ),
+        )
+        ratios = [a.rps / b.rps for a, b in zip(managed, env)]
+        self.report.notes.append(
+            "per-round ratios (managed key hit / API_KEYS key hit): " + ", ".join(f"{x:.3f}" for x in ratios)
+        )
+        self.report.row(
+            "17.1",
+            f"token hit req/s with a managed, scoped key / with the API_KEYS key (median of {s.rounds} A/B rounds)",
+            f"{statistics.median(ratios):.2f} (managed {median_of(managed, 'rps'):.0f}, "
+            f"API_KEYS key {median_of(env, 'rps'):.0f} req/s)",
+        )
 
     def _hit_against_healthz(
         self, what: str, hit: str, headers: dict[str, str] | None
