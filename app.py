@@ -18,14 +18,17 @@ import api
 import cli
 from api.apikeys import ApiKeyChecker
 from api.context import EXTENSION
+from auth.callers import CallerCheck
 from auth.identity import IdentityVerifier
 from auth.memory import WorkerMemory
+from auth.ratelimit import RateLimiter
 from auth.tokens import TokenService
 from auth.trackunit import TrackunitAuth
 from core import logs, tunables
 from core.config import ApiKey, Config, ConfigError
 from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
+from vault.apikeys import ApiKeyStore
 from vault.health import StoreHealth
 from vault.layout import KeySpace
 from vault.replay import IdentityBindings
@@ -40,7 +43,7 @@ class Services:
 
     config: Config
     redis: redis.Redis
-    api_keys: ApiKeyChecker
+    api_keys: CallerCheck
     identity: IdentityVerifier
     bindings: IdentityBindings
     accounts: AccountRepository
@@ -48,6 +51,8 @@ class Services:
     tokens: TokenService
     trackunit_api: TrackunitApi
     memory: WorkerMemory
+    managed_keys: ApiKeyStore
+    rate_limiter: RateLimiter
     metrics_token: ApiKeyChecker | None = None
 
     def close(self) -> None:
@@ -65,6 +70,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     keys = KeySpace(config.key_prefix)
     memory = WorkerMemory(client, keys.channel)
     accounts = AccountRepository(client, sealer, keys, on_change=memory.cache.invalidate)
+    managed_keys = ApiKeyStore(client, config.keyring, keys)
     tokens = TokenService(
         accounts,
         TokenCache(client, sealer, keys, config.iris_app_id),
@@ -83,7 +89,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     return Services(
         config=config,
         redis=client,
-        api_keys=ApiKeyChecker(config.api_keys),
+        api_keys=CallerCheck(config.api_keys, managed_keys, memory.keys),
         identity=IdentityVerifier(
             config.jwks_url, audience=config.identity_audience, ca_bundle=config.trackunit_ca_bundle
         ),
@@ -98,6 +104,8 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         ),
         memory=memory,
         metrics_token=ApiKeyChecker((ApiKey("metrics", config.metrics_token),)) if config.metrics_token else None,
+        managed_keys=managed_keys,
+        rate_limiter=RateLimiter(client, keys.rate_limits),
     )
 
 

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, request, stream_with_context
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import PathConverter
 
+from api.apikeys import scope_for
 from api.bodies import read_body
 from api.context import services
 from api.errors import error_response
@@ -89,7 +90,7 @@ def proxy(account_id: str, path: str):
     svc = services()
     raw_path, raw_query = _raw_path()
     url = upstream_url(svc.config.api_url, raw_path, raw_query)
-    scope = request.headers.get("Trackunit-Scope")
+    scope = scope_for(request.headers.get("Trackunit-Scope"))  # the API key's scope ceiling
     body = read_body(tunables.PROXY_MAX_BODY_BYTES) or None
     started = time.monotonic()
 

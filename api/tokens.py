@@ -11,6 +11,7 @@ import json
 
 from flask import Blueprint, Response, request
 
+from api.apikeys import scope_for
 from api.context import services
 from api.errors import error_response
 from api.requestlog import audit
@@ -42,7 +43,7 @@ def get_token(account_id: str):
         if force not in _TRUE + _FALSE:
             raise InvalidRequest("force_refresh must be true or false.")
         scope = req.args.get("scope")
-    token = services().tokens.get_token(account_id, scope, force_refresh=force in _TRUE)
+    token = services().tokens.get_token(account_id, scope_for(scope), force_refresh=force in _TRUE)
     (_HITS if token.source is Source.CACHE else _FETCHES).inc()
     audit("token_issued", account_id=account_id, scopes=token.scope, source=token.source)
     body = json.dumps(

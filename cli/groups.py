@@ -1,4 +1,4 @@
-"""The two command groups and what their commands share: the services, error handling, tables."""
+"""The command groups and what their commands share: the services, error handling, tables."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 vault_group = AppGroup("vault", help="Sealing keys and sealed records.")
 accounts_group = AppGroup("accounts", help="Installed accounts (never their credentials).")
+apikeys_group = AppGroup("apikeys", help="Managed API keys: create (printed once), list, revoke.")
 
 F = TypeVar("F", bound=Callable)
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from core.permissions import ADMIN, KeyPolicy, PolicyError, parse_permissions, parse_rate, parse_scopes
 from vault.keys import InvalidKey, KeyRing, parse_key
 
 DEFAULT_TOKEN_URL = "https://auth.trackunit.com/apptoken"
@@ -46,10 +47,11 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ApiKey:
-    """One accepted API key. `name` is safe to log; `key` never is."""
+    """One accepted API key. `name` is safe to log; `key` never is. Without options it is an admin key."""
 
     name: str
     key: str = dataclasses.field(repr=False)
+    policy: KeyPolicy = ADMIN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +118,7 @@ class Config:
             redis_url=_redis_url(env),
             redis_tls_verify=_bool(env, "REDIS_TLS_VERIFY", True),
             keyring=_keyring(env),
-            api_keys=_api_keys(_required(env, "API_KEYS")),
+            api_keys=_api_keys(_required(env, "API_KEYS"), AppScopes.parse(_required(env, "APP_SCOPES"))),
             iris_app_id=_required(env, "IRIS_APP_ID"),
             app_scopes=AppScopes.parse(_required(env, "APP_SCOPES")),
             token_url=_http_url(env, "TRACKUNIT_TOKEN_URL", DEFAULT_TOKEN_URL),
@@ -167,7 +169,9 @@ def max_in_flight(env: Mapping[str, str]) -> int:
 def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
     values = [env.get("VAULT_KEY", ""), env.get("METRICS_TOKEN", "")]
     values += env.get("VAULT_PREVIOUS_KEYS", "").split(",")
-    values += [entry.partition(":")[2] or entry for entry in env.get("API_KEYS", "").split(",")]
+    for entry in env.get("API_KEYS", "").split(","):
+        name_key = (entry.split() or [""])[0]  # options (allow=..., scopes=...) follow after a space
+        values.append(name_key.partition(":")[2] or name_key)
     password = urlsplit(env.get("REDIS_URL", "")).password
     values.append(password or "")
     return tuple(v.strip() for v in values if v and v.strip())
@@ -199,27 +203,76 @@ def _keyring(env: Mapping[str, str]) -> KeyRing:
     return KeyRing(current, previous)
 
 
-def _api_keys(text: str) -> tuple[ApiKey, ...]:
-    """`key` or `name:key` entries; a bare key is named by its position."""
+def _api_keys(text: str, app_scopes: AppScopes) -> tuple[ApiKey, ...]:
+    """Comma-separated entries `key` or `name:key`, each optionally followed by options (see `_key_policy`).
+
+    A bare key is named by its position; an entry without options is an admin key, as before options existed.
+    """
     keys: list[ApiKey] = []
     for index, entry in enumerate(part.strip() for part in text.split(",")):
         if not entry:
             continue
-        name, sep, key = entry.partition(":")
+        name_key, *options = entry.split()
+        name, sep, key = name_key.partition(":")
         if not sep:
-            name, key = f"key{index + 1}", entry
+            name, key = f"key{index + 1}", name_key
         if not _API_KEY_NAME.match(name):
             raise ConfigError(f"API_KEYS entry {index + 1}: the name must be 1-64 of A-Z a-z 0-9 _ . -")
         if len(key) < MIN_API_KEY_LENGTH:
             raise ConfigError(
                 f"API_KEYS entry {index + 1} ({name}): a key needs at least {MIN_API_KEY_LENGTH} characters"
             )
-        keys.append(ApiKey(name, key))
+        try:
+            policy = _key_policy(options, app_scopes)
+        except PolicyError as exc:
+            raise ConfigError(f"API_KEYS entry {index + 1} ({name}): {exc}") from None
+        keys.append(ApiKey(name, key, policy))
     if not keys:
         raise ConfigError("API_KEYS is missing")
     if len({k.name for k in keys}) != len(keys):
         raise ConfigError("API_KEYS: two entries share a name")
     return tuple(keys)
+
+
+def valid_key_name(name: str) -> bool:
+    """An API key's name (an API_KEYS entry's or a managed key's): 1-64 of A-Z a-z 0-9 _ . -."""
+    return bool(_API_KEY_NAME.match(name))
+
+
+_KEY_OPTIONS = ("allow", "scopes", "rate")
+
+
+def _key_policy(options: list[str], app_scopes: AppScopes) -> KeyPolicy:
+    """`allow=PERM+PERM`, `scopes=SCOPE+SCOPE`, `rate=N/PERIOD`, separated by spaces; none: admin.
+
+    With options, `allow=` is required: a key limited in scope or rate but silently admin would surprise.
+    """
+    if not options:
+        return ADMIN
+    given: dict[str, str] = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or name not in _KEY_OPTIONS:
+            raise PolicyError(f"{option[:40]!r} is not an option: write allow=..., scopes=... or rate=...")
+        if name in given:
+            raise PolicyError(f"{name}= is given twice")
+        given[name] = value
+    if "allow" not in given:
+        raise PolicyError("options need allow=PERMISSIONS (an entry without options is an admin key)")
+    scopes = parse_scopes(given["scopes"]) if "scopes" in given else None
+    return KeyPolicy(
+        permissions=parse_permissions(given["allow"]),
+        scopes=scope_ceiling(scopes, app_scopes) if scopes is not None else None,
+        rate=parse_rate(given["rate"]) if "rate" in given else None,
+    )
+
+
+def scope_ceiling(scopes: frozenset[str], app_scopes: AppScopes) -> frozenset[str]:
+    """A key's scope ceiling, every scope of it in the app manifest (a typo would otherwise allow nothing)."""
+    unknown = sorted(scopes - app_scopes.all)
+    if unknown:
+        raise PolicyError(f"scopes not in APP_SCOPES: {', '.join(repr(s[:40]) for s in unknown[:5])}")
+    return scopes
 
 
 def _http_url(env: Mapping[str, str], name: str, default: str) -> str:

@@ -111,3 +111,29 @@ class IdentityUnavailable(VaultError):
 class AuthUnavailable(VaultError):
     status, code, message = 503, "auth_unavailable", "Trackunit's token endpoint is unavailable."
     retry_after = 5
+
+
+# API keys: who may do what (api.apikeys) -------------------------------------------------------
+
+
+class Forbidden(VaultError):
+    """The key is valid but lacks the permission the request needs (the message names it, never the key)."""
+
+    status, code, message = 403, "forbidden", "The API key lacks the permission this request needs."
+
+    def __init__(self, permission: str) -> None:
+        super().__init__(f"The API key lacks the permission {permission!r} this request needs.")
+
+
+class ScopeNotAllowed(VaultError):
+    """A requested scope is outside the key's scope ceiling (Trackunit is not called)."""
+
+    status, code = 403, "scope_not_allowed"
+    message = "A requested scope is outside the API key's scope ceiling."
+
+
+class RateLimited(VaultError):
+    """The key's own rate limit is used up; retry after `Retry-After`."""
+
+    status, code, message = 429, "rate_limited", "The API key's rate limit is used up: retry after Retry-After."
+    retry_after = 1

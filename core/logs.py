@@ -37,9 +37,13 @@ _PATTERNS = [
         r"((?:client_?secret|access_?token|api_?key|password|vault_key)[\"']?\s*[:=]\s*[\"']?)[^\"'\s&,}]+", re.I
     ),
     re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+(?=@)", re.I),
+    re.compile(r"(\b)itv_[A-Za-z0-9_-]{40,}"),  # a managed API key (vault.apikeys.PREFIX), wherever it appears
 ]
 # Substrings without which no pattern can match: a cheap test that skips the regexes on the hot path.
-_TRIGGERS = ("bearer", "secret", "access_token", "accesstoken", "apikey", "api_key", "password", "vault_key", "redis")
+_TRIGGERS = (
+    *("bearer", "secret", "access_token", "accesstoken", "apikey", "api_key", "password", "vault_key", "redis"),
+    "itv_",
+)
 # Attributes every LogRecord has; the others came from `extra={...}` and are copied into the JSON line.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 # Libraries that could log request lines or bodies stay at WARNING.

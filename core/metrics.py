@@ -64,6 +64,13 @@ CLIENT_TIMEOUTS = Counter(
     "itv_client_body_timeouts_total", "Requests answered 408: the client's body did not arrive within the deadline."
 )
 
+API_KEY_REFUSALS = Counter(
+    "itv_api_key_refusals_total",
+    "/v1 requests refused by the API key check, by reason "
+    "(unauthorized, expired, forbidden, scope_not_allowed, rate_limited).",
+    ["reason"],
+)
+
 
 class AccountsCollector:
     """`itv_accounts{status}` computed at scrape time from two O(1) Redis counts."""

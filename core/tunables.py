@@ -99,3 +99,10 @@ INVALIDATION_MAX_STALENESS = 0.8
 INVALIDATION_PING_INTERVAL = 0.2
 INVALIDATION_RECONNECT_DELAY = 0.5
 INVALIDATION_IDLE_STOP = 60.0  # a worker that served no token for this long stops listening
+
+# API keys (auth.callers, auth.ratelimit) ----------------------------------------------------------
+# A managed key's "last used" is written at most this often per key per process (never per request).
+APIKEY_LAST_USED_INTERVAL = 60.0
+# Managed keys a worker remembers (found, and presented but not found), while the invalidation feed is fresh.
+APIKEY_CACHE_MAX_KEYS = 1000
+APIKEY_CACHE_MAX_UNKNOWN = 1000

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 
 import nacl.secret
@@ -52,13 +53,23 @@ def key_id(key: bytes) -> bytes:
 class SealingKey:
     """One key with its AEAD; never print it (the Aead's str() is the key)."""
 
-    __slots__ = ("id", "aead")
+    __slots__ = ("id", "aead", "_raw")
 
     def __init__(self, raw: bytes) -> None:
         if len(raw) != KEY_SIZE:
             raise ValueError(f"a sealing key is {KEY_SIZE} bytes")
         self.id = key_id(raw)
         self.aead = nacl.secret.Aead(raw)
+        self._raw = raw
+
+    def derive(self, label: bytes) -> bytes:
+        """A 32-byte subkey for one purpose, named by `label`: HMAC-SHA256(key, label).
+
+        This is HKDF-Expand's single block with the label as its info (HKDF-Extract adds nothing to
+        a key that is already 32 random bytes); a distinct label per purpose keeps the subkeys
+        independent of each other and of the sealing key.
+        """
+        return hmac.new(self._raw, b"iris-token-vault/" + label + b"\x01", hashlib.sha256).digest()
 
     def __repr__(self) -> str:
         return f"<SealingKey id={self.id.hex()}>"
@@ -74,6 +85,11 @@ class KeyRing:
         self._by_id: dict[bytes, SealingKey] = {}
         for key in [self.current, *(SealingKey(raw) for raw in previous)]:
             self._by_id.setdefault(key.id, key)
+
+    @property
+    def keys(self) -> list[SealingKey]:
+        """Every key, the current one first, then the previous ones in the order configured."""
+        return list(self._by_id.values())
 
     def find(self, kid: bytes) -> SealingKey | None:
         return self._by_id.get(kid)

@@ -35,6 +35,10 @@ class Field:
     LEGACY_CRED = "cred"  # the sealed credentials in one field, as releases before the pieces wrote them
 
 
+# The message announcing a change of the managed API keys on the invalidation channel: it holds a
+# colon, so it is never an account id (A-Z a-z 0-9 _ -).
+APIKEYS_CHANGED = "apikeys:changed"
+
 # Kinds of keys below an account's hash (`{prefix}:account:{ID}:<kind>[:<slot>]`).
 TOKEN = "token"  # a sealed token of one scope set (slot)
 FAILURE = "failure"  # a recent failure of one slot, shared with its waiters
@@ -70,7 +74,10 @@ class KeySpace:
 
     @property
     def channel(self) -> str:
-        """Pub/sub channel on which every account change is announced (the message is the account id)."""
+        """Pub/sub channel on which every account change is announced (the message is the account id).
+
+        A change of the managed API keys is announced there too, as `APIKEYS_CHANGED`.
+        """
         return f"{self.prefix}:invalidate"
 
     @property
@@ -82,6 +89,26 @@ class KeySpace:
     def revoked(self) -> str:
         """Set of the ids of revoked accounts (so counting them is O(1))."""
         return f"{self.prefix}:revoked"
+
+    # Managed API keys (vault.apikeys): every key of theirs carries the hash tag `{apikeys}`, so the
+    # scripts that change a key and its index stay on one Cluster slot.
+
+    @property
+    def apikey_index(self) -> str:
+        """Hash of every managed API key: name -> the hex digest that names its record."""
+        return f"{self.prefix}:{{apikeys}}:index"
+
+    def apikey(self, digest_hex: str) -> str:
+        """Hash of one managed API key, named by the keyed digest of the key (never the key)."""
+        return f"{self.prefix}:{{apikeys}}:key:{digest_hex}"
+
+    @property
+    def rate_limits(self) -> str:
+        """The prefix under which the `limits` library keeps each rate-limited key's moving window.
+
+        The library appends its own `:LIMITER/<key name>/<amount>/<multiples>/<period>`.
+        """
+        return f"{self.prefix}:ratelimit"
 
     def identity(self, issuer: str, app_id: str, jti: str) -> str:
         """String tying one identity token id (`jti`) to the one message it signed.

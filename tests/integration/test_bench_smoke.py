@@ -49,5 +49,8 @@ def test_bench_smoke_run_passes_and_reports_a_single_stampede_call():
         r"^\| 13\.1 +\| proxy under a slow API: errors, proxied .*\| 0 \(0 non-2xx", result.stdout, re.M
     ), output
     assert re.search(r"^\| 13\.3 +\| connection reuse: .*\| \d+ new connections for \d", result.stdout, re.M), output
+    # issue 17: the token hit with a managed, scoped API key and with a rate-limited one, every answer a 2xx
+    assert re.search(r"^\| 17\.1 +\| token hit req/s with a managed, scoped key ", result.stdout, re.M), output
+    assert re.search(r"^\| 17\.2 +\| token hit req/s with a rate-limited key ", result.stdout, re.M), output
     assert "load generator:" in result.stderr, output
     assert "counts: all correct" in result.stdout, output

@@ -1,0 +1,72 @@
+"""Per-key rate limits, shared by every worker and dyno: the `limits` library's moving window on Redis.
+
+A request of a rate-limited key costs one Redis round trip (the library's acquire script). A
+refused one costs a second, to read when the window frees (`Retry-After`); from then until that
+moment this process refuses the key's requests without asking Redis, which is exact for a moving
+window: no entry leaves it before its oldest does. Redis unreachable: StoreUnavailable (503 with
+`Retry-After`), never a request let through unlimited.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+from limits import (
+    RateLimitItem,
+    RateLimitItemPerDay,
+    RateLimitItemPerHour,
+    RateLimitItemPerMinute,
+    RateLimitItemPerSecond,
+)
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from core.errors import RateLimited
+from core.permissions import RateLimit
+from vault.store import store_errors
+
+_ITEMS: dict[str, type[RateLimitItem]] = {
+    "second": RateLimitItemPerSecond,
+    "minute": RateLimitItemPerMinute,
+    "hour": RateLimitItemPerHour,
+    "day": RateLimitItemPerDay,
+}
+
+
+@functools.cache
+def _item(rate: RateLimit) -> RateLimitItem:
+    return _ITEMS[rate.period](rate.amount)
+
+
+class RateLimiter:
+    """`check(name, rate)`: counts one request of the key `name`, or raises RateLimited with Retry-After."""
+
+    def __init__(self, client: redis.Redis, prefix: str, clock: Callable[[], float] = time.time) -> None:
+        # The service's own connection pool (its size, timeouts and retry): no second pool per worker.
+        storage = RedisStorage("redis://", connection_pool=client.connection_pool, key_prefix=prefix)
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._clock = clock
+        self._refused_until: dict[tuple[str, RateLimit], float] = {}
+        self._lock = threading.Lock()
+
+    def check(self, name: str, rate: RateLimit) -> None:
+        now = self._clock()
+        until = self._refused_until.get((name, rate))
+        if until is not None:
+            if now < until:
+                raise RateLimited(retry_after=math.ceil(until - now))
+            with self._lock:
+                self._refused_until.pop((name, rate), None)
+        item = _item(rate)
+        with store_errors():
+            if self._limiter.hit(item, name):
+                return
+            reset = self._limiter.get_window_stats(item, name).reset_time
+        with self._lock:
+            self._refused_until[(name, rate)] = reset
+        raise RateLimited(retry_after=math.ceil(reset - self._clock()))
