@@ -123,21 +123,6 @@ def app(make_app):
 
 
 @pytest.fixture
-def gunicorn(env):
-    """`gunicorn(workers=4)`: the service under gunicorn with the test environment; stopped after the test."""
-    servers: list[GunicornServer] = []
-
-    def start(workers: int = 4) -> GunicornServer:
-        server = GunicornServer(env, workers=workers)
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
 def client(app):
     return app.test_client()
 

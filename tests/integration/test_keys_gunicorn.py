@@ -29,7 +29,7 @@ def store(env, redis_client):
 
 def test_a_rate_limit_is_shared_by_two_workers_429_with_retry_after_then_served_again(gunicorn, store):
     key = store.create("sync", KeyPolicy(parse_permissions("accounts:read"), rate=parse_rate(f"{RATE}/second")))
-    server = gunicorn(2)
+    server = gunicorn(workers=2)
     workers = WorkerConnections(server, {"Authorization": f"Bearer {key}"})
     try:
         first, second = sorted(workers.by_worker)
@@ -59,7 +59,7 @@ def test_a_rate_limit_is_shared_by_two_workers_429_with_retry_after_then_served_
 def test_a_revoked_key_is_refused_by_every_worker_within_the_bound_and_never_logged(gunicorn, store):
     key = store.create("reporting", KeyPolicy(parse_permissions("accounts:read")))
     digest = store.digests.current(key)[1]
-    server = gunicorn(4)
+    server = gunicorn(workers=4)
     workers = WorkerConnections(server, {"Authorization": f"Bearer {key}"})
     try:
         # Every worker has the key in memory and trusts it (its feed is fresh after the first request).
