@@ -97,6 +97,7 @@ def proxy(account_id: str, path: str):
     token = svc.tokens.get_token(account_id, scope)
     api = svc.trackunit_api
     deadline = api.deadline()  # over the whole exchange: both sends, and the answer's last byte
+    upstream = None
     try:
         upstream = api.send(request.method, url, forwarded_headers(request.headers, token.access_token), body, deadline)
         if upstream.status == 401 and token.source is Source.CACHE:
@@ -110,6 +111,8 @@ def proxy(account_id: str, path: str):
                     request.method, url, forwarded_headers(request.headers, token.access_token), body, deadline
                 )
     except BaseException:
+        if upstream is not None:
+            upstream.close()  # e.g. the forced refresh after a 401 failed: that answer is never sent
         deadline.close()
         raise
     metrics.PROXY_REQUESTS.labels(f"{upstream.status // 100}xx").inc()

@@ -157,8 +157,6 @@ def check_production(config: Config) -> None:
             "METRICS_TOKEN is missing: /metrics would be open to anyone"
             " (set METRICS_TOKEN, or METRICS_PUBLIC=true to serve it without a token)"
         )
-    if config.metrics_token is not None and len(config.metrics_token) < MIN_API_KEY_LENGTH:
-        raise ConfigError(f"METRICS_TOKEN needs at least {MIN_API_KEY_LENGTH} characters")
 
 
 def max_in_flight(env: Mapping[str, str]) -> int:
@@ -209,11 +207,22 @@ def _api_keys(text: str, app_scopes: AppScopes) -> tuple[ApiKey, ...]:
     A bare key is named by its position; an entry without options is an admin key, as before options existed.
     """
     keys: list[ApiKey] = []
-    for index, entry in enumerate(part.strip() for part in text.split(",")):
+    entries = [part.strip() for part in text.split(",")]
+    # Entries are split at commas before options are read: a comma inside an option's list
+    # (`scopes=asset.view,account.view`) would start a new entry, and its tail would become a
+    # bare admin key whose secret is a public scope name. So once any entry has options, every
+    # entry must be `name:key`, and the tail is refused instead.
+    with_options = any(len(entry.split()) > 1 for entry in entries)
+    for index, entry in enumerate(entries):
         if not entry:
             continue
         name_key, *options = entry.split()
         name, sep, key = name_key.partition(":")
+        if not sep and with_options:
+            raise ConfigError(
+                f"API_KEYS entry {index + 1}: with options in use every entry is name:key"
+                " (join the items of an option's list with '+', not ',')"
+            )
         if not sep:
             name, key = f"key{index + 1}", name_key
         if not _API_KEY_NAME.match(name):

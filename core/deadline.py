@@ -108,6 +108,12 @@ class FetchDeadline:
             if sock is not None and sock not in self._sockets:
                 self._sockets.append(sock)
 
+    def forget(self, sock: socket.socket) -> None:
+        """Stop watching `sock` (its connection went back to the pool)."""
+        with self._lock:
+            if sock in self._sockets:
+                self._sockets.remove(sock)
+
     def _expire(self) -> None:
         with self._lock:
             self._fired = True
@@ -201,18 +207,26 @@ def _deadline() -> FetchDeadline | None:
     return getattr(_current, "deadline", None)
 
 
-def _watch(sock: socket.socket | None) -> None:
-    deadline = _deadline()
-    if deadline is not None:
-        deadline.watch(sock)
-
-
 class _Watched:
     """Registers the connection's socket as soon as it exists (so a TLS handshake can be cut too)
-    and at every request on it (a reused one); a TCP connect gets at most the time left."""
+    and at every request on it (a reused one); a TCP connect gets at most the time left. Back in
+    its pool, the connection is forgotten by that deadline (`_Pooled`): another call may take it."""
 
     sock: socket.socket | None
     timeout: float | None
+    watched_by: FetchDeadline | None = None
+
+    def _watch(self, sock: socket.socket | None) -> None:
+        deadline = _deadline()
+        if deadline is not None:
+            deadline.watch(sock)
+            self.watched_by = deadline
+
+    def forget(self) -> None:
+        """Leave the deadline that watched this connection (it is going back to the pool)."""
+        deadline, self.watched_by = self.watched_by, None
+        if deadline is not None and self.sock is not None:
+            deadline.forget(self.sock)
 
     def _new_conn(self) -> socket.socket:
         deadline = _deadline()
@@ -223,16 +237,16 @@ class _Watched:
                 self.timeout = left  # urllib3 sets the connect timeout again before each connect
         sock: socket.socket = super()._new_conn()  # type: ignore[misc]
         try:
-            _watch(sock)
+            self._watch(sock)
         except DeadlinePassed:  # expired while connecting: urllib3 never sees this socket
             sock.close()
             raise
         return sock
 
     def request(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        _watch(self.sock)
+        self._watch(self.sock)
         super().request(*args, **kwargs)  # type: ignore[misc]
-        _watch(self.sock)  # http.client connects lazily, inside request
+        self._watch(self.sock)  # http.client connects lazily, inside request
 
 
 class _WatchedHTTPConnection(_Watched, HTTPConnection):
@@ -243,11 +257,21 @@ class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
     pass
 
 
-class _WatchedHTTPPool(HTTPConnectionPool):
+class _Pooled:
+    """A pool whose connections leave their deadline when they come back: a call's deadline must never
+    cut a connection another call took from the pool meanwhile (during a retry's wait, say)."""
+
+    def _put_conn(self, conn) -> None:  # type: ignore[no-untyped-def]
+        if isinstance(conn, _Watched):
+            conn.forget()
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _WatchedHTTPPool(_Pooled, HTTPConnectionPool):
     ConnectionCls = _WatchedHTTPConnection
 
 
-class _WatchedHTTPSPool(HTTPSConnectionPool):
+class _WatchedHTTPSPool(_Pooled, HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 

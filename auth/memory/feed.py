@@ -64,7 +64,7 @@ class InvalidationListener:
     def _run(self) -> None:
         reported = False
         while not self._stop.is_set() and not self._idle():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self.client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self.channel)
                 reported = False
@@ -107,5 +107,10 @@ class InvalidationListener:
                 data = data.decode()
             if message["type"] == "message":
                 self.on_change(data)
+            elif message["type"] == "subscribe":
+                # The first subscription, or redis-py's own after it reconnected: changes published
+                # before it were not heard, and memory may have learnt from Redis meanwhile (a key
+                # revoked in that gap would stay known): forget everything learnt until now.
+                self.on_lost()
             elif message["type"] == "pong" and data:
                 self._confirmed = max(self._confirmed, float(data))

@@ -108,7 +108,8 @@ def test_gunicorn_refusals_are_json_and_quote_nothing(server, data, status, code
     assert answer.status == status
     body = answer.json()
     assert body["error"]["code"] == code
-    assert answer.headers["token-vault-error"] == code  # the vault's own answer, never Trackunit's
+    if b"chunked" not in data:  # gunicorn's own refusals; a broken chunk is found by the app, reading the body
+        assert answer.headers["token-vault-error"] == code  # the vault's own answer, never Trackunit's
     assert b"<html" not in answer.body
     for quoted in (b"aaaa", b"bbbb", b"NOT A", b"Bad Header", b"zz"):
         assert quoted not in answer.body  # nothing of the request comes back

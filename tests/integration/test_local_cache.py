@@ -138,3 +138,37 @@ def test_every_worker_stops_serving_a_dropped_token_within_one_second(env, insta
         if workers is not None:
             workers.close()
         server.stop()
+
+
+def test_what_memory_learnt_while_the_feed_was_down_is_forgotten_when_it_is_back(redis_client):
+    """A key revoked (or a token dropped) while this worker heard nothing must not stay remembered.
+
+    The gap is held open: a password makes every reconnection fail until it is removed again.
+    """
+    from auth.memory import WorkerMemory
+    from auth.memory.keycache import MISSING
+    from tests.support.flows import wait_for
+
+    memory = WorkerMemory(redis_client, "test:changes:gap")
+    losses = []
+    lost = memory.listener.on_lost
+    memory.listener.on_lost = lambda: (losses.append(1), lost())
+    try:
+        memory.listener.fresh()  # starts the listener
+        wait_for(memory.listener.fresh)
+        seen = len(losses)
+        redis_client.config_set("requirepass", "gap-0123456789")  # open connections stay authenticated
+        for client in redis_client.client_list():
+            if int(client.get("sub", 0)):  # the listener's subscribed connection
+                redis_client.client_kill_filter(_id=client["id"])
+        wait_for(lambda: len(losses) > seen and not memory.listener.fresh())
+        # In the gap a lookup in Redis is remembered; a revocation published now is heard by no one.
+        record = object()
+        memory.keys.remember("digest-1", record, memory.keys.epoch)  # type: ignore[arg-type]
+        assert memory.keys._known.get("digest-1") is record
+    finally:
+        redis_client.config_set("requirepass", "")
+    try:
+        wait_for(lambda: memory.listener.fresh() and memory.keys.get("digest-1") is MISSING)
+    finally:
+        memory.stop()

@@ -411,6 +411,16 @@ def test_repeated_401s_force_one_refresh_per_floor_and_resend_only_with_a_new_to
     assert sim.api_requests_by_method == {"GET": 1 + 2 + 4}
 
 
+def test_a_401_whose_forced_refresh_fails_gives_its_upstream_connection_back(
+    app, vault_server, sim, sim_server, account
+):
+    from_upstream(proxy(vault_server, "GET", "api/asset/v1/assets"), 200)
+    sim.revoke(ACCOUNT, revoke_tokens=True)  # the cached token gets a 401, the credentials invalid_client
+    refused(proxy(vault_server, "GET", "api/asset/v1/assets"), 410, "credentials_revoked")
+    pool = app.extensions["vault"].trackunit_api.pool.connection_from_url(sim_server.url)
+    assert pool.pool.qsize() == pool.pool.maxsize  # every connection back in the pool, none held by the 401
+
+
 def test_a_401_to_a_just_fetched_token_is_passed_back_without_a_refresh(vault_server, sim, account):
     sim.configure_api(fail_status=401, fail_count=1)
     from_upstream(proxy(vault_server, "GET", "api/asset/v1/assets"), 401)

@@ -39,6 +39,21 @@ def test_options_give_permissions_a_ceiling_and_a_rate():
     assert reporting.policy.scopes == {"asset.view", "account.view"} and reporting.policy.rate is None
 
 
+@pytest.mark.parametrize(
+    "api_keys",
+    [
+        # The comma in the ceiling would start a new entry: a bare "key" that is a public scope name.
+        f"ops:0123456789abcdef, sync:{SECRET} allow=proxy:read scopes=asset.view,account.alert.view",
+        f"0123456789abcdef0123, sync:{SECRET} allow=proxy:read",
+    ],
+    ids=["a comma inside an option", "a bare key beside one with options"],
+)
+def test_with_options_in_use_every_entry_needs_a_name(api_keys):
+    with pytest.raises(ConfigError, match="with options in use every entry is name:key") as refused:
+        keys(api_keys)
+    assert "account.alert.view" not in str(refused.value) and SECRET not in str(refused.value)
+
+
 def test_a_keyed_entry_is_redacted_as_its_key_alone():
     config = Config.from_env({**GOOD, "API_KEYS": f"sync:{SECRET} allow=proxy:read"})
     assert SECRET in config.secrets
