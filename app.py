@@ -24,6 +24,7 @@ from auth.tokens import TokenService
 from auth.trackunit import TrackunitAuth
 from core import logs, tunables
 from core.config import ApiKey, Config, ConfigError
+from events.service import Events, build_events
 from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
 from vault.health import StoreHealth
@@ -48,11 +49,13 @@ class Services:
     tokens: TokenService
     trackunit_api: TrackunitApi
     memory: WorkerMemory
+    events: Events
     metrics_token: ApiKeyChecker | None = None
 
     def close(self) -> None:
         """Stop background threads (tests create many apps; a server process simply exits)."""
         self.memory.stop()
+        self.events.close()
 
 
 def build_services(config: Config, client: redis.Redis | None = None) -> Services:
@@ -64,10 +67,11 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     sealer = Sealer(config.keyring)
     keys = KeySpace(config.key_prefix)
     memory = WorkerMemory(client, keys.channel)
-    accounts = AccountRepository(client, sealer, keys, on_change=memory.cache.invalidate)
+    events = build_events(client, keys, config)
+    accounts = AccountRepository(client, sealer, keys, on_change=memory.cache.invalidate, outbox=events.outbox)
     tokens = TokenService(
         accounts,
-        TokenCache(client, sealer, keys, config.iris_app_id),
+        TokenCache(client, sealer, keys, config.iris_app_id, outbox=events.outbox),
         # Every request in flight may be a cold fetch; refresh-ahead fetches come on top.
         TrackunitAuth(
             config.token_url,
@@ -92,6 +96,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         tokens=tokens,
         trackunit_api=TrackunitApi(pool_size=config.max_in_flight, verify=config.trackunit_ca_bundle or True),
         memory=memory,
+        events=events,
         metrics_token=ApiKeyChecker((ApiKey("metrics", config.metrics_token),)) if config.metrics_token else None,
     )
 

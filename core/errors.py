@@ -106,3 +106,14 @@ class IdentityUnavailable(VaultError):
 class AuthUnavailable(VaultError):
     status, code, message = 503, "auth_unavailable", "Trackunit's token endpoint is unavailable."
     retry_after = 5
+
+
+class EventsExpired(VaultError):
+    """`after` names an event older than the retention: events after it were trimmed (the feed says the oldest)."""
+
+    status, code = 410, "events_expired"
+    message = "Events after this id are no longer retained; start again from the oldest id available."
+
+    def __init__(self, oldest: str | None) -> None:
+        super().__init__()
+        self.oldest = oldest

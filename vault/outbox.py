@@ -21,7 +21,7 @@ from vault.store import store_errors
 
 DEFAULT_RETENTION = 7 * 24 * 3600
 DEFAULT_MAX_COUNT = 100_000
-EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+EVENT_ID = re.compile(r"^(\d{1,19})-(\d{1,19})$")  # below 2**64, as Redis takes them
 
 
 def parse_id(text: str) -> tuple[int, int] | None:
