@@ -4,6 +4,7 @@
     flask --app app vault rotate        re-seal every record under VAULT_KEY (reads old ones with VAULT_PREVIOUS_KEYS)
     flask --app app vault check         open every record; exit 1 if any does not open
     flask --app app accounts list|show ID|delete ID
+    flask --app app events list [--failed]|replay ID...|--since TIME|stats|deliver
 
 Flask builds the app (and so reads and validates the whole configuration)
 before it looks up any app command, so every `flask ...` command needs the
@@ -16,6 +17,7 @@ from __future__ import annotations
 from flask import Flask
 
 from cli import account_commands, vault_commands
+from cli.event_commands import events_group
 from cli.groups import accounts_group, vault_group
 
 __all__ = ["accounts_group", "init_app", "vault_group"]
@@ -27,3 +29,4 @@ COMMAND_MODULES = (vault_commands, account_commands)
 def init_app(app: Flask) -> None:
     app.cli.add_command(vault_group)
     app.cli.add_command(accounts_group)
+    app.cli.add_command(events_group)
