@@ -95,6 +95,9 @@ class Harness:
             "TRACKUNIT_API_URL": self.sim.url,
             "TOKEN_EXPIRY_MARGIN": str(s.margin),
             "KEY_PREFIX": KEY_PREFIX,
+            # The sections measure cold accounts (stampede, fan-out): no token fetch right after installing.
+            # The events section (16) turns it on for its own gunicorn.
+            "VERIFY_ON_INSTALL": "false",
             "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "prometheus"),
             **s.service_env,
         }

@@ -15,6 +15,7 @@ from core.config import Config
 from simulator import SigningKey, create_simulator, serve_in_thread
 from simulator.tls import make_certificates
 from tests.support.constants import API_KEY, service_env
+from tests.support.gunicorn import GunicornServer
 from tests.support.installer import Installer
 from tests.support.redis_server import RedisServer
 
@@ -124,6 +125,21 @@ def app(make_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def start_gunicorn():
+    """`start_gunicorn(env, workers=4)`: the service under gunicorn, as the Procfile runs it; stopped after the test."""
+    servers: list[GunicornServer] = []
+
+    def start(env: dict[str, str], *, workers: int = 4) -> GunicornServer:
+        server = GunicornServer(env, workers=workers)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

@@ -49,5 +49,9 @@ def test_bench_smoke_run_passes_and_reports_a_single_stampede_call():
         r"^\| 13\.1 +\| proxy under a slow API: errors, proxied .*\| 0 \(0 non-2xx", result.stdout, re.M
     ), output
     assert re.search(r"^\| 13\.3 +\| connection reuse: .*\| \d+ new connections for \d", result.stdout, re.M), output
+    # Issue 16: every install's two events delivered once, in order, with valid signatures (counts only).
+    assert re.search(
+        r"^\| 16 +\| installs stored; .*\| 40 stored, 80 of 80 delivered +\| all +\| ok", result.stdout, re.M
+    ), output
     assert "load generator:" in result.stderr, output
     assert "counts: all correct" in result.stdout, output

@@ -26,18 +26,9 @@ WORKERS = 4
 
 
 @pytest.fixture
-def gunicorn(env):
+def gunicorn(env, start_gunicorn):
     """Start the service under gunicorn with the test environment; stopped after the test."""
-    servers: list[GunicornServer] = []
-
-    def start() -> GunicornServer:
-        server = GunicornServer(env, workers=WORKERS)
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
+    return lambda: start_gunicorn(env, workers=WORKERS)
 
 
 def stampede(url: str, headers: dict, n: int = CONCURRENCY) -> list[tuple[int, dict, dict]]:

@@ -49,9 +49,8 @@ def receivers(secret):
 
 
 @pytest.fixture
-def webhook_vault(env, secret):
+def webhook_vault(env, secret, start_gunicorn):
     """`webhook_vault(receivers, **env)`: gunicorn delivering to those receivers; stopped after the test."""
-    servers: list[GunicornServer] = []
 
     def start(*targets: Receiver, base: dict | None = None, **overrides: str) -> GunicornServer:
         urls = ",".join(f"{r.url}?token={URL_TOKEN}" for r in targets)
@@ -63,13 +62,9 @@ def webhook_vault(env, secret):
             "VERIFY_ON_INSTALL": "true",
             **overrides,
         }
-        server = GunicornServer(settings, workers=WORKERS)
-        servers.append(server)
-        return server.start()
+        return start_gunicorn(settings, workers=WORKERS)
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def endpoint(client, receiver: Receiver, keys: KeySpace = KEYS) -> EndpointState:
