@@ -34,7 +34,7 @@ class Events:
 
 def build_events(client: redis.Redis, keys: KeySpace, config: Config) -> Events:
     outbox = Outbox(client, keys, retention=config.event_retention, max_count=config.event_max_count)
-    watcher = StreamWatcher(client, keys.events)
+    watcher = StreamWatcher(outbox)
     delivery = EventDelivery(
         config.webhook_urls, config.webhook_secret, config.webhook_retry_schedule, outbox, keys, watcher
     )

@@ -1,6 +1,6 @@
 """One watcher of the outbox stream per worker process, so that any number of waiters cost one Redis connection.
 
-A thread (a greenlet under gevent) loops on `XREAD BLOCK` from the newest id it has seen and
+A thread (a greenlet under gevent) loops on `XREAD BLOCK` (`Outbox.wait_after`) from the newest id it has seen and
 wakes every waiter when the stream grows: a feed long-poll or an idle deliverer waits on a
 `threading.Condition`, not on Redis. It borrows one connection of the worker's pool for each
 block (EVENT_WATCH_BLOCK_MS, inside the socket timeout), runs only while someone waited on it in
@@ -13,12 +13,10 @@ import logging
 import os
 import threading
 import time
-from typing import Any
-
-import redis
 
 from core import tunables
-from vault.outbox import parse_id, text
+from core.errors import VaultError
+from vault.outbox import Outbox, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +29,9 @@ def id_key(event_id: str | None) -> tuple[int, int]:
 
 
 class StreamWatcher:
-    def __init__(self, client: redis.Redis, stream: str) -> None:
-        self.client = client
-        self.stream = stream
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.waiting = 0  # waiters right now (tests wait for a long-poll to be waiting)
         self._changed = threading.Condition()
         self._last: tuple[int, int] | None = None  # the newest id seen; None until the first read
         self._used = 0.0
@@ -46,15 +44,23 @@ class StreamWatcher:
         wanted = id_key(after)
         deadline = time.monotonic() + timeout
         with self._changed:
-            while True:
-                self._used = time.monotonic()
-                self._ensure_running()
-                if self._last is not None and self._last > wanted:
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0 or self._stop.is_set():
-                    return False
-                self._changed.wait(min(left, tunables.EVENT_WATCH_BLOCK_MS / 1000))
+            self.waiting += 1
+            try:
+                return self._wait(wanted, deadline)
+            finally:
+                self.waiting -= 1
+
+    def _wait(self, wanted: tuple[int, int], deadline: float) -> bool:
+        """The wait of `wait_beyond`, with the condition held."""
+        while True:
+            self._used = time.monotonic()
+            self._ensure_running()
+            if self._last is not None and self._last > wanted:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.is_set():
+                return False
+            self._changed.wait(min(left, tunables.EVENT_WATCH_BLOCK_MS / 1000))
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop the watcher and wait (a little) for it to end: its block ends within EVENT_WATCH_BLOCK_MS."""
@@ -78,20 +84,18 @@ class StreamWatcher:
         while not self._stop.is_set() and time.monotonic() - self._used < tunables.EVENT_WATCH_IDLE_STOP:
             try:
                 if cursor is None:
-                    newest = self.client.xrevrange(self.stream, "+", "-", count=1)
-                    cursor = text(newest[0][0] or b"0-0") if newest else "0-0"
+                    cursor = self.outbox.newest_id()
                     self._seen(cursor)
-                answer: Any = self.client.xread({self.stream: cursor}, count=100, block=tunables.EVENT_WATCH_BLOCK_MS)
+                newest = self.outbox.wait_after(cursor, tunables.EVENT_WATCH_BLOCK_MS)
                 reported = False
-                for _, entries in answer or ():
-                    if entries:
-                        cursor = text(entries[-1][0])
-                        self._seen(cursor)
-            except redis.exceptions.RedisError as exc:
+                if newest is not None:
+                    cursor = newest
+                    self._seen(cursor)
+            except VaultError:
                 if self._stop.is_set():
                     break  # closed (its app is gone): nothing to report
                 if not reported:
-                    log.warning("event stream watch failed (%s); retrying", type(exc).__name__)
+                    log.warning("event stream watch failed (Redis unavailable); retrying")
                     reported = True
                 cursor = None  # after a restart, read the newest id again
                 self._stop.wait(tunables.EVENT_WATCH_RECONNECT_DELAY)

@@ -118,6 +118,25 @@ class Outbox:
         with store_errors():
             return stored(self.redis.xrevrange(self.keys.events, "+", "-", count=limit))[::-1]
 
+    def newest_id(self) -> str:
+        """The id of the newest event, "0-0" when there is none."""
+        with store_errors():
+            newest = self.redis.xrevrange(self.keys.events, "+", "-", count=1)
+        return text(newest[0][0] or b"0-0") if newest else "0-0"
+
+    def wait_after(self, cursor: str, block_ms: int) -> str | None:
+        """Block up to `block_ms` for events after `cursor`; the newest id read, or None if none came.
+
+        It holds one pooled connection for the block (the watcher's: events.watch).
+        """
+        with store_errors():
+            answer: Any = self.redis.xread({self.keys.events: cursor}, count=1000, block=block_ms)
+        newest = None
+        for _, entries in answer or ():
+            if entries:
+                newest = text(entries[-1][0])
+        return newest
+
     def get(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]:
         """The events of these ids that are still retained, by id."""
         with store_errors():

@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 from events.signing import generate_secret
 from iris_vault_client import EventStream, VaultError, WebhookVerificationError, verify_webhook
 from tests.support.constants import API_KEY
+from tests.support.flows import wait_for
 
 BODY = json.dumps({"type": "account.installed", "timestamp": "2026-12-01T00:00:00.000Z", "data": {}}).encode()
 
@@ -68,7 +69,7 @@ def test_the_event_stream_resumes_from_the_last_id(installer, vault_server):
     assert [e["data"]["account_id"] for e in resumed] == ["acc-3"]
 
 
-def test_the_event_stream_follows_new_events(installer, vault_server):
+def test_the_event_stream_follows_new_events(installer, app, vault_server):
     installer = installer.to(vault_server.url)
     stream = EventStream(vault_server.url, API_KEY, wait=10)
     seen: list[str] = []
@@ -81,6 +82,8 @@ def test_the_event_stream_follows_new_events(installer, vault_server):
 
     reader = threading.Thread(target=follow)
     reader.start()
+    watcher = app.extensions["vault"].events.watcher  # the app vault_server serves
+    wait_for(lambda: watcher.waiting == 1)  # the stream long-polls: there is nothing yet
     installer.install("acc-0")
     installer.install("acc-1")
     reader.join(30)

@@ -129,12 +129,14 @@ def test_the_feed_pages_and_resumes(installer, client, auth_headers):
     assert empty == {"events": [], "next": rest["next"]}
 
 
-def test_the_feed_long_polls_until_an_event_exists(installer, client, auth_headers):
+def test_the_feed_long_polls_until_an_event_exists(installer, app, client, auth_headers):
     installer.install("acc-0")
     start = feed(client, auth_headers)["next"]
     answer: dict = {}
     polling = threading.Thread(target=lambda: answer.update(feed(client, auth_headers, after=start, wait=20)))
     polling.start()
+    watcher = app.extensions["vault"].events.watcher
+    wait_for(lambda: watcher.waiting == 1)  # the long-poll waits: nothing after `start` yet
     installer.install("acc-1")
     polling.join(30)
     # Woken by the event: a poll that had run out its wait answers an empty list.
