@@ -267,17 +267,22 @@ class EventDelivery:
     def endpoints(self) -> list[EndpointState]:
         return [d.state for d in self.deliverers]
 
+    def ensure_groups(self) -> None:
+        """Make every endpoint's consumer group now, so that events from this moment on are delivered."""
+        for deliverer in self.deliverers:
+            try:
+                deliverer.state.ensure_group()
+            except VaultError:
+                pass  # Redis is down: the delivery loop makes the group when it is back
+
     def start(self) -> None:
         """Start one delivery thread per endpoint in this process (again after a fork); never waits."""
         if self._pid == os.getpid() or not self.deliverers:
             return
         self._pid = os.getpid()
+        self.ensure_groups()
         for deliverer in self.deliverers:
             deliverer.consumer = consumer_name()
-            try:
-                deliverer.state.ensure_group()  # now, so that events from this moment on are delivered
-            except VaultError:
-                pass  # Redis is down: the loop creates the group when it is back
             thread = threading.Thread(target=deliverer.run, args=(self._stop,), name=THREAD_NAME, daemon=True)
             thread.start()
             self._threads.append(thread)

@@ -23,9 +23,15 @@ class Events:
     mode: str  # EVENT_DELIVERY: web (the web workers deliver), worker (`events deliver` does), off
 
     def start_in_web(self) -> None:
-        """Called by the web entry point (wsgi.py) in each worker: start delivering unless another process does."""
+        """Called by the web entry point (wsgi.py) in each worker: start delivering unless another process does.
+
+        With EVENT_DELIVERY=worker the endpoints' consumer groups are still made here, so that the
+        events the web dynos write before the worker process first runs are delivered too.
+        """
         if self.mode == "web":
             self.delivery.start()
+        elif self.mode == "worker":
+            self.delivery.ensure_groups()
 
     def close(self) -> None:
         self.delivery.stop()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -16,7 +18,7 @@ import requests
 from events.signing import generate_secret
 from tests.support.constants import ACCOUNT, API_KEY, service_env
 from tests.support.flows import wait_for
-from tests.support.gunicorn import GunicornServer
+from tests.support.gunicorn import ROOT, GunicornServer
 from tests.support.installer import Installer
 from tests.support.receiver import Receiver
 from tests.support.redis_server import RedisServer
@@ -219,3 +221,28 @@ def test_many_long_polls_do_not_hold_up_other_requests(webhook_vault, receivers,
     for thread in polls:
         thread.join(30)
     assert len(answers) == 60 and all(a["events"] and a["events"][0]["type"] == INSTALLED for a in answers)
+
+
+def test_a_worker_process_can_take_delivery_over(webhook_vault, receivers, sim, sim_server, redis_client, env, secret):
+    """EVENT_DELIVERY=worker: the web workers deliver nothing; the Procfile's `worker` command does."""
+    receiver = receivers()
+    server = webhook_vault(receiver, EVENT_DELIVERY="worker", VERIFY_ON_INSTALL="false")
+    Installer(sim, server.url, sim_url=sim_server.url).install()
+    state = endpoint(redis_client, receiver)
+    assert state.stats().lease_holder is None and receiver.verified == []  # nobody in the web dyno delivers
+    command = (ROOT / "Procfile").read_text().split("worker:", 1)[1].splitlines()[0].split()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", *command],
+        cwd=ROOT,
+        env={**os.environ, **server.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # The group was made by the first web worker, so the event written before the worker started is kept.
+        receiver.wait_for_types(ACCOUNT, [INSTALLED], timeout=30)
+        assert state.stats().lease_holder.endswith(f":{worker.pid}")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
