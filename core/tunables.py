@@ -124,5 +124,6 @@ WEBHOOK_BATCH = 100
 # another takes the lease after this long and claims its unacknowledged entries (XAUTOCLAIM).
 WEBHOOK_LEASE_SECONDS = 5.0
 WEBHOOK_LEASE_RENEW = 1.0
+WEBHOOK_CONSUMER_FORGET = 3600.0  # a consumer with nothing pending, idle this long, is a process gone
 WEBHOOK_IDLE_POLL = 1.0  # a deliverer without the lease, or without work, looks again this often
 WEBHOOK_FAILED_KEPT = 10_000  # failed events remembered per endpoint (for `events list --failed`, replay)

@@ -101,6 +101,7 @@ class EndpointDeliverer:
                 if not self._holding:
                     self._holding = True
                     self.state.ensure_group()
+                    self.state.forget_consumers(self.consumer, int(tunables.WEBHOOK_CONSUMER_FORGET * 1000))
                     self._seen = self.outbox.info().last_id
                 if not self.round():
                     self._idle()

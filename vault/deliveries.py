@@ -95,6 +95,25 @@ class EndpointState:
             if self.redis.get(self._key("lease")) == consumer.encode():
                 self.redis.delete(self._key("lease"))
 
+    def forget_consumers(self, keep: str, min_idle_ms: int) -> int:
+        """Drop the group's consumers that hold nothing and were idle this long (processes gone); how many.
+
+        Every process has its own consumer name (host and pid), so without this a group would
+        collect one per restart. One with entries pending is kept: claim_stale takes them first.
+        """
+        dropped = 0
+        with store_errors():
+            try:
+                consumers: list[dict[str, Any]] = self.redis.xinfo_consumers(self.keys.events, self.group)
+            except redis.exceptions.ResponseError:
+                return 0  # no stream or no group yet
+            for consumer in consumers:
+                name = text(consumer["name"])
+                if name != keep and int(consumer.get("pending") or 0) == 0 and int(consumer["idle"]) >= min_idle_ms:
+                    self.redis.xgroup_delconsumer(self.keys.events, self.group, name)
+                    dropped += 1
+        return dropped
+
     def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[StoredEvent]:
         """Entries read by a consumer that has not settled them for `min_idle_ms` (it died), now this one's.
 
