@@ -26,6 +26,7 @@ from auth.tokens import TokenService
 from auth.trackunit import TrackunitAuth
 from core import logs, tunables
 from core.config import ApiKey, Config, ConfigError
+from events.service import Events, build_events
 from proxy.upstream import TrackunitApi
 from vault.accounts import AccountRepository
 from vault.apikeys import ApiKeyStore
@@ -53,11 +54,13 @@ class Services:
     memory: WorkerMemory
     managed_keys: ApiKeyStore
     rate_limiter: RateLimiter
+    events: Events
     metrics_token: ApiKeyChecker | None = None
 
     def close(self) -> None:
         """Stop background threads (tests create many apps; a server process simply exits)."""
         self.memory.stop()
+        self.events.close()
 
 
 def build_services(config: Config, client: redis.Redis | None = None) -> Services:
@@ -69,11 +72,12 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     sealer = Sealer(config.keyring)
     keys = KeySpace(config.key_prefix)
     memory = WorkerMemory(client, keys.channel)
-    accounts = AccountRepository(client, sealer, keys, on_change=memory.cache.invalidate)
+    events = build_events(client, keys, config)
+    accounts = AccountRepository(client, sealer, keys, on_change=memory.cache.invalidate, outbox=events.outbox)
     managed_keys = ApiKeyStore(client, config.keyring, keys)
     tokens = TokenService(
         accounts,
-        TokenCache(client, sealer, keys, config.iris_app_id),
+        TokenCache(client, sealer, keys, config.iris_app_id, outbox=events.outbox),
         # Every request in flight may be a cold fetch; refresh-ahead fetches come on top.
         TrackunitAuth(
             config.token_url,
@@ -103,6 +107,7 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
             deadline=config.proxy_deadline,
         ),
         memory=memory,
+        events=events,
         metrics_token=ApiKeyChecker((ApiKey("metrics", config.metrics_token),)) if config.metrics_token else None,
         managed_keys=managed_keys,
         rate_limiter=RateLimiter(client, keys.rate_limits),

@@ -7,7 +7,20 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import accounts, admission, apikeys, callback, errors, health, metrics, openapi, proxy, requestlog, tokens
+from api import (
+    accounts,
+    admission,
+    apikeys,
+    callback,
+    errors,
+    events,
+    health,
+    metrics,
+    openapi,
+    proxy,
+    requestlog,
+    tokens,
+)
 
 
 def init_app(app: Flask, *, max_in_flight: int) -> None:
@@ -23,4 +36,5 @@ def init_app(app: Flask, *, max_in_flight: int) -> None:
     app.register_blueprint(accounts.bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(proxy.bp)
+    app.register_blueprint(events.bp)
     app.register_blueprint(openapi.bp)

@@ -53,7 +53,7 @@ def guard_v1() -> None:
     if path == "/v1" or path.startswith("/v1/"):
         caller = require_api_key(req.environ.get("HTTP_AUTHORIZATION", ""))
         rule = req.url_rule
-        needed = permissions.required(rule.endpoint if rule is not None else None, req.method, path)
+        needed = permissions.required(rule.endpoint if rule is not None else None, req.method)
         if not caller.policy.allows(needed):
             _REFUSED["forbidden"].inc()
             raise Forbidden(needed.value)

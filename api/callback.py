@@ -124,6 +124,8 @@ def _installed(svc: Services, message: CallbackMessage, iat: int | None):
         audit("install_stale", account_id=message.account_id, via="callback")
         return {"status": "stale", "account_id": message.account_id}
     replaced = outcome is Installed.REPLACED
+    if svc.config.verify_on_install:
+        svc.tokens.verify_soon(message.account_id)  # in the background: account.verified or account.revoked
     metrics.CALLBACKS.labels("stored").inc()
     audit("credentials_stored", account_id=message.account_id, replaced=replaced, via="callback")
     return {"status": "stored", "account_id": message.account_id, "replaced": replaced}

@@ -18,5 +18,5 @@ def scrape():
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or svc.metrics_token.name_for(presented.strip()) is None:
             raise Unauthorized("A valid metrics token is required (Authorization: Bearer <METRICS_TOKEN>).")
-    body, content_type = metrics.render(svc.accounts)
+    body, content_type = metrics.render(svc.accounts, svc.events.outbox)
     return Response(body, content_type=content_type)

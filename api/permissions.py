@@ -17,18 +17,14 @@ BY_ENDPOINT: dict[str, tuple[Permission, Permission]] = {
     "accounts.list_accounts": (Permission.ACCOUNTS_READ, Permission.ACCOUNTS_READ),
     "accounts.show_account": (Permission.ACCOUNTS_READ, Permission.ACCOUNTS_READ),
     "accounts.delete_account": (Permission.ACCOUNTS_DELETE, Permission.ACCOUNTS_DELETE),
+    "events.list_events": (Permission.EVENTS_READ, Permission.ADMIN),  # the feed; it serves GET only
 }
-# Path prefix -> permission for GET/HEAD, for routes another change adds (the event feed); other methods: admin.
-BY_PREFIX: tuple[tuple[str, Permission], ...] = (("/v1/events", Permission.EVENTS_READ),)
 
 
-def required(endpoint: str | None, method: str, path: str) -> Permission:
+def required(endpoint: str | None, method: str) -> Permission:
     """The permission a request needs (`endpoint` None: no route matched)."""
     is_read = method in READ_METHODS
     entry = BY_ENDPOINT.get(endpoint) if endpoint is not None else None
     if entry is not None:
         return entry[0] if is_read else entry[1]
-    for prefix, permission in BY_PREFIX:
-        if is_read and (path == prefix or path.startswith(prefix + "/")):
-            return permission
     return Permission.ADMIN

@@ -96,6 +96,9 @@ class Harness:
             "TOKEN_EXPIRY_MARGIN": str(s.margin),
             "KEY_PREFIX": KEY_PREFIX,
             "METRICS_PUBLIC": "true",  # the bench reads /metrics; production needs METRICS_TOKEN or this
+            # The sections measure cold accounts (stampede, fan-out): no token fetch right after installing.
+            # The events section (16) turns it on for its own gunicorn.
+            "VERIFY_ON_INSTALL": "false",
             "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "prometheus"),
             **s.service_env,
         }

@@ -36,6 +36,7 @@ import requests
 
 from bench.common import SetupError, log
 from bench.economy import Economy
+from bench.events import EventDelivery
 from bench.fanout import FanOut
 from bench.harness import Harness
 from bench.hits import Hits
@@ -171,7 +172,19 @@ LOAD_AT_START = float("nan")
 
 
 class Bench(
-    Output, Scale, Hits, Stampede, Rollover, Economy, SlowApi, ConnectionReuse, FanOut, Overhead, ManyInFlight, Harness
+    Output,
+    Scale,
+    Hits,
+    Stampede,
+    Rollover,
+    Economy,
+    SlowApi,
+    ConnectionReuse,
+    FanOut,
+    Overhead,
+    ManyInFlight,
+    EventDelivery,
+    Harness,
 ):
     """The benchmark: the harness (start-up, shared calls) with every section and the output, one object."""
 
@@ -208,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tls": bench.proxy_tls,
                 "overhead": bench.overhead,
                 "many": bench.many_in_flight,
+                "events": bench.event_delivery,
             }
             for name in SECTIONS:
                 if name in settings.sections:

@@ -40,6 +40,9 @@ class Settings:
     fanout_delay: float
     overhead_rounds: int
     overhead_duration: int
+    # issue 16: webhook delivery lag at a steady install rate
+    events_rate: int
+    events_seconds: int
     tls: bool = True
     sections: frozenset[str] = frozenset()
     service_env: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -72,6 +75,8 @@ FULL = dict(
     fanout_delay=0.5,
     overhead_rounds=7,
     overhead_duration=2,
+    events_rate=100,
+    events_seconds=10,
 )
 # The smoke run asserts counts only: a short proxied run without errors (few connections, so
 # that any worker model passes), a tiny cold fan-out (N accounts -> N token calls, all 200).
@@ -101,8 +106,10 @@ SMOKE = dict(
     fanout_delay=0.5,
     overhead_rounds=1,
     overhead_duration=1,
+    events_rate=20,
+    events_seconds=2,
 )
 #: Sections, in the order they run; --sections picks some (the accounts are always installed).
-SECTIONS = ("paging", "hit", "stampede", "fanout", "rollover", "economy", "proxy", "tls", "overhead", "many")
+SECTIONS = ("paging", "hit", "stampede", "fanout", "rollover", "economy", "proxy", "tls", "overhead", "many", "events")
 #: The variable the service is told to trust a CA bundle with (for Trackunit's URLs), see bench/README.md.
 CA_BUNDLE_VARIABLE = "TRACKUNIT_CA_BUNDLE"

@@ -6,6 +6,7 @@
     flask --app app accounts list|show ID|delete ID
     flask --app app apikeys create NAME --allow PERMS [--scopes "..."] [--rate N/PERIOD] [--expires DAYS]
     flask --app app apikeys list [--json] | revoke NAME
+    flask --app app events list [--failed]|replay ID...|--since TIME|stats|deliver
 
 Flask builds the app (and so reads and validates the whole configuration)
 before it looks up any app command, so every `flask ...` command needs the
@@ -18,6 +19,7 @@ from __future__ import annotations
 from flask import Flask
 
 from cli import account_commands, apikey_commands, vault_commands
+from cli.event_commands import events_group
 from cli.groups import accounts_group, apikeys_group, vault_group
 
 __all__ = ["accounts_group", "apikeys_group", "init_app", "vault_group"]
@@ -30,3 +32,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(vault_group)
     app.cli.add_command(accounts_group)
     app.cli.add_command(apikeys_group)
+    app.cli.add_command(events_group)

@@ -79,7 +79,7 @@ def delete_account(account_id: str, yes: bool) -> None:
     s = services()
     if not yes:
         click.confirm(f"Delete account {account_id} and its cached tokens?", abort=True)
-    if not s.accounts.delete(account_id):
+    if not s.accounts.delete(account_id, via="cli"):
         raise click.ClickException(f"account {account_id} is not installed")
     g.api_key_name = "cli"  # the audit line names who did it
     audit("account_deleted", account_id=account_id)

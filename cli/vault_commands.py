@@ -8,6 +8,7 @@ import json
 import click
 
 from cli.groups import services, stderr, table, vault_errors, vault_group
+from events.signing import generate_secret
 from vault.keys import generate_key, parse_key
 from vault.rotation import DEFAULT_BATCH, FAILED, RESEALED, SKIPPED, Record, Report, Rotation
 
@@ -16,8 +17,12 @@ MAX_PROBLEMS_SHOWN = 100
 
 @click.command("keygen")
 @click.option("--hex", "as_hex", is_flag=True, help="64 hex characters instead of base64 (VAULT_KEY takes both).")
-def keygen(as_hex: bool) -> None:
-    """Print a new random 32-byte key for VAULT_KEY (and nothing else)."""
+@click.option("--webhook", is_flag=True, help="A WEBHOOK_SECRET instead (whsec_ + base64, Standard Webhooks).")
+def keygen(as_hex: bool, webhook: bool) -> None:
+    """Print a new random 32-byte key for VAULT_KEY, or with --webhook for WEBHOOK_SECRET (and nothing else)."""
+    if webhook:
+        click.echo(generate_secret())
+        return
     key = generate_key()
     click.echo(parse_key(key, "the new key").hex() if as_hex else key)
 

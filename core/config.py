@@ -7,6 +7,8 @@ on the first request. Nothing here knows Flask.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import re
 from collections.abc import Mapping
@@ -35,6 +37,15 @@ MAX_MAX_IN_FLIGHT = 10_000
 # Heroku Redis mini accepts 20 clients: 2 workers x 8 leaves room for `heroku run` commands.
 DEFAULT_REDIS_MAX_CONNECTIONS = 8
 MIN_REDIS_MAX_CONNECTIONS = 2  # the subscription holds one for good; requests need another
+
+# Account lifecycle events (events/, vault/outbox.py): retention of the outbox stream, by time and by count.
+DEFAULT_EVENT_RETENTION = 7 * 24 * 3600
+DEFAULT_EVENT_MAX_COUNT = 100_000
+# Seconds before each webhook retry, close to Svix's schedule; after the last, the event is marked failed.
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+EVENT_DELIVERY_MODES = ("web", "worker", "off")
+WEBHOOK_SECRET_PREFIX = "whsec_"
+MIN_WEBHOOK_SECRET_BYTES = 16
 
 _API_KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SCOPE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -108,6 +119,17 @@ class Config:
     metrics_public: bool = False
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
+    #: Events: the outbox's retention, the webhook endpoints (never logged: an URL may carry a token),
+    #: the signing key (the bytes of WEBHOOK_SECRET), where delivery runs, and verification on install.
+    event_retention: int = DEFAULT_EVENT_RETENTION
+    event_max_count: int = DEFAULT_EVENT_MAX_COUNT
+    webhook_urls: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    webhook_secret: bytes | None = dataclasses.field(default=None, repr=False)
+    webhook_retry_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_SCHEDULE
+    event_delivery: str = "web"
+    verify_on_install: bool = True
+    #: The longest a feed long-poll waits, whatever its `wait` asks (at most FEED_MAX_WAIT, 30 s).
+    feed_max_wait: int = 30
     #: Every configured secret as written, for the logging redaction net.
     secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
@@ -142,6 +164,14 @@ class Config:
                 unit="connections",
                 maximum=1000,
             ),
+            event_retention=_duration(env, "EVENT_RETENTION", DEFAULT_EVENT_RETENTION),
+            event_max_count=_int(env, "EVENT_MAX_COUNT", DEFAULT_EVENT_MAX_COUNT, 100, unit="events"),
+            webhook_urls=_webhook_urls(env),
+            webhook_secret=_webhook_secret(env),
+            webhook_retry_schedule=_retry_schedule(env),
+            event_delivery=_choice(env, "EVENT_DELIVERY", EVENT_DELIVERY_MODES),
+            verify_on_install=_bool(env, "VERIFY_ON_INSTALL", True),
+            feed_max_wait=_int(env, "EVENT_FEED_MAX_WAIT", 30, 0, maximum=30),
             secrets=_secrets(env),
         )
 
@@ -172,6 +202,10 @@ def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
         values.append(name_key.partition(":")[2] or name_key)
     password = urlsplit(env.get("REDIS_URL", "")).password
     values.append(password or "")
+    secret = env.get("WEBHOOK_SECRET", "").strip()
+    values += [secret, secret.removeprefix(WEBHOOK_SECRET_PREFIX)]
+    for url in env.get("WEBHOOK_URL", "").split(","):
+        values.append(urlsplit(url.strip()).password or "")
     return tuple(v.strip() for v in values if v and v.strip())
 
 
@@ -340,3 +374,68 @@ def _key_prefix(env: Mapping[str, str]) -> str:
     if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", prefix):
         raise ConfigError("KEY_PREFIX must be 1-64 of A-Z a-z 0-9 _ . : -")
     return prefix.rstrip(":")
+
+
+def _duration(env: Mapping[str, str], name: str, default: int) -> int:
+    """Seconds, or a whole number with a unit: `604800`, `7d`, `12h`, `30m`, `90s`."""
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    match = re.fullmatch(r"(\d{1,9})([smhd]?)", raw)
+    if match is None:
+        raise ConfigError(f"{name} must be a whole number of seconds, or of minutes, hours or days (30m, 12h, 7d)")
+    seconds = int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    if seconds < 60:
+        raise ConfigError(f"{name} must be at least 60 seconds")
+    return seconds
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}")
+    return raw
+
+
+def _webhook_urls(env: Mapping[str, str]) -> tuple[str, ...]:
+    """WEBHOOK_URL: comma-separated http(s) endpoints (an entry is named by position, never by its text)."""
+    urls = [part.strip() for part in (env.get("WEBHOOK_URL") or "").split(",") if part.strip()]
+    for index, url in enumerate(urls):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"WEBHOOK_URL entry {index + 1} must be an http(s) URL")
+    if len(set(urls)) != len(urls):
+        raise ConfigError("WEBHOOK_URL: two entries are the same URL")
+    if urls and not (env.get("WEBHOOK_SECRET") or "").strip():
+        raise ConfigError("WEBHOOK_SECRET is missing (WEBHOOK_URL is set; python -m cli keygen --webhook makes one)")
+    return tuple(urls)
+
+
+def _webhook_secret(env: Mapping[str, str]) -> bytes | None:
+    """WEBHOOK_SECRET: `whsec_` + base64 of the HMAC key, as Standard Webhooks defines it."""
+    raw = (env.get("WEBHOOK_SECRET") or "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ConfigError("WEBHOOK_SECRET must start with whsec_ (python -m cli keygen --webhook makes one)")
+    try:
+        key = base64.b64decode(raw.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("WEBHOOK_SECRET: the part after whsec_ is not base64") from None
+    if len(key) < MIN_WEBHOOK_SECRET_BYTES:
+        raise ConfigError(f"WEBHOOK_SECRET must hold at least {MIN_WEBHOOK_SECRET_BYTES} bytes")
+    return key
+
+
+def _retry_schedule(env: Mapping[str, str]) -> tuple[float, ...]:
+    """WEBHOOK_RETRY_SCHEDULE: seconds before each retry, comma-separated (decimals allowed, for tests)."""
+    raw = (env.get("WEBHOOK_RETRY_SCHEDULE") or "").strip()
+    if not raw:
+        return DEFAULT_WEBHOOK_RETRY_SCHEDULE
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError("WEBHOOK_RETRY_SCHEDULE must be seconds, comma-separated (5,300,1800)") from None
+    if not 1 <= len(delays) <= 20 or any(not 0 <= d <= 7 * 86400 for d in delays):
+        raise ConfigError("WEBHOOK_RETRY_SCHEDULE: 1 to 20 delays, each from 0 to 604800 seconds")
+    return delays

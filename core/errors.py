@@ -137,3 +137,14 @@ class RateLimited(VaultError):
 
     status, code, message = 429, "rate_limited", "The API key's rate limit is used up: retry after Retry-After."
     retry_after = 1
+
+
+class EventsExpired(VaultError):
+    """`after` names an event older than the retention: events after it were trimmed (the feed says the oldest)."""
+
+    status, code = 410, "events_expired"
+    message = "Events after this id are no longer retained; start again from the oldest id available."
+
+    def __init__(self, oldest: str | None) -> None:
+        super().__init__()
+        self.oldest = oldest

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 TOKEN_REQUESTS = Counter(
     "itv_token_requests_total",
@@ -70,6 +70,20 @@ API_KEY_REFUSALS = Counter(
     "(unauthorized, expired, forbidden, scope_not_allowed, rate_limited).",
     ["reason"],
 )
+# Account lifecycle events (events/): the count by type is read from Redis at scrape time (EventsCollector).
+DELIVERIES = Counter(
+    "itv_webhook_deliveries_total",
+    "Webhook delivery attempts, by outcome (delivered, status_4xx, status_5xx, timeout, unreachable, error).",
+    ["outcome"],
+)
+DELIVERY_LAG = Histogram(
+    "itv_webhook_delivery_lag_seconds",
+    "Seconds from an event to its 2xx at a webhook endpoint (retries included).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 36000, 86400),
+)
+EVENTS_FAILED = Counter(
+    "itv_webhook_events_failed_total", "Events marked failed for an endpoint: out of retries, or no longer retained."
+)
 
 
 class AccountsCollector:
@@ -89,7 +103,26 @@ class AccountsCollector:
         yield family
 
 
-def render(accounts) -> tuple[bytes, str]:
+class EventsCollector:
+    """`itv_events_total{type}`: events ever appended, counted in Redis by the appending scripts (all processes)."""
+
+    def __init__(self, outbox) -> None:
+        self.outbox = outbox
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "itv_events", "Account lifecycle events appended to the outbox, by type.", labels=["type"]
+        )
+        try:
+            counts = self.outbox.counts()
+        except Exception:  # Redis down: scrape the rest
+            return
+        for kind, count in sorted(counts.items()):
+            family.add_metric([kind], count)
+        yield family
+
+
+def render(accounts, outbox=None) -> tuple[bytes, str]:
     """The exposition text for one scrape."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -100,6 +133,8 @@ def render(accounts) -> tuple[bytes, str]:
         registry = CollectorRegistry()
         registry.register(_Delegate(REGISTRY))
     registry.register(AccountsCollector(accounts))
+    if outbox is not None:
+        registry.register(EventsCollector(outbox))
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

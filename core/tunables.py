@@ -106,3 +106,30 @@ APIKEY_LAST_USED_INTERVAL = 60.0
 # Managed keys a worker remembers (found, and presented but not found), while the invalidation feed is fresh.
 APIKEY_CACHE_MAX_KEYS = 1000
 APIKEY_CACHE_MAX_UNKNOWN = 1000
+# Account lifecycle events (events/) ---------------------------------------------
+# The feed's long-poll and the deliverers wait on one watcher per worker process: a loop of
+# XREAD BLOCK on one pooled Redis connection (inside REDIS_SOCKET_TIMEOUT), that wakes every waiter
+# when the stream grows; it stops after this long without a waiter and starts again on the next.
+EVENT_WATCH_BLOCK_MS = 1000
+EVENT_WATCH_IDLE_STOP = 60.0
+EVENT_WATCH_RECONNECT_DELAY = 0.5
+FEED_DEFAULT_LIMIT = 100
+FEED_MAX_LIMIT = 500
+FEED_MAX_WAIT = 30  # seconds; behind Heroku's router (30 s) ask for at most 25
+# Webhook delivery: one attempt (connect + headers + body) ends within this; the receiver's answer
+# is read up to this many bytes (only its status matters); redirects are never followed.
+WEBHOOK_ATTEMPT_DEADLINE = 10.0
+WEBHOOK_CONNECT_TIMEOUT = 3.0
+WEBHOOK_MAX_RESPONSE_BYTES = 64 * 1024
+WEBHOOK_RETRY_JITTER = 0.1  # each retry's delay is scheduled +-10 %, so failed endpoints are not hit in waves
+# Per endpoint: deliveries in flight at once (events of different accounts; one account's in order),
+# and events read from the stream per round.
+WEBHOOK_CONCURRENCY = 16
+WEBHOOK_BATCH = 100
+# One process delivers to an endpoint at a time (its lease, renewed while it lives); when it dies,
+# another takes the lease after this long and claims its unacknowledged entries (XAUTOCLAIM).
+WEBHOOK_LEASE_SECONDS = 5.0
+WEBHOOK_LEASE_RENEW = 1.0
+WEBHOOK_CONSUMER_FORGET = 3600.0  # a consumer with nothing pending, idle this long, is a process gone
+WEBHOOK_IDLE_POLL = 1.0  # a deliverer without the lease, or without work, looks again this often
+WEBHOOK_FAILED_KEPT = 10_000  # failed events remembered per endpoint (for `events list --failed`, replay)

@@ -76,7 +76,7 @@ def spawn_gunicorn(env: dict[str, str], **popen) -> subprocess.Popen:
     """gunicorn with the Procfile's arguments."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository, where the Procfile is
     with open(os.path.join(here, "Procfile")) as procfile:
-        command = procfile.read().split("web:", 1)[1].split()
+        command = procfile.read().split("web:", 1)[1].splitlines()[0].split()
     return subprocess.Popen([sys.executable, "-m", *command], env=env, cwd=here, **popen)
 
 

@@ -22,6 +22,7 @@ import redis
 
 from core.errors import RecordUnreadable
 from vault.layout import CACHE, VERIFYING, Field, KeySpace, Status
+from vault.outbox import Outbox
 from vault.scripts import Script
 from vault.seal import Sealer, SealError, associated_data
 from vault.store import store_errors
@@ -120,8 +121,11 @@ class AccountRepository:
         *,
         clock: Callable[[], float] = time.time,
         on_change: Callable[[str], None] = lambda account_id: None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.redis = client
+        # Where the scripts append the lifecycle events of every change (with its retention).
+        self.outbox = outbox if outbox is not None else Outbox(client, keys, clock=clock)
         self.on_change = on_change  # this process's own memory hears of a change at once
         self.sealer = sealer
         self.keys = keys
@@ -157,6 +161,7 @@ class AccountRepository:
                 channel=self.keys.channel,
                 iat="" if issued_at is None else int(issued_at),
                 pieces=sealed_fields_args(sealed),
+                **self.outbox.script_args(),
             )
         if outcome == -1:
             return Installed.STALE
@@ -193,8 +198,8 @@ class AccountRepository:
             log.error("credentials of account %s do not open: %s", record.account_id, exc)
             raise RecordUnreadable() from None
 
-    def delete(self, account_id: str) -> bool:
-        """Remove every trace of the account; True if it was installed."""
+    def delete(self, account_id: str, *, via: str = "api") -> bool:
+        """Remove every trace of the account; True if it was installed (`via`: who asked, for its event)."""
         with store_errors():
             existed = self._delete(
                 account=self.keys.key_for(account_id),
@@ -204,6 +209,8 @@ class AccountRepository:
                 verifying=self.keys.key_for(account_id, VERIFYING),
                 account_id=account_id,
                 channel=self.keys.channel,
+                via=via,
+                **self.outbox.script_args(),
             )
         self.on_change(account_id)
         return bool(existed)
@@ -239,6 +246,7 @@ class AccountRepository:
                 now=int(self.clock()),
                 account_id=account_id,
                 channel=self.keys.channel,
+                **self.outbox.script_args(),
             )
         self.on_change(account_id)
         return bool(done)

@@ -31,6 +31,9 @@ class Field:
     GENERATION = "gen"  # a fresh number from one counter at every install and revocation, never reused
     IAT = "iat"  # the newest `iat` of the identity tokens whose installs stored credentials
     REVOKED_UNTIL = "revoked_until"
+    # Set by install, removed (atomically with `account.verified`) by the first token cached with these
+    # credentials; an account installed before events existed has none, so it announces nothing.
+    UNVERIFIED = "unverified"
     CRED_PIECE = "cred."  # the sealed credentials in pieces: `cred.0`, `cred.1`, …
     LEGACY_CRED = "cred"  # the sealed credentials in one field, as releases before the pieces wrote them
 
@@ -38,6 +41,18 @@ class Field:
 # The message announcing a change of the managed API keys on the invalidation channel: it holds a
 # colon, so it is never an account id (A-Z a-z 0-9 _ -).
 APIKEYS_CHANGED = "apikeys:changed"
+
+
+class EventType(enum.StrEnum):
+    """The account lifecycle events the scripts append to the outbox stream (`KeySpace.events`)."""
+
+    INSTALLED = "account.installed"
+    REINSTALLED = "account.reinstalled"
+    VERIFIED = "account.verified"
+    REVOKED = "account.revoked"
+    REACTIVATED = "account.reactivated"
+    DELETED = "account.deleted"
+
 
 # Kinds of keys below an account's hash (`{prefix}:account:{ID}:<kind>[:<slot>]`).
 TOKEN = "token"  # a sealed token of one scope set (slot)
@@ -110,6 +125,24 @@ class KeySpace:
         """
         return f"{self.prefix}:ratelimit"
 
+    @property
+    def events(self) -> str:
+        """Stream of account lifecycle events (the outbox), appended by the same script as each change."""
+        return f"{self.prefix}:events"
+
+    @property
+    def event_counts(self) -> str:
+        """Hash of event type -> events ever appended (for metrics), counted by the appending script."""
+        return f"{self.prefix}:events:counts"
+
+    def endpoint(self, endpoint_id: str, part: str) -> str:
+        """A key of one webhook endpoint's delivery state (`lease`, `retry`, `attempts`, `held`, `failed`)."""
+        return f"{self.prefix}:events:endpoint:{endpoint_id}:{part}"
+
+    def waiting(self, endpoint_id: str, account_id: str) -> str:
+        """List of one account's event ids waiting behind its undelivered one, for one endpoint."""
+        return f"{self.prefix}:events:endpoint:{endpoint_id}:waiting:{{{account_id}}}"
+
     def identity(self, issuer: str, app_id: str, jti: str) -> str:
         """String tying one identity token id (`jti`) to the one message it signed.
 
@@ -150,8 +183,9 @@ class KeySpace:
 
 
 def lua_prelude() -> str:
-    """Lua locals naming the hash fields and statuses, put before every script."""
+    """Lua locals naming the hash fields, statuses and event types, put before every script."""
     fields = {name.lower(): value for name, value in vars(Field).items() if name.isupper()}
     field_table = ", ".join(f"{name} = '{value}'" for name, value in fields.items())
     status_table = ", ".join(f"{status.name.lower()} = '{status.value}'" for status in Status)
-    return f"local FIELD = {{{field_table}}}\nlocal STATUS = {{{status_table}}}\n"
+    event_table = ", ".join(f"{kind.name.lower()} = '{kind.value}'" for kind in EventType)
+    return f"local FIELD = {{{field_table}}}\nlocal STATUS = {{{status_table}}}\nlocal EVENT = {{{event_table}}}\n"

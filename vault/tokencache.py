@@ -21,6 +21,7 @@ from redis.lock import Lock
 
 from core import tunables
 from vault.layout import CACHE, FAILURE, LOCK, TOKEN, KeySpace
+from vault.outbox import Outbox
 from vault.scripts import Script
 from vault.seal import Sealer, SealError, associated_data
 from vault.store import store_errors
@@ -63,8 +64,10 @@ class TokenCache:
         app_id: str,
         *,
         clock: Callable[[], float] = time.time,
+        outbox: Outbox | None = None,
     ) -> None:
         self.redis = client
+        self.outbox = outbox if outbox is not None else Outbox(client, keys, clock=clock)
         self.sealer = sealer
         self.keys = keys
         self.app_id = app_id
@@ -108,11 +111,11 @@ class TokenCache:
             }
         ).encode()
         sealed = self.sealer.seal(value, aad=self._aad(account_id, slot))
-        return self._write(account_id, generation, TOKEN, slot, sealed, ttl_ms, activate=True)
+        return self._write(account_id, generation, TOKEN, slot, sealed, ttl_ms, activate=True, scope=token.scope)
 
     def put_failure(self, account_id: str, generation: str, slot: str, failure: Failure, ttl: int) -> bool:
         value = json.dumps({"code": failure.code, "retry_after": failure.retry_after})
-        return self._write(account_id, generation, FAILURE, slot, value, ttl * 1000, activate=False)
+        return self._write(account_id, generation, FAILURE, slot, value, ttl * 1000, activate=False, scope="")
 
     def lock(self, account_id: str, slot: str, *, blocking_timeout: float | None = None) -> Lock:
         """The slot's single-flight lock; it frees itself after LOCK_TIMEOUT if its holder dies."""
@@ -126,7 +129,16 @@ class TokenCache:
         return lock
 
     def _write(
-        self, account_id: str, generation: str, kind: str, slot: str, value: bytes | str, ttl_ms: int, *, activate: bool
+        self,
+        account_id: str,
+        generation: str,
+        kind: str,
+        slot: str,
+        value: bytes | str,
+        ttl_ms: int,
+        *,
+        activate: bool,
+        scope: str,
     ) -> bool:
         with store_errors():
             done = self._put(
@@ -141,6 +153,8 @@ class TokenCache:
                 now=int(self.clock()),
                 account_id=account_id,
                 channel=self.keys.channel,
+                scope=scope,  # the granted scope, for account.verified
+                **self.outbox.script_args(),
             )
         return bool(done)
 

@@ -7,6 +7,16 @@ assets = session.get("/api/asset/v1/assets").json()
 """
 
 from .auth import VaultAuth, VaultError
+from .events import EventStream, WebhookVerificationError, verify_webhook
 from .session import DEFAULT_API_URL, TrackunitSession, trackunit_session
 
-__all__ = ["VaultAuth", "VaultError", "TrackunitSession", "trackunit_session", "DEFAULT_API_URL"]
+__all__ = [
+    "VaultAuth",
+    "VaultError",
+    "TrackunitSession",
+    "trackunit_session",
+    "DEFAULT_API_URL",
+    "EventStream",
+    "WebhookVerificationError",
+    "verify_webhook",
+]

@@ -52,5 +52,9 @@ def test_bench_smoke_run_passes_and_reports_a_single_stampede_call():
     # issue 17: the token hit with a managed, scoped API key and with a rate-limited one, every answer a 2xx
     assert re.search(r"^\| 17\.1 +\| token hit req/s with a managed, scoped key ", result.stdout, re.M), output
     assert re.search(r"^\| 17\.2 +\| token hit req/s with a rate-limited key ", result.stdout, re.M), output
+    # Issue 16: every install's two events delivered once, in order, with valid signatures (counts only).
+    assert re.search(
+        r"^\| 16 +\| installs stored; .*\| 40 stored, 80 of 80 delivered +\| all +\| ok", result.stdout, re.M
+    ), output
     assert "load generator:" in result.stderr, output
     assert "counts: all correct" in result.stdout, output

@@ -147,6 +147,7 @@ def test_the_scripts_refuse_an_odd_or_empty_list_of_pieces_and_change_nothing(re
             channel=KEYS.channel,
             iat="",
             pieces=values,
+            **repo.outbox.script_args(),
         )
 
     assert redis_client.hgetall(key) == before

@@ -27,4 +27,7 @@ def service_env(redis_url: str, trackunit_url: str, *, key_prefix: str = "test")
         "KEY_PREFIX": key_prefix,
         # Under gunicorn (as in production) /metrics needs a token or an explicit opening; tests scrape it openly.
         "METRICS_PUBLIC": "true",
+        # Off unless a test is about it: a background fetch after every install would race the many tests
+        # that count Trackunit's token requests or expect an account's first token to be fetched.
+        "VERIFY_ON_INSTALL": "false",
     }

@@ -33,7 +33,7 @@ class GunicornServer:
         self.exit_code: int | None = None
 
     def start(self) -> GunicornServer:
-        procfile = (ROOT / "Procfile").read_text().split("web:", 1)[1].strip().split()
+        procfile = (ROOT / "Procfile").read_text().split("web:", 1)[1].splitlines()[0].split()
         assert procfile[0] == "gunicorn"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(

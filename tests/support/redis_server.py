@@ -1,4 +1,8 @@
-"""A real `redis-server` on a free port, which a test can stop and start again."""
+"""A real `redis-server` on a free port, which a test can stop (or kill) and start again on the same port and dir.
+
+`RedisServer(aof=True)` persists every write before answering it (`appendonly yes`,
+`appendfsync always`), as production should: a restart after `kill()` loses nothing.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, *, aof: bool = False) -> None:
+        self.aof = aof
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -42,7 +47,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.aof else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 self.dir,
                 "--maxmemory-policy",
@@ -67,6 +74,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown save, only what the AOF already holds survives."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
 
