@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import requests
+import urllib3
 
 from core import metrics, tunables
 from core.deadline import DeadlineAdapter, DeadlinePassed, FetchDeadline
@@ -133,12 +134,16 @@ class EndpointDeliverer:
 
     def round(self) -> bool:
         """One round of work; False if there was none."""
+        # This process's own unsettled entries first (a round waits for all its attempts, and only the
+        # lease holder reads, so none is in flight: a settle that failed last round), then a dead
+        # consumer's, then new ones; all in id order per account, so an account's order holds.
+        own = self.state.read_own_pending(self.consumer, tunables.WEBHOOK_BATCH)
         stale = self.state.claim_stale(
             self.consumer, int(tunables.WEBHOOK_LEASE_SECONDS * 1000), tunables.WEBHOOK_BATCH
         )
         new = self.state.read_new(self.consumer, tunables.WEBHOOK_BATCH)
         due = self.state.due(tunables.WEBHOOK_BATCH)
-        entries = sorted({e.id: e for e in [*stale, *new]}.values(), key=lambda e: id_key(e.id))
+        entries = sorted({e.id: e for e in [*own, *stale, *new]}.values(), key=lambda e: id_key(e.id))
         if entries and id_key(entries[-1].id) > id_key(self._seen):
             self._seen = entries[-1].id
         if not entries and not due:
@@ -147,7 +152,10 @@ class EndpointDeliverer:
         for event in entries:
             by_account.setdefault(event.fields.get("account_id", ""), []).append(event)
         tasks = [self._pool.submit(self._deliver_in_order, events) for events in by_account.values()]
-        tasks += [self._pool.submit(self._retry, item) for item in due]
+        retries: dict[str, list[Due]] = {}  # a replay makes several events of one account due at once
+        for item in sorted(due, key=lambda d: id_key(d.event_id)):
+            retries.setdefault(item.account_id, []).append(item)
+        tasks += [self._pool.submit(self._retry_in_order, items) for items in retries.values()]
         self._wait_renewing(tasks)
         return True
 
@@ -172,6 +180,10 @@ class EndpointDeliverer:
                 continue  # an earlier event of its account is undelivered: it waits behind it
             self._attempt_and_settle(event, failures=0)
 
+    def _retry_in_order(self, items: list[Due]) -> None:
+        for item in items:
+            self._retry(item)
+
     def _retry(self, item: Due) -> None:
         event = self.outbox.get([item.event_id]).get(item.event_id)
         if event is None:
@@ -184,7 +196,11 @@ class EndpointDeliverer:
 
     def _attempt_and_settle(self, event: StoredEvent, *, failures: int) -> None:
         account = event.fields.get("account_id", "")
-        result = self.attempt(event)
+        try:
+            result = self.attempt(event)
+        except Exception:  # whatever went wrong, the event is settled (as a retry), never left pending
+            log.exception("webhook %s: attempt at event %s crashed", self.state.id, event.id)
+            result = "error"
         attempt = failures + 1
         extra = {"endpoint": self.state.id, "event_id": event.id, "type": event.fields.get("type"), "attempt": attempt}
         if result == "delivered":
@@ -226,17 +242,21 @@ class EndpointDeliverer:
                     allow_redirects=False,
                     stream=True,
                 )
+                status = response.status_code  # the receiver's answer: what its body does after it is moot
                 try:
-                    response.raw.read(tunables.WEBHOOK_MAX_RESPONSE_BYTES)  # only the status counts; read a little
+                    response.raw.read(
+                        tunables.WEBHOOK_MAX_RESPONSE_BYTES
+                    )  # read a little, so the connection can be kept
+                except (urllib3.exceptions.HTTPError, OSError):
+                    pass  # a body that breaks off or stalls (cut at the deadline) after the status line
                 finally:
                     response.close()
-            status = response.status_code
             outcome = "delivered" if 200 <= status < 300 else f"status_{status // 100}xx"
         except (requests.Timeout, DeadlinePassed):
             outcome = "timeout"
         except requests.ConnectionError:
             outcome = "unreachable"
-        except (requests.RequestException, OSError):
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
             outcome = "error"
         metrics.DELIVERIES.labels(outcome).inc()
         return outcome

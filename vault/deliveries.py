@@ -59,6 +59,9 @@ class EndpointStats:
     failed: int
 
 
+REPLAY_SLICE = 500  # events made due again per script call (`replay`)
+
+
 class EndpointState:
     def __init__(
         self, client: redis.Redis, keys: KeySpace, endpoint: str, *, clock: Callable[[], float] = time.time
@@ -76,11 +79,11 @@ class EndpointState:
     def _key(self, part: str) -> str:
         return self.keys.endpoint(self.id, part)
 
-    def ensure_group(self) -> None:
-        """Create the consumer group at the stream's end (events from now on) unless it exists."""
+    def ensure_group(self, start: str = "$") -> None:
+        """Create the consumer group at `start` (default the stream's end: events from now on) unless it exists."""
         with store_errors():
             try:
-                self.redis.xgroup_create(self.keys.events, self.group, id="$", mkstream=True)
+                self.redis.xgroup_create(self.keys.events, self.group, id=start, mkstream=True)
             except redis.exceptions.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -132,6 +135,18 @@ class EndpointState:
                     break
         return claimed
 
+    def read_own_pending(self, consumer: str, count: int) -> list[StoredEvent]:
+        """Entries this consumer read and has not settled (its pending list), oldest first."""
+        with store_errors():
+            try:
+                answer = self.redis.xreadgroup(self.group, consumer, {self.keys.events: "0"}, count=count)
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                return []
+        streams: Any = answer or ()
+        return [event for _, entries in streams for event in stored(entries)]
+
     def read_new(self, consumer: str, count: int) -> list[StoredEvent]:
         """Entries never handed to any consumer of the group (no blocking: the watcher waits)."""
         with store_errors():
@@ -140,7 +155,8 @@ class EndpointState:
             except redis.exceptions.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
-                self.ensure_group()  # the stream was deleted (FLUSHALL, a lost Redis): start again
+                # The stream was lost (FLUSHALL, a Redis without AOF) and is new: all of it is undelivered.
+                self.ensure_group("0")
                 return []
         streams: Any = answer or ()
         return [event for _, entries in streams for event in stored(entries)]
@@ -204,20 +220,26 @@ class EndpointState:
 
     def replay(self, events: Sequence[StoredEvent]) -> int:
         """Make these events due now for this endpoint (attempts from zero); how many."""
-        pairs = [item for event in events for item in (event.id, event.fields.get("account_id", ""))]
-        if not pairs:
-            return 0
-        with store_errors():
-            return int(
-                self._replay(
-                    retry=self._key("retry"),
-                    attempts=self._key("attempts"),
-                    owners=self._key("owners"),
-                    failed=self._key("failed"),
-                    now=repr(self.clock()),
-                    pairs=pairs,
+        done = 0
+        # In slices: one script over 100,000 events would hold Redis for everyone while it runs.
+        for start in range(0, len(events), REPLAY_SLICE):
+            pairs = [
+                item
+                for event in events[start : start + REPLAY_SLICE]
+                for item in (event.id, event.fields.get("account_id", ""))
+            ]
+            with store_errors():
+                done += int(
+                    self._replay(
+                        retry=self._key("retry"),
+                        attempts=self._key("attempts"),
+                        owners=self._key("owners"),
+                        failed=self._key("failed"),
+                        now=repr(self.clock()),
+                        pairs=pairs,
+                    )
                 )
-            )
+        return done
 
     def failed(self, limit: int) -> list[tuple[str, float]]:
         """(event id, when it was marked failed) of the newest failed events, oldest first."""

@@ -28,7 +28,13 @@ def connect(url: str, *, tls_verify: bool = True, max_connections: int = 8) -> r
         "socket_timeout": tunables.REDIS_SOCKET_TIMEOUT,
         "socket_connect_timeout": tunables.REDIS_CONNECT_TIMEOUT,
         "health_check_interval": tunables.REDIS_HEALTH_CHECK_INTERVAL,
-        "retry": Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.02), tunables.REDIS_RETRIES),
+        # A command is sent again only after a connection error (reconnecting), never after a timeout:
+        # a timed-out script may have run, and running it again would append its event twice.
+        "retry": Retry(
+            ExponentialWithJitterBackoff(cap=0.2, base=0.02),
+            tunables.REDIS_RETRIES,
+            supported_errors=(redis.exceptions.ConnectionError,),
+        ),
     }
     if url.startswith("rediss://") and not tls_verify:
         options["ssl_cert_reqs"] = "none"

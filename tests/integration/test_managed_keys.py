@@ -43,11 +43,12 @@ READERS = {
     "list": lambda r, name: r.lrange(name, 0, -1),
     "set": lambda r, name: r.smembers(name),
     "zset": lambda r, name: r.zrange(name, 0, -1),
+    "stream": lambda r, name: r.xrange(name),
 }
 
 
 def everything_in(redis_client) -> str:
-    """Every key name and value in Redis, as text (hashes, strings, lists, sets, sorted sets)."""
+    """Every key name and value in Redis, as text (hashes, strings, lists, sets, sorted sets, streams)."""
     parts = []
     for name in redis_client.scan_iter("*"):
         parts += [name.decode(errors="replace"), repr(READERS[redis_client.type(name).decode()](redis_client, name))]

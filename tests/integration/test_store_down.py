@@ -88,3 +88,23 @@ def test_every_pooled_connection_busy_is_503_within_the_pool_timeout_then_it_ser
         assert client.get("/v1/accounts", headers=auth_headers).status_code == 200
     finally:
         app.extensions["vault"].close()
+
+
+def test_a_command_that_timed_out_is_never_sent_again(redis_server, redis_client):
+    """A script whose answer timed out may have run: sending it again would repeat its change (and its event)."""
+    import redis as redis_lib
+
+    from core import tunables
+    from vault.store import connect
+
+    client = connect(redis_server.url)
+    slow = (  # one INCR, then longer than the client waits for the answer
+        "redis.call('INCR', KEYS[1]) local t = redis.call('TIME') local stop = t[1] + ARGV[1] "
+        "while tonumber(redis.call('TIME')[1]) < stop do end return 1"
+    )
+    try:
+        with pytest.raises(redis_lib.exceptions.TimeoutError):
+            client.eval(slow, 1, "test:timed-out-runs", int(tunables.REDIS_SOCKET_TIMEOUT) + 2)
+    finally:
+        client.close()
+    assert redis_client.get("test:timed-out-runs") == b"1"  # answered once the script is over

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -108,6 +109,16 @@ def test_a_new_account_is_delivered_installed_then_verified_once_each(
         assert value not in log and value not in metrics
         if value != receiver.url:
             assert value not in bodies
+
+
+def test_a_2xx_whose_body_breaks_off_is_a_delivery_made_once(webhook_vault, receivers, sim, sim_server, redis_client):
+    receiver = receivers()
+    receiver.broken_body = True
+    server = webhook_vault(receiver)
+    Installer(sim, server.url, sim_url=sim_server.url).install()
+    receiver.wait_for_types(ACCOUNT, [INSTALLED, VERIFIED])
+    wait_for(lambda: settled(endpoint(redis_client, receiver)))
+    assert [d.payload["type"] for d in receiver.of_account(ACCOUNT)] == [INSTALLED, VERIFIED]  # once each
 
 
 def test_a_failing_receiver_gets_the_same_event_id_on_every_retry(
@@ -227,6 +238,7 @@ def test_a_worker_process_can_take_delivery_over(webhook_vault, receivers, sim, 
     server = webhook_vault(receiver, EVENT_DELIVERY="worker", VERIFY_ON_INSTALL="false")
     Installer(sim, server.url, sim_url=sim_server.url).install()
     state = endpoint(redis_client, receiver)
+    time.sleep(1)  # long enough for a web worker to have delivered, were it delivering
     assert state.stats().lease_holder is None and receiver.verified == []  # nobody in the web dyno delivers
     command = (ROOT / "Procfile").read_text().split("worker:", 1)[1].splitlines()[0].split()
     worker = subprocess.Popen(

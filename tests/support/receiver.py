@@ -1,7 +1,8 @@
 """A webhook receiver for tests: a real HTTP server that verifies every delivery with the `standardwebhooks` library.
 
 `answer(n, webhook_id)` decides the status of the n-th request (1-based), so a test makes it fail
-its first attempts; `hold` keeps requests waiting until released (a delivery in progress).
+its first attempts; `hold` keeps requests waiting until released (a delivery in progress);
+`broken_body` makes every answer promise a longer body than it sends, then hang up.
 Only requests whose signature the library accepted are recorded in `verified`.
 """
 
@@ -40,6 +41,7 @@ class Receiver:
         self.hold = threading.Event()
         self.hold.set()  # set: answer at once; clear(): requests wait until set() again
         self.held = threading.Event()  # set once a request is waiting on `hold`
+        self.broken_body = False
         self._lock = threading.Lock()
         receiver = self
 
@@ -49,9 +51,12 @@ class Receiver:
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 status = receiver._handle(headers, body)
                 self.send_response(status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", "100" if receiver.broken_body else "2")
                 self.end_headers()
-                self.wfile.write(b"ok")
+                if receiver.broken_body:
+                    self.close_connection = True  # not one of the 100 bytes: the reader's IncompleteRead
+                else:
+                    self.wfile.write(b"ok")
 
             def log_message(self, *args) -> None:
                 pass
