@@ -60,11 +60,19 @@ class Redactor:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        lowered = text.lower()
-        if any(trigger in lowered for trigger in _TRIGGERS):
+        if _triggered(text):
             for pattern in _PATTERNS:
                 text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
         return text
+
+    def needed(self, text: str) -> bool:
+        """Whether `text` holds anything `__call__` would change (cheaper than calling it: one scan)."""
+        return any(secret in text for secret in self.secrets) or _triggered(text)
+
+
+def _triggered(text: str) -> bool:
+    lowered = text.lower()
+    return any(trigger in lowered for trigger in _TRIGGERS)
 
 
 class RedactionFilter(logging.Filter):
@@ -86,13 +94,19 @@ class RedactionFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         self.redact_made(record)
-        for key, value in list(vars(record).items()):
-            if key in _STANDARD or value is None or isinstance(value, (bool, int, float)):
-                continue
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
-            clean = self.redact(text)
-            if clean != text:  # a field that is not text is replaced by its redacted JSON
-                setattr(record, key, clean)
+        fields = [
+            (key, value if isinstance(value, str) else json.dumps(value, default=str))
+            for key, value in vars(record).items()
+            if key not in _STANDARD and value is not None and not isinstance(value, (bool, int, float))
+        ]
+        redact = self.redact
+        # An audit line has about ten fields and almost never anything to redact: test them all in one
+        # scan, and redact field by field only when something is there.
+        if fields and redact.needed("\x00".join(text for _, text in fields)):
+            for key, text in fields:
+                clean = redact(text)
+                if clean != text:  # a field that is not text is replaced by its redacted JSON
+                    setattr(record, key, clean)
         return True
 
     def redact_made(self, record: logging.LogRecord) -> None:
