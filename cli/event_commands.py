@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
-import threading
+import time
 from typing import Any
 
 import click
@@ -144,10 +144,13 @@ def deliver() -> None:
     s = services()
     if not s.events.delivery.endpoints:
         raise click.ClickException("WEBHOOK_URL is not set: nothing to deliver")
-    done = threading.Event()
+    # The handler only records the signal: Event.set() there could deadlock on the lock that
+    # Event.wait() holds at the moment the signal arrives (both run in this thread).
+    signals: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
+        signal.signal(sig, lambda signum, frame: signals.append(signum))
     s.events.delivery.start()
     click.echo(f"delivering to {len(s.events.delivery.endpoints)} endpoint(s)", file=stderr())
-    done.wait()
+    while not signals:
+        time.sleep(0.2)
     s.events.delivery.stop()

@@ -88,6 +88,7 @@ class EndpointDeliverer:
         )
         self._seen: str | None = None  # the newest stream id this deliverer has read
         self._holding = False
+        self._lease_lost = threading.Event()  # set when a renewal during a round found another holder
 
     # The loop ---------------------------------------------------------------------------------
 
@@ -137,6 +138,7 @@ class EndpointDeliverer:
         # This process's own unsettled entries first (a round waits for all its attempts, and only the
         # lease holder reads, so none is in flight: a settle that failed last round), then a dead
         # consumer's, then new ones; all in id order per account, so an account's order holds.
+        self._lease_lost.clear()
         own = self.state.read_own_pending(self.consumer, tunables.WEBHOOK_BATCH)
         stale = self.state.claim_stale(
             self.consumer, int(tunables.WEBHOOK_LEASE_SECONDS * 1000), tunables.WEBHOOK_BATCH
@@ -166,7 +168,10 @@ class EndpointDeliverer:
             _, pending = concurrent.futures.wait(pending, timeout=tunables.WEBHOOK_LEASE_RENEW)
             if pending:
                 try:
-                    self.state.hold_lease(self.consumer, tunables.WEBHOOK_LEASE_SECONDS)
+                    if not self.state.hold_lease(self.consumer, tunables.WEBHOOK_LEASE_SECONDS):
+                        # Another process took over (this one was stalled past the lease): attempts in
+                        # flight end, no new one starts; what is left pending, the new holder claims.
+                        self._lease_lost.set()
                 except VaultError:
                     pass  # the attempts still end; settling them reports the Redis trouble
         for task in tasks:
@@ -176,12 +181,16 @@ class EndpointDeliverer:
 
     def _deliver_in_order(self, events: list[StoredEvent]) -> None:
         for event in events:
+            if self._lease_lost.is_set():
+                return
             if self.state.defer_if_held(event):
                 continue  # an earlier event of its account is undelivered: it waits behind it
             self._attempt_and_settle(event, failures=0)
 
     def _retry_in_order(self, items: list[Due]) -> None:
         for item in items:
+            if self._lease_lost.is_set():
+                return
             self._retry(item)
 
     def _retry(self, item: Due) -> None:

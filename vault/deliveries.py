@@ -94,9 +94,9 @@ class EndpointState:
             return bool(self._lease(lease=self._key("lease"), consumer=consumer, ttl_ms=int(seconds * 1000)))
 
     def release_lease(self, consumer: str) -> None:
+        """Give the lease up, if this consumer still holds it."""
         with store_errors():
-            if self.redis.get(self._key("lease")) == consumer.encode():
-                self.redis.delete(self._key("lease"))
+            self._lease(lease=self._key("lease"), consumer=consumer, ttl_ms=0)
 
     def forget_consumers(self, keep: str, min_idle_ms: int) -> int:
         """Drop the group's consumers that hold nothing and were idle this long (processes gone); how many.

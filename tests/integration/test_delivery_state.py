@@ -43,3 +43,25 @@ def test_a_later_event_waits_behind_the_undelivered_one_of_its_account(redis_cli
     state.settle(other, "a2", Outcome.DELIVERED)
     assert state.due(10) == [] and state.stats().held_accounts == 0 and state.stats().pending == 0
     assert outbox.info().length == 3  # delivery never deletes events: the feed still has them
+
+
+def test_giving_up_a_lease_never_deletes_another_holders(redis_client):
+    state = EndpointState(redis_client, KEYS, "ep-lease")
+    assert state.hold_lease("old", 5)
+    assert not state.hold_lease("new", 5)  # still the old one's
+    redis_client.delete(KEYS.endpoint("ep-lease", "lease"))  # it expired: the old holder stalled past it
+    assert state.hold_lease("new", 5)
+    state.release_lease("old")  # the stalled one shuts down late
+    assert not state.hold_lease("third", 5)  # the new holder keeps it
+    state.release_lease("new")
+    assert state.hold_lease("third", 5)
+
+
+def test_a_round_retakes_its_own_unsettled_entries_first(redis_client):
+    state = EndpointState(redis_client, KEYS, "ep-own")
+    state.ensure_group()
+    first = append(redis_client, "acct-own")
+    assert [e.id for e in state.read_new("me", 10)] == [first]  # read, then its settle failed
+    later = append(redis_client, "acct-own")
+    assert [e.id for e in state.read_own_pending("me", 10)] == [first]  # found again at once, not after idling
+    assert [e.id for e in state.read_new("me", 10)] == [later]
