@@ -137,21 +137,16 @@ class EndpointState:
 
     def read_own_pending(self, consumer: str, count: int) -> list[StoredEvent]:
         """Entries this consumer read and has not settled (its pending list), oldest first."""
-        with store_errors():
-            try:
-                answer = self.redis.xreadgroup(self.group, consumer, {self.keys.events: "0"}, count=count)
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                return []
-        streams: Any = answer or ()
-        return [event for _, entries in streams for event in stored(entries)]
+        return self._read(consumer, count, "0")
 
     def read_new(self, consumer: str, count: int) -> list[StoredEvent]:
         """Entries never handed to any consumer of the group (no blocking: the watcher waits)."""
+        return self._read(consumer, count, ">")
+
+    def _read(self, consumer: str, count: int, position: str) -> list[StoredEvent]:
         with store_errors():
             try:
-                answer = self.redis.xreadgroup(self.group, consumer, {self.keys.events: ">"}, count=count)
+                answer = self.redis.xreadgroup(self.group, consumer, {self.keys.events: position}, count=count)
             except redis.exceptions.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
