@@ -1,9 +1,12 @@
 """The Redis layout of one deployment: every key name (built here and parsed here), hash fields and statuses.
 
-Every key that belongs to an account contains `{account_id}` (a Redis Cluster
-hash tag), so an operator finds them with one pattern and a cluster keeps them
-on one slot. The Lua scripts get the same field names and statuses from
-`lua_prelude()`, so no name is written twice.
+Accounts are spread over `GROUPS` slot groups (`group_of`, a CRC-32 of the id). Every key of an
+account and every structure its changes touch (the group's index, revoked set, generation
+counter and event outbox) carries the group's hash tag `{gNN.k}`, so each script touches one
+Redis Cluster slot, and the groups spread over the cluster's masters. Structures that no script
+changes together with an account (identity bindings, managed API keys, rate limits) have their
+own slots. The Lua scripts get the same field names and statuses from `lua_prelude()`, so no
+name is written twice.
 """
 
 from __future__ import annotations
@@ -12,6 +15,34 @@ import dataclasses
 import enum
 import hashlib
 import re
+import zlib
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+# Slot groups. Fixed: changing it moves every account to another group (a new layout, migrated).
+GROUPS = 16
+
+
+def _group_tags() -> tuple[str, ...]:
+    """One hash tag per group, `gNN.k` with the first k whose slot falls in the group's 1/GROUPS of the
+    16384 slots: a cluster that splits the slots evenly over its masters (as `--cluster create`
+    does) then holds an equal share of the groups on each."""
+    width = REDIS_CLUSTER_HASH_SLOTS // GROUPS
+    tags = []
+    for group in range(GROUPS):
+        k = 0
+        while key_slot(f"g{group:02d}.{k}".encode()) // width != group:
+            k += 1
+        tags.append(f"g{group:02d}.{k}")
+    return tuple(tags)
+
+
+GROUP_TAGS = _group_tags()
+
+
+def group_of(account_id: str) -> int:
+    """The slot group of an account: stable across processes and releases."""
+    return zlib.crc32(account_id.encode()) % GROUPS
 
 
 class Status(enum.StrEnum):
@@ -54,7 +85,7 @@ class EventType(enum.StrEnum):
     DELETED = "account.deleted"
 
 
-# Kinds of keys below an account's hash (`{prefix}:account:{ID}:<kind>[:<slot>]`).
+# Kinds of keys below an account's hash (`{prefix}:{gNN.k}:account:<ID>:<kind>[:<slot>]`).
 TOKEN = "token"  # a sealed token of one scope set (slot)
 FAILURE = "failure"  # a recent failure of one slot, shared with its waiters
 LOCK = "lock"  # the single-flight lock of one slot
@@ -76,16 +107,25 @@ class KeySpace:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
+        self.groups = range(GROUPS)
         self._account = re.compile(
-            re.escape(f"{prefix}:account:".encode())
-            + rb"\{(?P<id>[A-Za-z0-9_-]{1,128})\}(?::(?P<kind>[a-z]+)(?::(?P<slot>.+))?)?",
+            re.escape(f"{prefix}:".encode())
+            + rb"\{g(?P<group>[0-9]{2})\.[0-9]+\}:account:(?P<id>[A-Za-z0-9_-]{1,128})(?::(?P<kind>[a-z]+)(?::(?P<slot>.+))?)?",
             re.DOTALL,
         )
 
-    @property
-    def index(self) -> str:
-        """Sorted set of every installed account id (score 0, ordered by id)."""
-        return f"{self.prefix}:accounts"
+    def tag(self, group: int) -> str:
+        """`{prefix}:{gNN.k}`: the start of every key of one slot group (`GROUP_TAGS`)."""
+        if not 0 <= group < GROUPS:
+            raise ValueError(f"a slot group is 0 to {GROUPS - 1}")
+        return f"{self.prefix}:{{{GROUP_TAGS[group]}}}"
+
+    def group_of(self, account_id: str) -> int:
+        return group_of(account_id)
+
+    def index(self, group: int) -> str:
+        """Sorted set of the group's installed account ids (score 0, ordered by id)."""
+        return f"{self.tag(group)}:accounts"
 
     @property
     def channel(self) -> str:
@@ -95,15 +135,13 @@ class KeySpace:
         """
         return f"{self.prefix}:invalidate"
 
-    @property
-    def generation(self) -> str:
-        """Counter handing out account generations (never reused, unlike a per-hash counter)."""
-        return f"{self.prefix}:generation"
+    def generation(self, group: int) -> str:
+        """Counter handing out the group's account generations (never reused, unlike a per-hash counter)."""
+        return f"{self.tag(group)}:generation"
 
-    @property
-    def revoked(self) -> str:
-        """Set of the ids of revoked accounts (so counting them is O(1))."""
-        return f"{self.prefix}:revoked"
+    def revoked(self, group: int) -> str:
+        """Set of the ids of the group's revoked accounts (so counting them is O(1))."""
+        return f"{self.tag(group)}:revoked"
 
     # Managed API keys (vault.apikeys): every key of theirs carries the hash tag `{apikeys}`, so the
     # scripts that change a key and its index stay on one Cluster slot.
@@ -125,23 +163,23 @@ class KeySpace:
         """
         return f"{self.prefix}:ratelimit"
 
-    @property
-    def events(self) -> str:
-        """Stream of account lifecycle events (the outbox), appended by the same script as each change."""
-        return f"{self.prefix}:events"
+    def events(self, group: int) -> str:
+        """Stream of the group's account lifecycle events (its outbox), appended by the same script as each change."""
+        return f"{self.tag(group)}:events"
 
-    @property
-    def event_counts(self) -> str:
-        """Hash of event type -> events ever appended (for metrics), counted by the appending script."""
-        return f"{self.prefix}:events:counts"
+    def event_counts(self, group: int) -> str:
+        """Hash of event type -> the group's events ever appended (for metrics), counted by the appending script."""
+        return f"{self.tag(group)}:events:counts"
 
-    def endpoint(self, endpoint_id: str, part: str) -> str:
-        """A key of one webhook endpoint's delivery state (`lease`, `retry`, `attempts`, `held`, `failed`)."""
-        return f"{self.prefix}:events:endpoint:{endpoint_id}:{part}"
+    def endpoint(self, endpoint_id: str, part: str, group: int | None = None) -> str:
+        """A key of one webhook endpoint's delivery state: of one slot group, or (group None) endpoint-wide."""
+        if group is None:
+            return f"{self.prefix}:events:endpoint:{endpoint_id}:{part}"
+        return f"{self.tag(group)}:events:endpoint:{endpoint_id}:{part}"
 
     def waiting(self, endpoint_id: str, account_id: str) -> str:
-        """List of one account's event ids waiting behind its undelivered one, for one endpoint."""
-        return f"{self.prefix}:events:endpoint:{endpoint_id}:waiting:{{{account_id}}}"
+        """List of one account's event ids waiting behind its undelivered one, for one endpoint (the account's group)."""
+        return f"{self.tag(group_of(account_id))}:events:endpoint:{endpoint_id}:waiting:{account_id}"
 
     def identity(self, issuer: str, app_id: str, jti: str) -> str:
         """String tying one identity token id (`jti`) to the one message it signed.
@@ -156,14 +194,14 @@ class KeySpace:
         return f"{self.prefix}:identity:{digest.hexdigest()}"
 
     def key_for(self, account_id: str, *parts: str) -> str:
-        """`{prefix}:account:{<id>}` (the account's hash) or a key below it (`kind`, then `slot`)."""
-        return ":".join((f"{self.prefix}:account:{{{account_id}}}", *parts))
+        """`{prefix}:{gNN.k}:account:<id>` (the account's hash) or a key below it (`kind`, then `slot`)."""
+        return ":".join((f"{self.tag(group_of(account_id))}:account:{account_id}", *parts))
 
     def parse(self, key: bytes) -> AccountKey | None:
         """What an account key built by `key_for` names; None for any other key."""
         match = self._account.fullmatch(key)
-        if match is None:
-            return None
+        if match is None or key != self.key_for(match["id"].decode()).encode() + key[match.end("id") :]:
+            return None  # a group or tag that is not the account's own was never written by this service
         kind, slot = match["kind"], match["slot"]
         # A slot that is not UTF-8 was never written by this service: named as best it can be, it does not open.
         return AccountKey(
@@ -175,11 +213,11 @@ class KeySpace:
     @property
     def account_scan_pattern(self) -> str:
         """A SCAN pattern matching every account key (the prefix's glob characters escaped)."""
-        return re.sub(r"([*?\[\]\\^])", r"\\\1", f"{self.prefix}:account:") + "*"
+        return re.sub(r"([*?\[\]\\^])", r"\\\1", f"{self.prefix}:") + "{g[0-9][0-9].*}:account:*"
 
     def pattern(self, account_id: str) -> str:
         """A pattern matching every key of one account (for tests and operators)."""
-        return f"{self.prefix}:account:{{{account_id}}}*"
+        return f"{self.key_for(account_id)}*"
 
 
 def lua_prelude() -> str:
