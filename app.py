@@ -67,7 +67,12 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     client = (
         client
         if client is not None
-        else connect(config.redis_url, tls_verify=config.redis_tls_verify, max_connections=config.redis_max_connections)
+        else connect(
+            config.redis_url,
+            tls_verify=config.redis_tls_verify,
+            max_connections=config.redis_max_connections,
+            topology=config.redis_topology,
+        )
     )
     sealer = Sealer(config.keyring)
     keys = KeySpace(config.key_prefix)
