@@ -89,7 +89,7 @@ class Replicas:
             return script(client=server, **named)
         pipe = server.pipeline(transaction=False)
         script(client=pipe, **named)
-        pipe.execute_command("WAIT", replicas, self.timeout_ms)
+        pipe.execute_command("WAIT", replicas, self.timeout_ms)  # type: ignore[no-untyped-call]
         try:
             result, acked = pipe.execute()
         except RedisConnectionError:

@@ -95,7 +95,7 @@ class ServiceCluster(RedisCluster):
     """redis-py's cluster client, retrying a command after a connection error or a cluster that is
     down (both re-read the slot map first) but never after a timeout (the stock client does)."""
 
-    ERRORS_ALLOW_RETRY = (redis.exceptions.ConnectionError, ClusterDownError, SlotNotCoveredError)
+    ERRORS_ALLOW_RETRY = (redis.exceptions.ConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
 
 
 def _cluster(url: str, *, tls_verify: bool, max_connections: int) -> ServiceCluster:
@@ -135,7 +135,7 @@ class BlockingSentinelConnectionPool(SentinelConnectionPool, redis.BlockingConne
 def _sentinel_master(url: str, topology: RedisTopology, *, tls_verify: bool, max_connections: int) -> redis.Redis:
     """A client of the master the sentinels name `topology.sentinel_master`; `url` gives its username,
     password, database and TLS (its host and port are not used)."""
-    parsed = parse_url(url)
+    parsed: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
     tls = parsed.get("connection_class") is SSLConnection
     auth = {k: parsed[k] for k in ("username", "password") if parsed.get(k)}
     common = {**_socket_options(), **(_tls_options(tls_verify) if tls else {}), "ssl": tls}
@@ -144,8 +144,8 @@ def _sentinel_master(url: str, topology: RedisTopology, *, tls_verify: bool, max
         sentinel_auth = {"password": topology.sentinel_password}
     # redis-py gives the sentinels only the socket options unless told: password and TLS explicitly.
     sentinel_kwargs = {**common, **sentinel_auth, "retry": _retry()}
-    sentinel = Sentinel(list(topology.sentinels), sentinel_kwargs=sentinel_kwargs)
-    return sentinel.master_for(
+    sentinel = Sentinel(list(topology.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         topology.sentinel_master,
         connection_pool_class=BlockingSentinelConnectionPool,
         max_connections=max_connections,
@@ -155,6 +155,7 @@ def _sentinel_master(url: str, topology: RedisTopology, *, tls_verify: bool, max
         **common,
         **auth,
     )
+    return master
 
 
 @contextlib.contextmanager
