@@ -11,6 +11,9 @@ import pytest
 from tests.support.constants import API_KEY, APP_ID
 from vault.accounts import Credentials
 
+# Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.topologies("single", "cluster")
+
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 

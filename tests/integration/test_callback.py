@@ -21,6 +21,9 @@ from simulator import SigningKey
 from tests.support.constants import ACCOUNT, APP_ID
 from tests.support.redis_server import free_port
 
+# Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.topologies("single", "cluster")
+
 AUDIENCE = "https://vault.example.com/appinstall"
 FORGER = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # a key Trackunit never published
 

@@ -29,16 +29,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_cluster_ports: set[int] = set()
+
+
 def free_cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too (and below 65536)."""
+    """A free port whose cluster bus port (+10000) is free too: node ports from 20000-29999, so no
+    node's port is another's bus port (30000-39999), and none handed out twice in this process."""
     for _ in range(1000):
-        port = random.randrange(20000, 50000)
+        port = random.randrange(20000, 30000)
+        if port in _cluster_ports:
+            continue
         try:
             for candidate in (port, port + 10000):
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", candidate))
         except OSError:
             continue
+        _cluster_ports.add(port)
         return port
     raise RuntimeError("no free port pair for a cluster node")
 
@@ -132,6 +139,17 @@ def info(port: int, section: str) -> dict:
         return client.info(section)
     finally:
         client.close()
+
+
+class ClusterTestClient(RedisCluster):
+    """A RedisCluster client for tests: `keys` and `flushall` cover every master (redis-py asks one node for KEYS)."""
+
+    def keys(self, pattern="*", **kwargs):
+        found = self.execute_command("KEYS", pattern, target_nodes=RedisCluster.PRIMARIES, **kwargs)
+        return [key for keys in found.values() for key in keys] if isinstance(found, dict) else found
+
+    def flushall(self, asynchronous=False, **kwargs):
+        return self.execute_command("FLUSHALL", target_nodes=RedisCluster.PRIMARIES, **kwargs)
 
 
 # A node is declared failed after this, and its replica promoted about a second later.
@@ -250,8 +268,8 @@ class RedisClusterServers:
                 server.start()
         self.wait_healthy()
 
-    def client(self, **options) -> RedisCluster:
-        return RedisCluster(url=self.url, socket_timeout=5, **options)
+    def client(self, **options) -> ClusterTestClient:
+        return ClusterTestClient(url=self.url, socket_timeout=5, **options)
 
     def flushall(self) -> None:
         """Empty every master (its replicas follow)."""
