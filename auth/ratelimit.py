@@ -19,6 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from limits import (
@@ -58,7 +59,7 @@ class _ServiceClientStorage(RedisStorage):
         # class from building a client of its own from a URI. A pool opens no connection until asked.
         super().__init__("redis://", connection_pool=redis.ConnectionPool(), key_prefix=key_prefix)
 
-    def get_connection(self, readonly: bool = False) -> redis.Redis:
+    def get_connection(self, readonly: bool = False) -> Any:  # the service's client: redis.Redis or RedisCluster
         return self._client
 
 

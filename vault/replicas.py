@@ -9,8 +9,9 @@ that serves the key's slot (a cluster pipeline would send the keyless WAIT to an
 
 It asks for min(REDIS_WAIT_REPLICAS, replicas connected to that master): WAIT with no replica
 would block for its whole timeout, so a master without replicas (a single Redis, or a promoted
-replica whose old master is gone) is not waited for. The count comes from `INFO replication`,
-cached per master for REPLICA_COUNT_TTL seconds. Fewer acknowledgements than asked within the
+replica whose old master is gone) is not waited for. The count is of the replicas `INFO replication`
+lists as online (one still in its first sync acknowledges nothing yet), cached per master for
+REPLICA_COUNT_TTL seconds. Fewer acknowledgements than asked within the
 timeout raise StoreUnavailable (the API answers 503 with Retry-After, and Trackunit retries the
 install, which is idempotent): the write is on the master, but the service does not claim it safe.
 """
@@ -113,7 +114,13 @@ class Replicas:
         if cached is not None and now - cached[0] < REPLICA_COUNT_TTL:
             return cached[1]
         replication = server.info("replication")
-        count = int(replication.get("connected_slaves", 0)) if replication.get("role") == "master" else 0
+        # Replicas still in their first sync are connected but acknowledge nothing until it ends: not counted.
+        online = [
+            value
+            for name, value in replication.items()
+            if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        ]
+        count = len(online) if replication.get("role") == "master" else 0
         with self._lock:
             self._counts[name] = (now, count)
         return count

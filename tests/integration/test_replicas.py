@@ -39,7 +39,7 @@ def pair() -> Iterator[tuple[RedisServer, RedisServer]]:
     replica = RedisServer(args=["--replicaof", "127.0.0.1", str(master.port)])
     replica.start()
     deadline = time.monotonic() + 10
-    while info(master.port, "replication").get("connected_slaves") != 1 or (
+    while info(master.port, "replication").get("slave0", {}).get("state") != "online" or (
         info(replica.port, "replication").get("master_link_status") != "up"
     ):
         assert time.monotonic() < deadline, "the replica did not connect"
@@ -155,3 +155,22 @@ def test_a_redis_error_is_store_unavailable(single_redis):
             lambda *, client=None, key: bad(keys=[key], client=client), "x", key="x"
         )
     assert isinstance(raised.value.__cause__, redis.exceptions.ResponseError)
+
+
+def test_on_a_sentinel_master_the_write_waits_for_its_replica(sentinel_set):
+    from core.config import RedisTopology
+    from tests.support.redis_server import SENTINEL_MASTER
+
+    sentinel_set.heal()
+    ports = tuple(("127.0.0.1", port) for port in sentinel_set.sentinel_ports)
+    client = connect("redis://ignored:1/0", topology=RedisTopology("sentinel", ports, SENTINEL_MASTER))
+    replicas = Replicas(client, wanted=1, timeout_ms=300)
+    script = WriteScript(client)
+    master = sentinel_set.current_master()
+    replica = next(s for s in sentinel_set.running() if s is not master)
+    assert replicas.run(script, "sk", key="sk", value="v1") == b"v1"
+    assert replica.client().get("sk") == b"v1"
+    with paused(replica), pytest.raises(StoreUnavailable):
+        replicas.run(script, "sk", key="sk", value="v2")
+    client.delete("sk")
+    client.close()

@@ -84,6 +84,9 @@ class RedisServer:
                 self.dir,
                 "--maxmemory-policy",
                 "noeviction",
+                # A replica's first sync starts at once (the default waits 5 s for more replicas).
+                "--repl-diskless-sync-delay",
+                "0",
                 *self.args,
             ],
             stdout=subprocess.DEVNULL,
@@ -131,6 +134,13 @@ def _wait(check, what: str, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} after {timeout} s")
         time.sleep(0.1)
+
+
+def _replicas_online(replication: dict) -> bool:
+    """Every replica a master lists is online (past its first sync: it acknowledges writes)."""
+    return all(
+        v.get("state") == "online" for k, v in replication.items() if k.startswith("slave") and isinstance(v, dict)
+    )
 
 
 def info(port: int, section: str) -> dict:
@@ -233,6 +243,8 @@ class RedisClusterServers:
             for server in self.running():
                 replication = info(server.port, "replication")
                 if replication["role"] == "slave" and replication.get("master_link_status") != "up":
+                    return False
+                if not _replicas_online(replication):
                     return False
             return True
 
@@ -368,7 +380,13 @@ class RedisSentinelSet:
             if master is None:
                 return False
             replication = info(master.port, "replication")
-            return replication["role"] == "master" and replication["connected_slaves"] == len(self.running()) - 1
+            if replication["role"] != "master" or replication["connected_slaves"] != len(self.running()) - 1:
+                return False
+            if not _replicas_online(replication):
+                return False
+            return all(
+                info(s.port, "replication").get("master_link_status") == "up" for s in self.running() if s is not master
+            )
 
         _wait(healthy, "the sentinels do not agree on a healthy master", timeout)
 
