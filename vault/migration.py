@@ -400,7 +400,8 @@ class Migrator:
             report.cleaned += 1
 
     def _legacy_ids(self, batch: int) -> Iterator[list[str]]:
-        """Ids of the legacy index in order, then of legacy hashes missing from it (SCAN), in batches.
+        """Ids of the legacy index in order, then of its revoked set and of legacy hashes missing from
+        the index (SCAN), in batches.
 
         The index is read after the last id handled, not from its start: an id that could not be
         moved stays in it and is not read again (the next run tries it again).
@@ -414,6 +415,11 @@ class Migrator:
             ids = [raw.decode("utf-8", "replace") for raw in found]
             yield ids
             after = "(" + found[-1].decode("utf-8", "surrogateescape")
+        # Ids in the legacy revoked set but not its index (never written so; swept for a clean end).
+        with store_errors():
+            stray = [raw.decode("utf-8", "replace") for raw in self.redis.sscan_iter(self.legacy.revoked, count=batch)]
+        for start in range(0, len(stray), batch):
+            yield stray[start : start + batch]
         seen: set[str] = set()
         for names in self._scan(self.legacy.account_scan_pattern, batch, kind="hash"):
             ids = []

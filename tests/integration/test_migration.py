@@ -579,3 +579,12 @@ def test_migrate_ends_with_one_line_when_redis_is_down(make_app, redis_server, r
     assert result.exit_code == 1, result.output
     assert "Error: The credential store (Redis) is unavailable." in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_id_left_in_the_legacy_revoked_set_alone_is_swept(redis_client):
+    legacy_accounts(redis_client, 2, tokens_every=0, revoked_every=1)
+    redis_client.zrem(LEGACY.index, account(1))
+    redis_client.delete(LEGACY.key_for(account(1)))
+    report = migrator(redis_client).run()
+    assert (report.moved, report.cleaned) == (1, 1)
+    assert legacy_keys(redis_client) == []
