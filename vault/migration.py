@@ -48,6 +48,8 @@ MAX_ATTEMPTS = 5  # an account whose cache set keeps changing between reading it
 LEGACY_ENDPOINT_PARTS = ("retry", "attempts", "owners", "held", "failed")
 LEGACY_WAITING = "waiting"
 
+NOT_AN_ID = "not an account id this service writes; left as it is"
+
 # Outcomes of migrate_account.lua.
 NOTHING, MOVED, NEW_WINS, CLEANED, REPLAN = 0, 1, 2, 3, -1
 
@@ -272,28 +274,8 @@ class Migrator:
         """(outcome, tokens moved). `members`: the legacy cache set as last seen (none: the script says)."""
         self._refuse_on_cluster()
         for _ in range(MAX_ATTEMPTS):
-            tokens, dropped = self._slot_keys(account_id, members)
             with store_errors():
-                answer = cast(
-                    list[Any],
-                    self._migrate(
-                        legacy_account=self.legacy.key_for(account_id),
-                        legacy_cache=self.legacy.key_for(account_id, CACHE),
-                        legacy_verifying=self.legacy.key_for(account_id, VERIFYING),
-                        legacy_index=self.legacy.index,
-                        legacy_revoked=self.legacy.revoked,
-                        legacy_generation=self.legacy.generation,
-                        account=self.keys.key_for(account_id),
-                        cache=self.keys.key_for(account_id, CACHE),
-                        index=self.keys.index(self.keys.group_of(account_id)),
-                        revoked=self.keys.revoked(self.keys.group_of(account_id)),
-                        generation=self.keys.generation(self.keys.group_of(account_id)),
-                        slot_keys=[*(name for pair in tokens for name in pair), *dropped],
-                        account_id=account_id,
-                        channel=self.keys.channel,
-                        n_tokens=len(tokens),
-                    ),
-                )
+                answer = cast(list[Any], self._call(account_id, members))
             outcome = int(answer[0])
             if outcome != REPLAN:
                 if outcome == MOVED:
@@ -301,6 +283,29 @@ class Migrator:
                 return outcome, int(answer[1])
             members = cast(list[bytes], answer[1])  # the cache set held keys not declared: declare them
         raise MigrationRefused(f"account {account_id}: its cached tokens kept changing while it was moved; run again")
+
+    def _call(self, account_id: str, members: Iterable[bytes], client: Any = None) -> Any:
+        """Run migrate_account.lua for one account (on `client`, a pipeline, if given)."""
+        tokens, dropped = self._slot_keys(account_id, members)
+        group = self.keys.group_of(account_id)
+        return self._migrate(
+            legacy_account=self.legacy.key_for(account_id),
+            legacy_cache=self.legacy.key_for(account_id, CACHE),
+            legacy_verifying=self.legacy.key_for(account_id, VERIFYING),
+            legacy_index=self.legacy.index,
+            legacy_revoked=self.legacy.revoked,
+            legacy_generation=self.legacy.generation,
+            account=self.keys.key_for(account_id),
+            cache=self.keys.key_for(account_id, CACHE),
+            index=self.keys.index(group),
+            revoked=self.keys.revoked(group),
+            generation=self.keys.generation(group),
+            slot_keys=[*(name for pair in tokens for name in pair), *dropped],
+            account_id=account_id,
+            channel=self.keys.channel,
+            n_tokens=len(tokens),
+            client=client,
+        )
 
     def _slot_keys(self, account_id: str, members: Iterable[bytes]) -> tuple[list[tuple[str, str]], list[str]]:
         """The legacy cache set's keys: (legacy, new) names of tokens, and the keys to drop (failures, locks)."""
@@ -359,12 +364,11 @@ class Migrator:
             self._event_counts(legacy_counts=self.legacy.event_counts, counts=self.keys.event_counts(0))
         handled: set[str] = set()
         for ids in self._legacy_ids(batch):
-            for account_id in ids:
-                if limit is not None and len(handled) >= limit:
-                    report.complete = False
-                    break
-                handled.add(account_id)
-                self._migrate_one(account_id, report)
+            if limit is not None and len(handled) + len(ids) > limit:
+                ids = ids[: limit - len(handled)]
+                report.complete = False
+            handled.update(ids)
+            self._migrate_batch(ids, report)
             if on_progress is not None:
                 on_progress(len(ids))
             if not report.complete:
@@ -378,26 +382,51 @@ class Migrator:
             self._active_until = float("-inf")
         return report
 
-    def _migrate_one(self, account_id: str, report: MigrationReport) -> None:
-        if not valid_account_id(account_id):
-            report.problems.append(Problem(account_id[:200], "not an account id this service writes; left as it is"))
+    def _migrate_batch(self, ids: list[str], report: MigrationReport) -> None:
+        """Move a batch of accounts: their cache sets in one round trip, their scripts in another."""
+        valid = []
+        for account_id in ids:
+            if valid_account_id(account_id):
+                valid.append(account_id)
+            else:
+                report.problems.append(Problem(account_id[:200], NOT_AN_ID))
+        if not valid:
             return
-        try:
-            with store_errors():
-                members = cast(list[bytes], self.redis.smembers(self.legacy.key_for(account_id, CACHE)))
-            outcome, tokens = self._move(account_id, members)
-        except MigrationRefused as exc:
-            report.problems.append(Problem(account_id, exc.message))
-            return
-        except VaultError:
-            raise
-        report.tokens_moved += tokens
-        if outcome == MOVED:
-            report.moved += 1
-        elif outcome == NEW_WINS:
-            report.already_current += 1
-        elif outcome == CLEANED:
-            report.cleaned += 1
+        with store_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for account_id in valid:
+                pipe.smembers(self.legacy.key_for(account_id, CACHE))
+            members: list[Any] = pipe.execute(raise_on_error=False)
+            pipe = self.redis.pipeline(transaction=False)
+            for account_id, cached in zip(valid, members):
+                self._call(account_id, () if isinstance(cached, Exception) else cached, client=pipe)
+            answers: list[Any] = pipe.execute(raise_on_error=False)
+        for account_id, answer in zip(valid, answers):
+            if isinstance(answer, redis.exceptions.ResponseError):
+                # A key of the account holds another type than this service writes: named, never shown.
+                report.problems.append(Problem(account_id, "a legacy key of the account is not of the expected type"))
+                continue
+            if isinstance(answer, Exception):
+                with store_errors():
+                    raise answer
+            outcome = int(answer[0])
+            if outcome == REPLAN:
+                try:
+                    outcome, tokens = self._move(account_id, cast(list[bytes], answer[1]))
+                except MigrationRefused as exc:
+                    report.problems.append(Problem(account_id, exc.message))
+                    continue
+            else:
+                tokens = int(answer[1])
+                if outcome == MOVED:
+                    self.on_change(account_id)
+            report.tokens_moved += tokens
+            if outcome == MOVED:
+                report.moved += 1
+            elif outcome == NEW_WINS:
+                report.already_current += 1
+            elif outcome == CLEANED:
+                report.cleaned += 1
 
     def _legacy_ids(self, batch: int) -> Iterator[list[str]]:
         """Ids of the legacy index in order, then of its revoked set and of legacy hashes missing from

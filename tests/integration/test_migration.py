@@ -588,3 +588,22 @@ def test_an_id_left_in_the_legacy_revoked_set_alone_is_swept(redis_client):
     report = migrator(redis_client).run()
     assert (report.moved, report.cleaned) == (1, 1)
     assert legacy_keys(redis_client) == []
+
+
+def test_an_account_that_cannot_be_moved_is_named_and_the_others_move(redis_client, make_app):
+    legacy_accounts(redis_client, 4, tokens_every=0)
+    redis_client.delete(LEGACY.key_for(account(2)))
+    redis_client.set(LEGACY.key_for(account(2)), "not a hash")  # never written so by the service
+    redis_client.zadd(LEGACY.index, {"not an id!": 0})
+
+    result = run_cli(make_app(), "migrate", "--json")
+
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["moved"] == 3 and report["remaining"] == 2 and report["complete"]
+    assert report["problems"] == [
+        {"account_id": "not an id!", "reason": "not an account id this service writes; left as it is"},
+        {"account_id": account(2), "reason": "a legacy key of the account is not of the expected type"},
+    ]
+    assert redis_client.exists(LEGACY.generation)  # not done: the fallback stays on
+    assert redis_client.get(LEGACY.key_for(account(2))) == b"not a hash"
