@@ -264,8 +264,9 @@ def pending_message(events: LegacyEvents) -> str:
     """Why `vault migrate` refuses while webhook deliveries of the legacy event stream are pending."""
     return (
         f"{events.pending_deliveries} webhook delivery(ies) of the legacy event stream are still pending "
-        f"({events.stream_length} event(s) in it). Let `flask --app app events deliver` drain them first, then "
-        "run `flask --app app vault migrate` again. To migrate anyway, leaving them undelivered in the legacy "
+        f"({events.stream_length} event(s) in it). Let `flask --app app events deliver` drain them first (of the "
+        "release before slot groups: this one delivers the slot groups' streams only), then run "
+        "`flask --app app vault migrate` again. To migrate anyway, leaving them undelivered in the legacy "
         "stream, add --force; to delete the legacy stream and its delivery state, add --drop-legacy-events."
     )
 

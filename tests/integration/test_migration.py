@@ -487,7 +487,10 @@ def test_pending_legacy_deliveries_refuse_the_migration_unless_forced(redis_clie
     assert refused.exit_code == 1
     assert (
         "Error: 3 webhook delivery(ies) of the legacy event stream are still pending (3 event(s) in it). "
-        "Let `flask --app app events deliver` drain them first, then run `flask --app app vault migrate` again."
+        "Let `flask --app app events deliver` drain them first (of the release before slot groups: this one "
+        "delivers the slot groups' streams only), then run `flask --app app vault migrate` again. To migrate "
+        "anyway, leaving them undelivered in the legacy stream, add --force; to delete the legacy stream and "
+        "its delivery state, add --drop-legacy-events."
     ) in refused.output
     assert redis_client.zcard(LEGACY.index) == 3  # nothing moved
 
