@@ -307,6 +307,7 @@ def migrate(batch: int, limit: int | None, as_json: bool, force: bool, drop_lega
     Exit status 1 if an account could not be moved.
     """
     migrator = _migrator()
+    migrator.refuse_on_cluster()
     events = migrator.legacy_events()
     if events.pending_deliveries and not force and not drop_legacy_events:
         raise click.ClickException(pending_message(events))

@@ -272,7 +272,7 @@ class Migrator:
 
     def _move(self, account_id: str, members: Iterable[bytes] = ()) -> tuple[int, int]:
         """(outcome, tokens moved). `members`: the legacy cache set as last seen (none: the script says)."""
-        self._refuse_on_cluster()
+        self.refuse_on_cluster()
         for _ in range(MAX_ATTEMPTS):
             with store_errors():
                 answer = cast(list[Any], self._call(account_id, members))
@@ -329,7 +329,7 @@ class Migrator:
 
     def raise_generations(self) -> int:
         """Raise every group's generation counter to at least the legacy one; how many were raised."""
-        self._refuse_on_cluster()
+        self.refuse_on_cluster()
         with store_errors():
             return int(
                 self._generations(
@@ -357,17 +357,17 @@ class Migrator:
         `limit` stops after that many accounts were handled (a partial run: run again to go on).
         `on_progress` is called with the number of accounts handled in each batch.
         """
-        self._refuse_on_cluster()
+        self.refuse_on_cluster()
         report = MigrationReport()
         self.raise_generations()
         with store_errors():
             self._event_counts(legacy_counts=self.legacy.event_counts, counts=self.keys.event_counts(0))
-        handled: set[str] = set()
+        handled = 0
         for ids in self._legacy_ids(batch):
-            if limit is not None and len(handled) + len(ids) > limit:
-                ids = ids[: limit - len(handled)]
+            if limit is not None and handled + len(ids) > limit:
+                ids = ids[: limit - handled]
                 report.complete = False
-            handled.update(ids)
+            handled += len(ids)
             self._migrate_batch(ids, report)
             if on_progress is not None:
                 on_progress(len(ids))
@@ -494,7 +494,8 @@ class Migrator:
             if cursor == 0:
                 return
 
-    def _refuse_on_cluster(self) -> None:
+    def refuse_on_cluster(self) -> None:
+        """Raise MigrationRefused on a Redis Cluster (which never held the single-Redis layout)."""
         if self.cluster:
             raise MigrationRefused(
                 "vault migrate moves records of the single-Redis layout; a Redis Cluster never held it, "
@@ -542,7 +543,7 @@ class Migrator:
 
     def drop_legacy_events(self) -> int:
         """Delete the legacy stream (with its consumer groups) and its delivery state; how many keys."""
-        self._refuse_on_cluster()
+        self.refuse_on_cluster()
         names: list[bytes] = []
         for batch in self._scan(self.legacy.endpoint_scan_pattern, DEFAULT_BATCH):
             names += [name for name in batch if self.legacy.parse_endpoint(name) is not None]
