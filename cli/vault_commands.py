@@ -183,11 +183,7 @@ def _migrator() -> Migrator:
 
 
 def _events_dict(events: LegacyEvents) -> dict:
-    return {
-        "stream_length": events.stream_length,
-        "pending_deliveries": events.pending_deliveries,
-        "endpoint_keys": events.endpoint_keys,
-    }
+    return dataclasses.asdict(events)
 
 
 def migration_dict(report: MigrationReport, events: LegacyEvents, dropped: int | None) -> dict:
