@@ -94,11 +94,12 @@ class Outbox:
         self.max_count = max_count
         self.clock = clock
 
-    def script_args(self) -> dict[str, Any]:
+    def script_args(self, account_id: str) -> dict[str, Any]:
         """The keys and arguments every appending script takes: the stream, its counts and its trimming."""
+        group = self.keys.group_of(account_id)
         return {
-            "events": self.keys.events,
-            "event_counts": self.keys.event_counts,
+            "events": self.keys.events(group),
+            "event_counts": self.keys.event_counts(group),
             "retain_after": f"{max(0, int((self.clock() - self.retention) * 1000))}-0",
             "retain_max": self.max_count,
         }
