@@ -152,9 +152,9 @@ class AccountRepository:
             outcome = self._install(
                 account=self.keys.key_for(account_id),
                 cache=self.keys.key_for(account_id, CACHE),
-                index=self.keys.index,
-                revoked=self.keys.revoked,
-                generation=self.keys.generation,
+                index=self.keys.index(self.keys.group_of(account_id)),
+                revoked=self.keys.revoked(self.keys.group_of(account_id)),
+                generation=self.keys.generation(self.keys.group_of(account_id)),
                 app=app_id,
                 now=now,
                 account_id=account_id,
@@ -204,8 +204,8 @@ class AccountRepository:
             existed = self._delete(
                 account=self.keys.key_for(account_id),
                 cache=self.keys.key_for(account_id, CACHE),
-                index=self.keys.index,
-                revoked=self.keys.revoked,
+                index=self.keys.index(self.keys.group_of(account_id)),
+                revoked=self.keys.revoked(self.keys.group_of(account_id)),
                 verifying=self.keys.key_for(account_id, VERIFYING),
                 account_id=account_id,
                 channel=self.keys.channel,
@@ -239,8 +239,8 @@ class AccountRepository:
             done = self._revoke(
                 account=self.keys.key_for(account_id),
                 cache=self.keys.key_for(account_id, CACHE),
-                revoked=self.keys.revoked,
-                generation_counter=self.keys.generation,
+                revoked=self.keys.revoked(self.keys.group_of(account_id)),
+                generation_counter=self.keys.generation(self.keys.group_of(account_id)),
                 generation=generation,
                 until=until,
                 now=int(self.clock()),
@@ -255,8 +255,10 @@ class AccountRepository:
         """One page of accounts in id order after the id `after`, and the id to go on after (None at the end)."""
         start = "-" if after is None else "(" + after
         with store_errors():
-            found = cast(list[bytes], self.redis.zrangebylex(self.keys.index, start, "+", start=0, num=limit + 1))
-            ids = [raw.decode() for raw in found]
+            merge = self.redis.pipeline(transaction=False)
+            for group in self.keys.groups:
+                merge.zrangebylex(self.keys.index(group), start, "+", start=0, num=limit + 1)
+            ids = sorted(raw.decode() for found in merge.execute() for raw in found)[: limit + 1]
             page_ids = ids[:limit]
             pipe = self.redis.pipeline(transaction=False)
             for account_id in page_ids:
@@ -269,10 +271,11 @@ class AccountRepository:
         """(installed accounts, revoked accounts), each one O(1) Redis call."""
         with store_errors():
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zcard(self.keys.index)
-            pipe.scard(self.keys.revoked)
-            total, revoked = pipe.execute()
-        return int(total), int(revoked)
+            for group in self.keys.groups:
+                pipe.zcard(self.keys.index(group))
+                pipe.scard(self.keys.revoked(group))
+            found = pipe.execute()
+        return sum(found[0::2]), sum(found[1::2])
 
 
 def _record(account_id: str, values: Sequence[Any]) -> AccountRecord | None:

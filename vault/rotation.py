@@ -190,7 +190,7 @@ class Rotation:
     def count_accounts(self) -> int:
         """The number of installed accounts (the index), for a progress bar."""
         with store_errors():
-            return int(self.redis.zcard(self.keys.index))
+            return sum(int(self.redis.zcard(self.keys.index(g))) for g in self.keys.groups)
 
     def _record(self, name: bytes) -> Record | None:
         parsed = self.keys.parse(name)

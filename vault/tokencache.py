@@ -145,7 +145,7 @@ class TokenCache:
                 account=self.keys.key_for(account_id),
                 cache=self.keys.key_for(account_id, CACHE),
                 slot_key=self.keys.key_for(account_id, kind, slot),
-                revoked=self.keys.revoked,
+                revoked=self.keys.revoked(self.keys.group_of(account_id)),
                 generation=generation,
                 value=value,
                 ttl_ms=max(1, ttl_ms),
