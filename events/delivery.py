@@ -104,7 +104,7 @@ class EndpointDeliverer:
                     self._holding = True
                     self.state.ensure_group()
                     self.state.forget_consumers(self.consumer, int(tunables.WEBHOOK_CONSUMER_FORGET * 1000))
-                    self._seen = self.outbox.info().last_id
+                    self._seen = self.outbox.newest_id()
                 if not self.round():
                     self._idle()
                 reported = False
@@ -194,7 +194,8 @@ class EndpointDeliverer:
             self._retry(item)
 
     def _retry(self, item: Due) -> None:
-        event = self.outbox.get([item.event_id]).get(item.event_id)
+        # Looked up in its account's group: where its delivery state is, and where its script wrote it.
+        event = self.outbox.get([item.event_id], group=self.state.keys.group_of(item.account_id)).get(item.event_id)
         if event is None:
             # Trimmed (older than the retention or past the count cap) before it could be delivered.
             log.warning("webhook %s: event %s is no longer retained; marked failed", self.state.id, item.event_id)

@@ -161,7 +161,7 @@ class AccountRepository:
                 channel=self.keys.channel,
                 iat="" if issued_at is None else int(issued_at),
                 pieces=sealed_fields_args(sealed),
-                **self.outbox.script_args(),
+                **self.outbox.script_args(account_id),
             )
         if outcome == -1:
             return Installed.STALE
@@ -210,7 +210,7 @@ class AccountRepository:
                 account_id=account_id,
                 channel=self.keys.channel,
                 via=via,
-                **self.outbox.script_args(),
+                **self.outbox.script_args(account_id),
             )
         self.on_change(account_id)
         return bool(existed)
@@ -246,7 +246,7 @@ class AccountRepository:
                 now=int(self.clock()),
                 account_id=account_id,
                 channel=self.keys.channel,
-                **self.outbox.script_args(),
+                **self.outbox.script_args(account_id),
             )
         self.on_change(account_id)
         return bool(done)

@@ -154,7 +154,7 @@ class TokenCache:
                 account_id=account_id,
                 channel=self.keys.channel,
                 scope=scope,  # the granted scope, for account.verified
-                **self.outbox.script_args(),
+                **self.outbox.script_args(account_id),
             )
         return bool(done)
 
