@@ -63,7 +63,7 @@ class EventFeed:
             if settled or left <= 0:
                 break
             if events:  # there are some, too fresh yet: wait until the first is past the horizon
-                due = (events[0].milliseconds + self.settle_ms) / 1000 - self.clock()
+                due = (events[0].milliseconds + self.settle_ms + 1) / 1000 - self.clock()
                 self.sleep(max(0.001, min(left, due)))
             elif not self.watcher.wait_beyond(after, left):
                 break
