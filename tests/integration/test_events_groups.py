@@ -6,6 +6,7 @@ may touch one slot only): the same code, the same expectations.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import tempfile
@@ -19,12 +20,15 @@ from redis.cluster import RedisCluster
 
 from core import tunables
 from core.errors import EventsExpired
+from events.delivery import EndpointDeliverer
 from events.feed import EventFeed
+from events.signing import generate_secret
 from events.watch import StreamWatcher
 from tests.support.flows import wait_for
+from tests.support.receiver import Receiver
 from tests.support.redis_server import free_port
 from vault.accounts import AccountRepository, Credentials
-from vault.deliveries import EndpointState, Outcome
+from vault.deliveries import EndpointState, Outcome, endpoint_id
 from vault.keys import KeyRing
 from vault.layout import GROUPS, KeySpace
 from vault.outbox import Outbox, group_of_id, parse_id
@@ -321,3 +325,42 @@ def test_a_dead_consumers_entries_of_every_group_are_claimed(store):
     for event in claimed:
         state.settle(event.id, event.fields["account_id"], Outcome.DELIVERED)
     assert state.stats().pending == 0
+
+
+def test_a_delivery_loop_delivers_every_groups_events_in_order_per_account(store):
+    outbox = Outbox(store, KEYS)
+    repo = repository(store, outbox)
+    secret = generate_secret()
+    failing = set()  # each account's first event fails once: its later ones wait behind it, in its group
+
+    def answer(n: int, webhook_id: str) -> int:
+        if webhook_id in failing:
+            return 200
+        failing.add(webhook_id)
+        return 503
+
+    receiver = Receiver(secret, answer)
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    url = receiver.url
+    watcher = StreamWatcher(outbox)
+    deliverer = EndpointDeliverer(url, EndpointState(store, KEYS, endpoint_id(url)), outbox, key, [0.1] * 3, watcher)
+    deliverer.state.ensure_group()
+    stop = threading.Event()
+    loop = threading.Thread(target=deliverer.run, args=(stop,))
+    loop.start()
+    accounts = [accounts_of_group(g, 1)[0] for g in (0, 4, 11, 15)]
+    try:
+        for account_id in accounts:
+            install(repo, account_id)
+            install(repo, account_id, 1)
+            repo.delete(account_id)
+        for account_id in accounts:
+            got = receiver.wait_for_types(account_id, ["account.installed", "account.reinstalled", "account.deleted"])
+            assert len(got) == 3  # each delivered once, in the order the account's changes were made
+        wait_for(lambda: (s := deliverer.state.stats()).pending == 0 and s.retrying == 0 and s.lag == 0)
+    finally:
+        stop.set()
+        loop.join(10)
+        watcher.stop()
+        receiver.close()
+    assert receiver.rejected == [] and len(receiver.delivered()) == 12
