@@ -364,3 +364,21 @@ def test_a_delivery_loop_delivers_every_groups_events_in_order_per_account(store
         watcher.stop()
         receiver.close()
     assert receiver.rejected == [] and len(receiver.delivered()) == 12
+
+
+def test_on_a_single_redis_a_read_of_all_groups_is_one_snapshot(redis_client, monkeypatch):
+    """One MULTI: no script can append to a group already read and then to one not read yet (its id would
+    be below the one handed out after it, and a reader past that would never see it)."""
+    made: list[bool] = []
+    pipeline = redis_client.pipeline
+
+    def spy(transaction: bool = True, shard_hint=None):
+        made.append(transaction)
+        return pipeline(transaction=transaction, shard_hint=shard_hint)
+
+    monkeypatch.setattr(redis_client, "pipeline", spy)
+    outbox = Outbox(redis_client, KEYS)
+    outbox.after(None, 10)
+    outbox.last(10)
+    outbox.newest_id()
+    assert made == [True, True, True]
