@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
+import time
+
 from vault.deliveries import EndpointState, Outcome
-from vault.layout import KeySpace
+from vault.layout import GROUPS, KeySpace
 from vault.outbox import Outbox
 
 KEYS = KeySpace("test")
 
 
+_appended = itertools.count(1)
+
+
 def append(redis_client, account_id: str) -> str:
-    """An event of the account appended to its group's stream, as the scripts do (the id: any, increasing)."""
-    events = KEYS.events(KEYS.group_of(account_id))
-    return redis_client.xadd(events, {"type": "account.installed", "account_id": account_id}).decode()
+    """An event of the account appended to its group's stream, with an id as the scripts make them (unique
+    across groups: Redis's own `*` ids of two groups' streams collide within a millisecond)."""
+    group = KEYS.group_of(account_id)
+    event_id = f"{int(time.time() * 1000)}-{group + GROUPS * next(_appended)}"
+    return redis_client.xadd(
+        KEYS.events(group), {"type": "account.installed", "account_id": account_id}, id=event_id
+    ).decode()
 
 
 def test_consumers_of_gone_processes_are_forgotten_unless_they_hold_entries(redis_client):
