@@ -172,6 +172,10 @@ class KeySpace:
         """Hash of event type -> the group's events ever appended (for metrics), counted by the appending script."""
         return f"{self.tag(group)}:events:counts"
 
+    def event_last(self, group: int) -> str:
+        """String holding the id of the group's newest event (`<ms>-<seq>`), from which its script makes the next id."""
+        return f"{self.tag(group)}:events:last"
+
     def endpoint(self, endpoint_id: str, part: str, group: int | None = None) -> str:
         """A key of one webhook endpoint's delivery state: of one slot group, or (group None) endpoint-wide."""
         if group is None:

@@ -56,7 +56,9 @@ def test_install_and_delete_drop_cached_tokens(repo, cache, redis):
     assert repo.delete("a1") is True
     # The group's counter and outbox (the events of the account's life); nothing of the account.
     tag = KeySpace("t").tag(KeySpace("t").group_of("a1"))
-    assert sorted(redis.keys("*")) == [f"{tag}:{name}".encode() for name in ("events", "events:counts", "generation")]
+    assert sorted(redis.keys("*")) == [
+        f"{tag}:{name}".encode() for name in ("events", "events:counts", "events:last", "generation")
+    ]
     assert repo.delete("a1") is False
 
 
