@@ -34,10 +34,14 @@ import redis
 from redis.cluster import RedisCluster
 
 from core.errors import VaultError
-from vault.accounts import valid_account_id
 from vault.layout import CACHE, FAILURE, LOCK, TOKEN, VERIFYING, AccountKey, KeySpace
 from vault.scripts import Script
 from vault.store import store_errors
+
+# The account ids the legacy layout's releases wrote (vault.accounts.ACCOUNT_ID then), frozen with that
+# layout here: vault.accounts may import this module for its fallback without a cycle.
+LEGACY_ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+ACCOUNT_ID_BYTES = LEGACY_ACCOUNT_ID.pattern.encode()
 
 DEFAULT_BATCH = 500
 ACTIVE_CACHE_SECONDS = 10.0  # how long a process trusts its last look at whether legacy records exist
@@ -76,7 +80,9 @@ class LegacyKeys:
         self.prefix = prefix
         self._account = re.compile(
             re.escape(f"{prefix}:account:".encode())
-            + rb"\{(?P<id>[A-Za-z0-9_-]{1,128})\}(?::(?P<kind>[a-z]+)(?::(?P<slot>.+))?)?",
+            + rb"\{(?P<id>"
+            + ACCOUNT_ID_BYTES
+            + rb")\}(?::(?P<kind>[a-z]+)(?::(?P<slot>.+))?)?",
             re.DOTALL,
         )
         parts = "|".join(LEGACY_ENDPOINT_PARTS)
@@ -86,7 +92,9 @@ class LegacyKeys:
             + parts.encode()
             + rb")|"
             + LEGACY_WAITING.encode()
-            + rb":\{(?P<account>[A-Za-z0-9_-]{1,128})\})"
+            + rb":\{(?P<account>"
+            + ACCOUNT_ID_BYTES
+            + rb")\})"
         )
 
     @property
@@ -259,7 +267,7 @@ class Migrator:
         One script call while legacy records exist (two when the account has cached tokens), nothing
         after. Call it before reading or changing an account.
         """
-        if not self.active() or not valid_account_id(account_id):
+        if not self.active() or not LEGACY_ACCOUNT_ID.fullmatch(account_id):
             return False
         return self.migrate_account(account_id)
 
@@ -386,7 +394,7 @@ class Migrator:
         """Move a batch of accounts: their cache sets in one round trip, their scripts in another."""
         valid = []
         for account_id in ids:
-            if valid_account_id(account_id):
+            if LEGACY_ACCOUNT_ID.fullmatch(account_id):
                 valid.append(account_id)
             else:
                 report.problems.append(Problem(account_id[:200], NOT_AN_ID))
