@@ -24,6 +24,7 @@ import redis
 
 from core.errors import RecordUnreadable
 from vault.layout import CACHE, VERIFYING, Field, KeySpace, Status
+from vault.migration import Migrator
 from vault.outbox import Outbox
 from vault.scripts import Script
 from vault.seal import Sealer, SealError, associated_data
@@ -128,8 +129,11 @@ class AccountRepository:
         on_change: Callable[[str], None] = lambda account_id: None,
         outbox: Outbox | None = None,
         replicas: Replicas | None = None,
+        migrator: Migrator | None = None,
     ) -> None:
         self.redis = client
+        # While records of the single-Redis layout remain, each account is moved on its first use.
+        self.migrator = migrator
         # Installs and deletes are answered only once a replica holds them (None: no replicas to wait for).
         self.replicas = replicas
         # Where the scripts append the lifecycle events of every change (with its retention).
@@ -145,6 +149,10 @@ class AccountRepository:
 
     def _aad(self, app_id: str, account_id: str) -> bytes:
         return credentials_aad(app_id, account_id)
+
+    def _current(self, account_id: str) -> None:
+        if self.migrator is not None:
+            self.migrator.ensure_current(account_id)
 
     def _acknowledged(self, script: Script, **named: Any) -> Any:
         """Run a script that writes credentials (or removes them); with replicas, return once one holds it."""
@@ -163,6 +171,7 @@ class AccountRepository:
         sealed = self.sealer.seal(plain, aad=self._aad(app_id, account_id))
         now = int(self.clock())
         group = self.keys.group_of(account_id)
+        self._current(account_id)
         with store_errors():
             outcome = self._acknowledged(
                 self._install,
@@ -185,12 +194,14 @@ class AccountRepository:
         return Installed.REPLACED if outcome else Installed.NEW
 
     def get(self, account_id: str) -> AccountRecord | None:
+        self._current(account_id)
         with store_errors():
             values = self.redis.hmget(self.keys.key_for(account_id), _SUMMARY_FIELDS)
         return _record(account_id, values)
 
     def load(self, account_id: str) -> tuple[AccountRecord, Credentials] | None:
         """The record and its opened credentials, or None if not installed."""
+        self._current(account_id)
         with store_errors():
             fields = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.key_for(account_id)))
         record = _record(account_id, [fields.get(name.encode()) for name in _SUMMARY_FIELDS])
@@ -200,6 +211,7 @@ class AccountRepository:
 
     def sealed_credentials(self, account_id: str) -> bytes | None:
         """The sealed credentials as stored (for key ids and tests; never shown), or None."""
+        self._current(account_id)
         with store_errors():
             return join_sealed(cast(dict[bytes, bytes], self.redis.hgetall(self.keys.key_for(account_id))))
 
@@ -217,6 +229,7 @@ class AccountRepository:
     def delete(self, account_id: str, *, via: str = "api") -> bool:
         """Remove every trace of the account; True if it was installed (`via`: who asked, for its event)."""
         group = self.keys.group_of(account_id)
+        self._current(account_id)
         with store_errors():
             existed = self._acknowledged(
                 self._delete,
@@ -239,6 +252,7 @@ class AccountRepository:
         Also claims the account's verification for `verify_interval` seconds, across all
         processes, so a stream of callbacks makes one verification fetch, not one each.
         """
+        self._current(account_id)
         with store_errors():
             outcome = self._drop_tokens(
                 account=self.keys.key_for(account_id),
@@ -254,6 +268,7 @@ class AccountRepository:
     def revoke(self, account_id: str, generation: str, until: int) -> bool:
         """Mark revoked and drop cached tokens, unless the account was re-installed meanwhile."""
         group = self.keys.group_of(account_id)
+        self._current(account_id)
         with store_errors():
             done = self._revoke(
                 account=self.keys.key_for(account_id),
