@@ -32,6 +32,7 @@ from vault.accounts import AccountRepository
 from vault.apikeys import ApiKeyStore
 from vault.health import StoreHealth
 from vault.layout import KeySpace
+from vault.migration import Migrator
 from vault.replay import IdentityBindings
 from vault.seal import Sealer
 from vault.store import connect
@@ -78,7 +79,10 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     keys = KeySpace(config.key_prefix)
     memory = WorkerMemory(client, keys.channel)
     events = build_events(client, keys, config)
-    accounts = AccountRepository(client, sealer, keys, on_change=memory.cache.invalidate, outbox=events.outbox)
+    migrator = Migrator(client, keys, on_change=memory.cache.invalidate)
+    accounts = AccountRepository(
+        client, sealer, keys, on_change=memory.cache.invalidate, outbox=events.outbox, migrator=migrator
+    )
     managed_keys = ApiKeyStore(client, config.keyring, keys)
     tokens = TokenService(
         accounts,

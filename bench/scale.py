@@ -81,10 +81,11 @@ class Scale:
                 f"format), {direct / elapsed:,.0f} accounts/s; the rest through the real callback."
             )
         after = self._settled_used_memory()
-        total = self.redis.zcard(self.config.key_prefix + ":accounts")
+        layout = KeySpace(self.config.key_prefix)
+        total = sum(int(self.redis.zcard(layout.index(group))) for group in layout.groups)
         r.row(
             "6",
-            "accounts installed (index ZCARD)",
+            "accounts installed (ZCARD of every group index)",
             f"{total:,}",
             f"{s.accounts:,}",
             r.count("installed accounts", total == s.accounts),
@@ -92,7 +93,7 @@ class Scale:
         keys = KeySpace(self.config.key_prefix)
         sample = (self.callback_ids[:3] + self.direct_ids[:3])[:6]
         usages = [self.redis.memory_usage(keys.key_for(a), samples=0) or 0 for a in sample]
-        index_bytes = self.redis.memory_usage(keys.index, samples=0) or 0
+        index_bytes = sum(self.redis.memory_usage(keys.index(g), samples=0) or 0 for g in keys.groups)
         per_account = (after - before) / s.accounts
         hash_bytes = statistics.median(usages)
         key = keys.key_for(sample[0])

@@ -5,10 +5,12 @@ gevent), so one endpoint that is down never delays another, nor a request. Of al
 the one holding an endpoint's lease delivers to it (`vault.deliveries`); the others look for
 the lease every second and take it within WEBHOOK_LEASE_SECONDS when its holder dies, claiming
 the entries it had read and not settled. A round: claim stale entries, read new ones from the
-endpoint's consumer group, take the retries now due; deliver events of different accounts
-concurrently (WEBHOOK_CONCURRENCY) and one account's in order. An attempt that fails is
-scheduled in Redis (a retry sorted set, WEBHOOK_RETRY_SCHEDULE with jitter) and its stream entry
-acknowledged; a later event of that account waits behind it, for this endpoint only.
+endpoint's consumer group on every slot group's stream (one command per stream, pipelined), take
+the retries now due; deliver events of different accounts concurrently (WEBHOOK_CONCURRENCY) and
+one account's in order (an account's events are all in its group's stream, in id order). An
+attempt that fails is scheduled in Redis (the group's retry sorted set, WEBHOOK_RETRY_SCHEDULE with
+jitter) and its stream entry acknowledged; a later event of that account waits behind it, for this
+endpoint only.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class EndpointDeliverer:
                     self._holding = True
                     self.state.ensure_group()
                     self.state.forget_consumers(self.consumer, int(tunables.WEBHOOK_CONSUMER_FORGET * 1000))
-                    self._seen = self.outbox.info().last_id
+                    self._seen = self.outbox.newest_id()
                 if not self.round():
                     self._idle()
                 reported = False
@@ -137,7 +139,7 @@ class EndpointDeliverer:
         """One round of work; False if there was none."""
         # This process's own unsettled entries first (a round waits for all its attempts, and only the
         # lease holder reads, so none is in flight: a settle that failed last round), then a dead
-        # consumer's, then new ones; all in id order per account, so an account's order holds.
+        # consumer's, then new ones, each of every group; all in id order per account, so an account's order holds.
         self._lease_lost.clear()
         own = self.state.read_own_pending(self.consumer, tunables.WEBHOOK_BATCH)
         stale = self.state.claim_stale(
@@ -194,7 +196,8 @@ class EndpointDeliverer:
             self._retry(item)
 
     def _retry(self, item: Due) -> None:
-        event = self.outbox.get([item.event_id]).get(item.event_id)
+        # Looked up in its account's group: where its delivery state is, and where its script wrote it.
+        event = self.outbox.get([item.event_id], group=self.state.keys.group_of(item.account_id)).get(item.event_id)
         if event is None:
             # Trimmed (older than the retention or past the count cap) before it could be delivered.
             log.warning("webhook %s: event %s is no longer retained; marked failed", self.state.id, item.event_id)

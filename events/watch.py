@@ -1,8 +1,10 @@
-"""One watcher of the outbox stream per worker process, so that any number of waiters cost one Redis connection.
+"""One watcher of the outbox per worker process, so that any number of waiters cost one Redis connection.
 
-A thread (a greenlet under gevent) loops on `XREAD BLOCK` (`Outbox.wait_after`) from the newest id it has seen and
-wakes every waiter when the stream grows: a feed long-poll or an idle deliverer waits on a
-`threading.Condition`, not on Redis. It borrows one connection of the worker's pool for each
+A thread (a greenlet under gevent) loops on `Outbox.wait_after` from the newest id it has seen (of
+any slot group) and wakes every waiter when any group's stream grows. On a single Redis or Sentinel
+that is one `XREAD BLOCK` of all the groups' streams; on a Redis Cluster, where that is CROSSSLOT,
+a poll of every group's newest id every EVENT_WATCH_POLL_MS. A feed long-poll or an idle deliverer
+waits on a `threading.Condition`, not on Redis. The watcher borrows one connection of the worker's pool for each
 block (EVENT_WATCH_BLOCK_MS, inside the socket timeout), runs only while someone waited on it in
 the last EVENT_WATCH_IDLE_STOP seconds, and reconnects after a Redis error.
 """
@@ -16,16 +18,14 @@ import time
 
 from core import tunables
 from core.errors import VaultError
-from vault.outbox import Outbox, parse_id
+from vault.outbox import Outbox, order_of
 
 log = logging.getLogger(__name__)
 
 THREAD_NAME = "itv-events-watch"
 
 
-def id_key(event_id: str | None) -> tuple[int, int]:
-    """An id as a comparable pair; None (nothing yet) sorts first."""
-    return parse_id(event_id or "0-0") or (0, 0)
+id_key = order_of  # an id as a comparable pair; None (nothing yet) sorts first
 
 
 class StreamWatcher:

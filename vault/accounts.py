@@ -1,31 +1,37 @@
 """Installed accounts: one Redis hash each (fields in `vault.layout.Field`), sealed credentials, an index to page.
 
 The sealed credentials are stored in pieces (`CRED_PIECE`); every install and
-revocation takes a fresh generation from one deployment-wide counter, never reused
+revocation takes a fresh generation from its slot group's counter, never reused
 even after a delete, so a token fetched with old credentials is never stored for
-new ones. Each change is one Lua script (vault/lua/), so an account is never seen
-half-installed or half-deleted.
+new ones. Each change is one Lua script (vault/lua/) on one Cluster slot (the
+account's group), so an account is never seen half-installed or half-deleted.
+Paging merges the groups' indexes in id order.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import heapq
 import json
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
 from core.errors import RecordUnreadable
 from vault.layout import CACHE, VERIFYING, Field, KeySpace, Status
+from vault.migration import Migrator
 from vault.outbox import Outbox
 from vault.scripts import Script
 from vault.seal import Sealer, SealError, associated_data
 from vault.store import store_errors
+
+if TYPE_CHECKING:
+    from vault.replicas import Replicas
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +128,14 @@ class AccountRepository:
         clock: Callable[[], float] = time.time,
         on_change: Callable[[str], None] = lambda account_id: None,
         outbox: Outbox | None = None,
+        replicas: Replicas | None = None,
+        migrator: Migrator | None = None,
     ) -> None:
         self.redis = client
+        # While records of the single-Redis layout remain, each account is moved on its first use.
+        self.migrator = migrator
+        # Installs and deletes are answered only once a replica holds them (None: no replicas to wait for).
+        self.replicas = replicas
         # Where the scripts append the lifecycle events of every change (with its retention).
         self.outbox = outbox if outbox is not None else Outbox(client, keys, clock=clock)
         self.on_change = on_change  # this process's own memory hears of a change at once
@@ -138,6 +150,16 @@ class AccountRepository:
     def _aad(self, app_id: str, account_id: str) -> bytes:
         return credentials_aad(app_id, account_id)
 
+    def _current(self, account_id: str) -> None:
+        if self.migrator is not None:
+            self.migrator.ensure_current(account_id)
+
+    def _acknowledged(self, script: Script, **named: Any) -> Any:
+        """Run a script that writes credentials (or removes them); with replicas, return once one holds it."""
+        if self.replicas is None:
+            return script(**named)
+        return self.replicas.run(script, named["account"], **named)
+
     def install(self, account_id: str, app_id: str, creds: Credentials, *, issued_at: int | None = None) -> Installed:
         """Store (or replace) an account's credentials and drop its cached tokens.
 
@@ -148,20 +170,23 @@ class AccountRepository:
         plain = json.dumps({"id": creds.client_id, "secret": creds.client_secret}).encode()
         sealed = self.sealer.seal(plain, aad=self._aad(app_id, account_id))
         now = int(self.clock())
+        group = self.keys.group_of(account_id)
+        self._current(account_id)
         with store_errors():
-            outcome = self._install(
+            outcome = self._acknowledged(
+                self._install,
                 account=self.keys.key_for(account_id),
                 cache=self.keys.key_for(account_id, CACHE),
-                index=self.keys.index,
-                revoked=self.keys.revoked,
-                generation=self.keys.generation,
+                index=self.keys.index(group),
+                revoked=self.keys.revoked(group),
+                generation=self.keys.generation(group),
                 app=app_id,
                 now=now,
                 account_id=account_id,
                 channel=self.keys.channel,
                 iat="" if issued_at is None else int(issued_at),
                 pieces=sealed_fields_args(sealed),
-                **self.outbox.script_args(),
+                **self.outbox.script_args(account_id),
             )
         if outcome == -1:
             return Installed.STALE
@@ -169,12 +194,14 @@ class AccountRepository:
         return Installed.REPLACED if outcome else Installed.NEW
 
     def get(self, account_id: str) -> AccountRecord | None:
+        self._current(account_id)
         with store_errors():
             values = self.redis.hmget(self.keys.key_for(account_id), _SUMMARY_FIELDS)
         return _record(account_id, values)
 
     def load(self, account_id: str) -> tuple[AccountRecord, Credentials] | None:
         """The record and its opened credentials, or None if not installed."""
+        self._current(account_id)
         with store_errors():
             fields = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.key_for(account_id)))
         record = _record(account_id, [fields.get(name.encode()) for name in _SUMMARY_FIELDS])
@@ -184,6 +211,7 @@ class AccountRepository:
 
     def sealed_credentials(self, account_id: str) -> bytes | None:
         """The sealed credentials as stored (for key ids and tests; never shown), or None."""
+        self._current(account_id)
         with store_errors():
             return join_sealed(cast(dict[bytes, bytes], self.redis.hgetall(self.keys.key_for(account_id))))
 
@@ -200,17 +228,20 @@ class AccountRepository:
 
     def delete(self, account_id: str, *, via: str = "api") -> bool:
         """Remove every trace of the account; True if it was installed (`via`: who asked, for its event)."""
+        group = self.keys.group_of(account_id)
+        self._current(account_id)
         with store_errors():
-            existed = self._delete(
+            existed = self._acknowledged(
+                self._delete,
                 account=self.keys.key_for(account_id),
                 cache=self.keys.key_for(account_id, CACHE),
-                index=self.keys.index,
-                revoked=self.keys.revoked,
+                index=self.keys.index(group),
+                revoked=self.keys.revoked(group),
                 verifying=self.keys.key_for(account_id, VERIFYING),
                 account_id=account_id,
                 channel=self.keys.channel,
                 via=via,
-                **self.outbox.script_args(),
+                **self.outbox.script_args(account_id),
             )
         self.on_change(account_id)
         return bool(existed)
@@ -221,6 +252,7 @@ class AccountRepository:
         Also claims the account's verification for `verify_interval` seconds, across all
         processes, so a stream of callbacks makes one verification fetch, not one each.
         """
+        self._current(account_id)
         with store_errors():
             outcome = self._drop_tokens(
                 account=self.keys.key_for(account_id),
@@ -235,28 +267,38 @@ class AccountRepository:
 
     def revoke(self, account_id: str, generation: str, until: int) -> bool:
         """Mark revoked and drop cached tokens, unless the account was re-installed meanwhile."""
+        group = self.keys.group_of(account_id)
+        self._current(account_id)
         with store_errors():
             done = self._revoke(
                 account=self.keys.key_for(account_id),
                 cache=self.keys.key_for(account_id, CACHE),
-                revoked=self.keys.revoked,
-                generation_counter=self.keys.generation,
+                revoked=self.keys.revoked(group),
+                generation_counter=self.keys.generation(group),
                 generation=generation,
                 until=until,
                 now=int(self.clock()),
                 account_id=account_id,
                 channel=self.keys.channel,
-                **self.outbox.script_args(),
+                **self.outbox.script_args(account_id),
             )
         self.on_change(account_id)
         return bool(done)
 
     def page(self, limit: int, after: str | None) -> tuple[list[AccountRecord], str | None]:
-        """One page of accounts in id order after the id `after`, and the id to go on after (None at the end)."""
+        """One page of accounts in id order after the id `after`, and the id to go on after (None at the end).
+
+        Each group's index gives its first `limit + 1` ids after `after` (one pipelined read per
+        group, so a page costs the same at any N); merged, their first `limit + 1` are the page
+        and tell whether more follow. Redis orders members bytewise, as Python orders bytes.
+        """
         start = "-" if after is None else "(" + after
         with store_errors():
-            found = cast(list[bytes], self.redis.zrangebylex(self.keys.index, start, "+", start=0, num=limit + 1))
-            ids = [raw.decode() for raw in found]
+            pipe = self.redis.pipeline(transaction=False)
+            for group in self.keys.groups:
+                pipe.zrangebylex(self.keys.index(group), start, "+", start=0, num=limit + 1)
+            per_group = cast(list[list[bytes]], pipe.execute())
+            ids = [raw.decode() for raw in heapq.merge(*per_group)][: limit + 1]
             page_ids = ids[:limit]
             pipe = self.redis.pipeline(transaction=False)
             for account_id in page_ids:
@@ -266,13 +308,14 @@ class AccountRepository:
         return records, page_ids[-1] if len(ids) > limit else None
 
     def counts(self) -> tuple[int, int]:
-        """(installed accounts, revoked accounts), each one O(1) Redis call."""
+        """(installed accounts, revoked accounts): two O(1) counts per group, in one pipeline."""
         with store_errors():
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zcard(self.keys.index)
-            pipe.scard(self.keys.revoked)
-            total, revoked = pipe.execute()
-        return int(total), int(revoked)
+            for group in self.keys.groups:
+                pipe.zcard(self.keys.index(group))
+                pipe.scard(self.keys.revoked(group))
+            found = [int(n) for n in pipe.execute()]
+        return sum(found[0::2]), sum(found[1::2])
 
 
 def _record(account_id: str, values: Sequence[Any]) -> AccountRecord | None:

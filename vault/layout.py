@@ -110,7 +110,8 @@ class KeySpace:
         self.groups = range(GROUPS)
         self._account = re.compile(
             re.escape(f"{prefix}:".encode())
-            + rb"\{g(?P<group>[0-9]{2})\.[0-9]+\}:account:(?P<id>[A-Za-z0-9_-]{1,128})(?::(?P<kind>[a-z]+)(?::(?P<slot>.+))?)?",
+            + rb"\{g(?P<group>[0-9]{2})\.[0-9]+\}:account:(?P<id>[A-Za-z0-9_-]{1,128})"
+            + rb"(?::(?P<kind>[a-z]+)(?::(?P<slot>.+))?)?",
             re.DOTALL,
         )
 
@@ -171,6 +172,10 @@ class KeySpace:
         """Hash of event type -> the group's events ever appended (for metrics), counted by the appending script."""
         return f"{self.tag(group)}:events:counts"
 
+    def event_last(self, group: int) -> str:
+        """String holding the id of the group's newest event (`<ms>-<seq>`), from which its script makes the next id."""
+        return f"{self.tag(group)}:events:last"
+
     def endpoint(self, endpoint_id: str, part: str, group: int | None = None) -> str:
         """A key of one webhook endpoint's delivery state: of one slot group, or (group None) endpoint-wide."""
         if group is None:
@@ -178,7 +183,7 @@ class KeySpace:
         return f"{self.tag(group)}:events:endpoint:{endpoint_id}:{part}"
 
     def waiting(self, endpoint_id: str, account_id: str) -> str:
-        """List of one account's event ids waiting behind its undelivered one, for one endpoint (the account's group)."""
+        """List of one account's event ids waiting behind its undelivered one, for one endpoint (account's group)."""
         return f"{self.tag(group_of(account_id))}:events:endpoint:{endpoint_id}:waiting:{account_id}"
 
     def identity(self, issuer: str, app_id: str, jti: str) -> str:

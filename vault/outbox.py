@@ -1,22 +1,32 @@
-"""The outbox: the Redis Stream of account lifecycle events, appended by the scripts, read by the feed and delivery.
+"""The outbox: one Redis Stream of account lifecycle events per slot group, read as one ordered stream.
 
-Every script that changes an account appends its event in the same atomic step
-(`emit` in vault/lua/lifecycle.lua), trimmed by time (`EVENT_RETENTION`, as a
-MINID) and by count (`EVENT_MAX_COUNT`). An event's id is its stream entry id
-(`<milliseconds>-<sequence>`), so every reader and every retry names it alike.
+Every script that changes an account appends its event to the stream of the account's group
+(`keys.events(group)`) in the same atomic step (`emit` in vault/lua/lifecycle.lua), trimmed by
+time (`EVENT_RETENTION`, as a MINID) and by the group's share of the count cap (`EVENT_MAX_COUNT`
+/ GROUPS). An event's id is its stream entry id (`<milliseconds>-<sequence>`), so every reader and
+every retry names it alike. The script makes the id itself: the server's time (never below the
+group's newest id) and a sequence that is the group's number, then GROUPS more for each further
+event of that millisecond, so `sequence % GROUPS` is the event's group, ids of different groups
+never collide, and all ids are totally ordered by (milliseconds, sequence). Reads merge the
+groups in that order: on a single Redis (or Sentinel's master) in one MULTI, a snapshot; on a
+Redis Cluster, where the groups live on several masters, in one pipeline that is not a snapshot
+(the feed's settle horizon, events.feed, covers that).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
+import redis.cluster
 
-from vault.layout import KeySpace
+from core import tunables
+from vault.layout import GROUPS, KeySpace
 from vault.store import store_errors
 
 DEFAULT_RETENTION = 7 * 24 * 3600
@@ -30,6 +40,22 @@ def parse_id(text: str) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
+def order_of(event_id: str | None) -> tuple[int, int]:
+    """An id as a comparable pair; None (nothing yet) or anything unparsable sorts first."""
+    return parse_id(event_id or "0-0") or (0, 0)
+
+
+def group_of_id(event_id: str) -> int | None:
+    """The slot group whose script wrote this event id (its sequence modulo GROUPS); None if not an id."""
+    parsed = parse_id(event_id)
+    return parsed[1] % GROUPS if parsed else None
+
+
+def is_cluster(client: Any) -> bool:
+    """True for a Redis Cluster client: every command and script may touch one slot only, no MULTI across slots."""
+    return isinstance(client, redis.cluster.RedisCluster)
+
+
 @dataclasses.dataclass(frozen=True)
 class StoredEvent:
     """One outbox entry as stored: its id and its flat fields (type, account_id, iris_app_id, data fields)."""
@@ -40,6 +66,10 @@ class StoredEvent:
     @property
     def milliseconds(self) -> int:
         return int(self.id.split("-", 1)[0])
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return order_of(self.id)
 
 
 def stored(entries: Any) -> list[StoredEvent]:
@@ -56,6 +86,11 @@ def stored(entries: Any) -> list[StoredEvent]:
     return events
 
 
+def merged(lists: Iterable[list[StoredEvent]]) -> list[StoredEvent]:
+    """Several groups' events (each list in id order) as one list in id order."""
+    return list(heapq.merge(*lists, key=lambda event: event.order))
+
+
 def text(value: bytes | str) -> str:
     """A Redis reply as text (the clients here are not created with decode_responses)."""
     return value.decode() if isinstance(value, bytes) else value
@@ -63,21 +98,42 @@ def text(value: bytes | str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class StreamInfo:
-    """What the feed and the CLI need to know about the stream: its length, ends, and whether it was trimmed."""
+    """What the feed and the CLI need to know about the outbox: its length, ends, and whether it was trimmed.
+
+    Of all groups together (`Outbox.info`), with each group's own in `parts` (in group order);
+    a group's own has no parts.
+    """
 
     length: int
     first_id: str | None
     last_id: str | None
     added: int  # entries ever appended (more than `length` once trimming removed some)
     last_generated_id: str
+    parts: tuple[StreamInfo, ...] = ()
 
     @property
     def trimmed(self) -> bool:
         return self.added > self.length
 
+    @classmethod
+    def of_groups(cls, parts: Sequence[StreamInfo]) -> StreamInfo:
+        firsts = [p.first_id for p in parts if p.first_id is not None]
+        lasts = [p.last_id for p in parts if p.last_id is not None]
+        return cls(
+            length=sum(p.length for p in parts),
+            first_id=min(firsts, key=order_of) if firsts else None,
+            last_id=max(lasts, key=order_of) if lasts else None,
+            added=sum(p.added for p in parts),
+            last_generated_id=max((p.last_generated_id for p in parts), key=order_of, default="0-0"),
+            parts=tuple(parts),
+        )
+
+
+_EMPTY = StreamInfo(0, None, None, 0, "0-0")
+
 
 class Outbox:
-    """The retention every appending script is given, and reads of the stream."""
+    """The retention every appending script is given, and reads of the groups' streams merged in id order."""
 
     def __init__(
         self,
@@ -93,77 +149,134 @@ class Outbox:
         self.retention = retention
         self.max_count = max_count
         self.clock = clock
+        # On a cluster the groups' streams are on several masters: no MULTI across them, no XREAD of them all.
+        self.cluster = is_cluster(client)
 
-    def script_args(self) -> dict[str, Any]:
-        """The keys and arguments every appending script takes: the stream, its counts and its trimming."""
+    def script_args(self, account_id: str) -> dict[str, Any]:
+        """The keys and arguments every appending script takes: the account's group's stream, counts, newest
+        id and trimming (each group keeps its share of EVENT_MAX_COUNT), and the group's number."""
+        group = self.keys.group_of(account_id)
         return {
-            "events": self.keys.events,
-            "event_counts": self.keys.event_counts,
+            "events": self.keys.events(group),
+            "event_counts": self.keys.event_counts(group),
+            "event_last": self.keys.event_last(group),
             "retain_after": f"{max(0, int((self.clock() - self.retention) * 1000))}-0",
-            "retain_max": self.max_count,
+            "retain_max": max(1, -(-self.max_count // GROUPS)),
+            "event_group": group,
+            "event_groups": GROUPS,
         }
+
+    def _each_group(self, command: Callable[[Any, str], Any], groups: Iterable[int] | None = None) -> list[Any]:
+        """One command per group's stream, in one round trip: a MULTI (a snapshot of all groups) on a
+        single Redis, a plain pipeline on a cluster (which splits it by master)."""
+        with store_errors():
+            pipe = self.redis.pipeline(transaction=not self.cluster)
+            for group in self.keys.groups if groups is None else groups:
+                command(pipe, self.keys.events(group))
+            answers: list[Any] = pipe.execute()
+            return answers
 
     def after(self, after: str | None, limit: int) -> list[StoredEvent]:
         """Up to `limit` events after the id `after` (from the oldest when None), in order."""
-        with store_errors():
-            return stored(self.redis.xrange(self.keys.events, "-" if after is None else "(" + after, "+", count=limit))
+        start = "-" if after is None else "(" + after
+        rows = self._each_group(lambda pipe, key: pipe.xrange(key, start, "+", count=limit))
+        return merged(stored(r) for r in rows)[:limit]
 
     def since(self, milliseconds: int, limit: int) -> list[StoredEvent]:
         """Up to `limit` events from a time on (epoch milliseconds), in order."""
-        with store_errors():
-            return stored(self.redis.xrange(self.keys.events, f"{milliseconds}-0", "+", count=limit))
+        rows = self._each_group(lambda pipe, key: pipe.xrange(key, f"{milliseconds}-0", "+", count=limit))
+        return merged(stored(r) for r in rows)[:limit]
 
     def last(self, limit: int) -> list[StoredEvent]:
         """The newest `limit` events, oldest first."""
-        with store_errors():
-            return stored(self.redis.xrevrange(self.keys.events, "+", "-", count=limit))[::-1]
+        rows = self._each_group(lambda pipe, key: pipe.xrevrange(key, "+", "-", count=limit))
+        everything = merged(stored(r)[::-1] for r in rows)
+        return everything[max(0, len(everything) - limit) :]
 
     def newest_id(self) -> str:
-        """The id of the newest event, "0-0" when there is none."""
-        with store_errors():
-            newest = self.redis.xrevrange(self.keys.events, "+", "-", count=1)
-        return text(newest[0][0] or b"0-0") if newest else "0-0"
+        """The id of the newest event of all groups, "0-0" when there is none."""
+        rows = self._each_group(lambda pipe, key: pipe.xrevrange(key, "+", "-", count=1))
+        return max((text(r[0][0]) for r in rows if r), key=order_of, default="0-0")
 
     def wait_after(self, cursor: str, block_ms: int) -> str | None:
-        """Block up to `block_ms` for events after `cursor`; the newest id read, or None if none came.
+        """Wait up to `block_ms` for events after `cursor` in any group; the newest id read, or None if none came.
 
-        It holds one pooled connection for the block (the watcher's: events.watch).
+        On a single Redis one `XREAD BLOCK` of every group's stream, holding one pooled connection
+        for the block (the watcher's: events.watch). On a cluster that is CROSSSLOT: the newest id of
+        every group is polled every EVENT_WATCH_POLL_MS instead (one pipelined round per master).
         """
+        if self.cluster:
+            return self._poll_after(cursor, block_ms)
         with store_errors():
-            answer: Any = self.redis.xread({self.keys.events: cursor}, count=1000, block=block_ms)
+            answer: Any = self.redis.xread(
+                {self.keys.events(group): cursor for group in self.keys.groups}, count=1000, block=block_ms
+            )
         newest = None
         for _, entries in answer or ():
-            if entries:
+            if entries and order_of(text(entries[-1][0])) > order_of(newest):
                 newest = text(entries[-1][0])
         return newest
 
-    def get(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]:
-        """The events of these ids that are still retained, by id."""
+    def _poll_after(self, cursor: str, block_ms: int) -> str | None:
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            newest = self.newest_id()
+            if order_of(newest) > order_of(cursor):
+                return newest
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(left, tunables.EVENT_WATCH_POLL_MS / 1000))
+
+    def get(self, event_ids: Sequence[str], *, group: int | None = None) -> dict[str, StoredEvent]:
+        """The events of these ids that are still retained, by id; each looked up in the group its
+        sequence names, or in `group` when given (the group of their account)."""
+        routed = [(i, group if group is not None else group_of_id(i)) for i in event_ids]
+        wanted = [(i, g) for i, g in routed if g is not None]
         with store_errors():
             pipe = self.redis.pipeline(transaction=False)
-            for event_id in event_ids:
-                pipe.xrange(self.keys.events, event_id, event_id)
-            found = pipe.execute()
+            for event_id, in_group in wanted:
+                pipe.xrange(self.keys.events(in_group), event_id, event_id)
+            found = pipe.execute() if wanted else []
         return {event.id: event for rows in found for event in stored(rows)}
 
     def info(self) -> StreamInfo:
-        """Length, first and last ids, and how many were ever appended (Redis 7's `entries-added`)."""
+        """Length, first and last ids, and how many were ever appended (Redis 7's `entries-added`): of
+        all groups together, each group's own in `parts`."""
         with store_errors():
-            try:
-                raw: dict[str, Any] = self.redis.xinfo_stream(self.keys.events)
-            except redis.exceptions.ResponseError:  # no such key: nothing appended yet
-                return StreamInfo(0, None, None, 0, "0-0")
-        first, last = raw.get("first-entry"), raw.get("last-entry")
-        return StreamInfo(
-            length=int(raw.get("length", 0)),
-            first_id=text(first[0]) if first else None,
-            last_id=text(last[0]) if last else None,
-            added=int(raw.get("entries-added", 0)),
-            last_generated_id=text(raw.get("last-generated-id", b"0-0")),
-        )
+            pipe = self.redis.pipeline(transaction=False)
+            for group in self.keys.groups:
+                pipe.xinfo_stream(self.keys.events(group))
+            answers = pipe.execute(raise_on_error=False)
+        parts = []
+        for raw in answers:
+            if isinstance(raw, redis.exceptions.ResponseError):
+                if "no such key" not in str(raw).lower():
+                    with store_errors():
+                        raise raw
+                parts.append(_EMPTY)  # nothing appended to this group yet
+                continue
+            first, last = raw.get("first-entry"), raw.get("last-entry")
+            parts.append(
+                StreamInfo(
+                    length=int(raw.get("length", 0)),
+                    first_id=text(first[0]) if first else None,
+                    last_id=text(last[0]) if last else None,
+                    added=int(raw.get("entries-added", 0)),
+                    last_generated_id=text(raw.get("last-generated-id", b"0-0")),
+                )
+            )
+        return StreamInfo.of_groups(parts)
 
     def counts(self) -> dict[str, int]:
-        """Events ever appended, by type (the scripts count them atomically with appending)."""
+        """Events ever appended, by type, summed over the groups (the scripts count them atomically with appending)."""
         with store_errors():
-            raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.event_counts))
-        return {text(name): int(value) for name, value in raw.items()}
+            pipe = self.redis.pipeline(transaction=False)
+            for group in self.keys.groups:
+                pipe.hgetall(self.keys.event_counts(group))
+            answers = cast(list[dict[bytes, bytes]], pipe.execute())
+        totals: dict[str, int] = {}
+        for raw in answers:
+            for name, value in raw.items():
+                totals[text(name)] = totals.get(text(name), 0) + int(value)
+        return totals

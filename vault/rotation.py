@@ -28,7 +28,6 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Callable, Iterator
-from typing import cast
 
 import redis
 
@@ -169,13 +168,13 @@ class Rotation:
         names seen are remembered: about 100 bytes per record, for the counts to be exact.
         """
         seen: set[bytes] = set()
-        cursor = 0
         pattern = self.keys.account_scan_pattern
+        names = iter(self.redis.scan_iter(match=pattern, count=batch))  # every master's keys on a cluster
         while True:
             with store_errors():
-                cursor, names = cast(tuple[int, list[bytes]], self.redis.scan(cursor, match=pattern, count=batch))
+                chunk = [name for _, name in zip(range(batch), names)]
             records = []
-            for name in names:
+            for name in chunk:
                 if name in seen:
                     continue
                 seen.add(name)
@@ -184,13 +183,16 @@ class Rotation:
                     records.append(record)
             if records:
                 yield records
-            if cursor == 0:
+            if len(chunk) < batch:
                 return
 
     def count_accounts(self) -> int:
         """The number of installed accounts (the index), for a progress bar."""
         with store_errors():
-            return int(self.redis.zcard(self.keys.index))
+            pipe = self.redis.pipeline(transaction=False)
+            for group in self.keys.groups:
+                pipe.zcard(self.keys.index(group))
+            return sum(int(n) for n in pipe.execute())
 
     def _record(self, name: bytes) -> Record | None:
         parsed = self.keys.parse(name)

@@ -145,7 +145,7 @@ class TokenCache:
                 account=self.keys.key_for(account_id),
                 cache=self.keys.key_for(account_id, CACHE),
                 slot_key=self.keys.key_for(account_id, kind, slot),
-                revoked=self.keys.revoked,
+                revoked=self.keys.revoked(self.keys.group_of(account_id)),
                 generation=generation,
                 value=value,
                 ttl_ms=max(1, ttl_ms),
@@ -154,7 +154,7 @@ class TokenCache:
                 account_id=account_id,
                 channel=self.keys.channel,
                 scope=scope,  # the granted scope, for account.verified
-                **self.outbox.script_args(),
+                **self.outbox.script_args(account_id),
             )
         return bool(done)
 

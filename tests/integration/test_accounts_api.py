@@ -9,7 +9,9 @@ import uuid
 import pytest
 
 from tests.support.constants import API_KEY, APP_ID
+from tests.support.records import indexed_ids
 from vault.accounts import Credentials
+from vault.layout import KeySpace
 
 # Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
 pytestmark = pytest.mark.topologies("single", "cluster")
@@ -94,7 +96,7 @@ def test_show_account_returns_its_fields_in_iso_8601_utc(app, client, sim, auth_
     assert set(body) == {"account_id", "iris_app_id", "status", "installed_at", "updated_at"}
     assert (body["account_id"], body["iris_app_id"], body["status"]) == ("acc-1", APP_ID, "active")
     assert ISO_UTC.match(body["installed_at"]) and ISO_UTC.match(body["updated_at"])
-    stored = redis_client.hgetall("test:account:{acc-1}")
+    stored = redis_client.hgetall(KeySpace("test").key_for("acc-1"))
     assert epoch(body["installed_at"]) == int(stored[b"installed"])
     assert epoch(body["updated_at"]) == int(stored[b"updated"])
 
@@ -122,7 +124,7 @@ def test_delete_is_204_and_leaves_nothing_of_the_account(app, client, sim, auth_
     response = client.delete("/v1/accounts/acc-1", headers=auth_headers)
     assert response.status_code == 204 and response.get_data() == b""
     assert keys_of(redis_client, "acc-1") == []
-    assert redis_client.zrange("test:accounts", 0, -1) == [b"acc-2"]
+    assert indexed_ids(redis_client) == [b"acc-2"]
     assert_error(client.get("/v1/accounts/acc-1", headers=auth_headers), 404, "account_not_found")
 
 

@@ -20,6 +20,7 @@ from redis.cluster import RedisCluster
 
 from simulator import SigningKey
 from tests.support.constants import ACCOUNT, APP_ID
+from tests.support.records import indexed_ids
 from tests.support.redis_server import free_port
 from vault.layout import KeySpace
 
@@ -138,7 +139,7 @@ def test_unknown_kid_refetches_the_jwks(installer, client, sim, redis_client):
     sim.signing_key = SigningKey()  # Trackunit rotates its signing key
     response = installer.post(installer.message("account-2"))
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert redis_client.zrange("test:accounts", 0, -1) == [b"account-1", b"account-2"]
+    assert indexed_ids(redis_client) == [b"account-1", b"account-2"]
 
 
 def test_aud_is_accepted_as_is_without_a_configured_audience(installer, client, sim):
@@ -258,7 +259,7 @@ def test_installed_for_a_new_account_is_stored(installer, client, sim, redis_cli
     assert response.status_code == 200
     assert response.get_json()["status"] == "stored"
     assert body["clientSecret"] not in response.get_data(as_text=True)
-    assert redis_client.zrange("test:accounts", 0, -1) == [ACCOUNT.encode()]
+    assert indexed_ids(redis_client) == [ACCOUNT.encode()]
     assert get_token(client, auth_headers).status_code == 200
 
 
@@ -323,7 +324,7 @@ def test_uninstalled_deletes_nothing(installer, client, sim, redis_client, auth_
     body = {"type": "UNINSTALLED", "irisAppId": APP_ID, "accountId": ACCOUNT}
     response = installer.post(body)
     assert response.status_code == 202 and response.get_json()["status"] == "verifying"
-    assert redis_client.zscore("test:accounts", ACCOUNT) is not None
+    assert ACCOUNT.encode() in indexed_ids(redis_client)
     assert client.get(f"/v1/accounts/{ACCOUNT}", headers=auth_headers).status_code == 200
 
 

@@ -31,6 +31,7 @@ from tests.support.rotation import (
     token_key,
 )
 from vault.keys import KEY_SIZE, parse_key
+from vault.layout import KeySpace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -194,15 +195,15 @@ def test_rotating_10000_accounts_while_the_service_writes_loses_and_clobbers_not
 
     # Only the new key from here on: every record opens, and holds what was last written to it.
     new_only = repository(redis_client, VAULT_KEY)
+    layout = KeySpace("test")
     with_keys = {
-        key.split(b"{", 1)[1].split(b"}", 1)[0].decode()
-        for key in redis_client.scan_iter(match="test:account:*", count=1000)
+        layout.parse(key).account_id for key in redis_client.scan_iter(match=layout.account_scan_pattern, count=1000)
     }
     assert len(with_keys) == n - len(web.deleted)
     for i in range(n):
         loaded = new_only.load(account(i))
         if i in web.deleted:
-            assert loaded is None and redis_client.zscore(KEYS.index, account(i)) is None
+            assert loaded is None and redis_client.zscore(KEYS.index(KEYS.group_of(account(i))), account(i)) is None
             assert account(i) not in with_keys  # nothing of a deleted account came back
         else:
             expected = web.credentials.get(i, creds(i))
@@ -387,7 +388,7 @@ def test_accounts_list_show_and_delete(make_app, redis_client, caplog):
         ("account_deleted", account(1), "cli")
     ]
     assert not list(redis_client.scan_iter(KEYS.pattern(account(1))))
-    assert redis_client.zscore(KEYS.index, account(1)) is None
+    assert redis_client.zscore(KEYS.index(KEYS.group_of(account(1))), account(1)) is None
     again = run(make_app, "accounts", "delete", account(1), "--yes")
     assert again.exit_code == 1 and "is not installed" in again.output
     assert run(make_app, "accounts", "delete", account(2), "--yes").exit_code == 0

@@ -12,6 +12,10 @@ import pytest
 
 from tests.support.constants import ACCOUNT, APP_ID, GRANTED
 from tests.support.flows import ok_token, wait_for
+from vault.layout import KeySpace
+from vault.outbox import parse_id
+
+KEYS = KeySpace("test")
 
 OTHER = "acc-other"
 
@@ -112,13 +116,15 @@ def test_no_secret_or_token_is_in_any_event(installer, client, auth_headers, red
     installer.install()
     raw = json.dumps([[k.decode(), {f.decode(): v.decode() for f, v in e.items()}] for k, e in _entries(redis_client)])
     shown = json.dumps(feed(client, auth_headers))
-    sealed = redis_client.hget(f"test:account:{{{ACCOUNT}}}", "cred.0")
+    sealed = redis_client.hget(KEYS.key_for(ACCOUNT), "cred.0")
     for secret in (creds["clientSecret"], token, sealed.decode("latin-1")[:20]):
         assert secret not in raw and secret not in shown
 
 
 def _entries(redis_client):
-    return redis_client.xrange("test:events")
+    found = [entry for group in KEYS.groups for entry in redis_client.xrange(KEYS.events(group))]
+    assert found  # the account's group has them
+    return found
 
 
 def test_the_feed_pages_and_resumes(installer, client, auth_headers):
@@ -158,12 +164,14 @@ def test_an_expired_position_is_refused_with_the_oldest_id(installer, make_app, 
         if first is None:
             first = feed(client, auth_headers)["events"][0]["id"]
     info = svc.events.outbox.info()
-    assert info.length < 250  # trimmed to the cap (whole stream nodes of 100 at a time)
+    assert info.length <= 112  # each of the 16 groups trimmed to its share of the cap, ceil(100 / 16)
     response = client.get("/v1/events", query_string={"after": first}, headers=auth_headers)
     assert response.status_code == 410
     error = response.get_json()["error"]
-    assert error["code"] == "events_expired" and error["oldest"] == info.first_id
-    assert feed(client, auth_headers, after=info.first_id)["events"]  # from there on, it reads
+    # Where to start again: after the newest of the trimmed groups' oldest retained events.
+    resume = max((p.first_id for p in info.parts if p.trimmed), key=parse_id)
+    assert error["code"] == "events_expired" and error["oldest"] == resume
+    assert feed(client, auth_headers, after=resume)["events"]  # from there on, it reads
 
 
 def _creds(n: int):

@@ -138,16 +138,16 @@ def test_the_scripts_refuse_an_odd_or_empty_list_of_pieces_and_change_nothing(re
         install(
             account=key,
             cache=KEYS.key_for("acc-1", "cache"),
-            index=KEYS.index,
-            revoked=KEYS.revoked,
-            generation=KEYS.generation,
+            index=KEYS.index(KEYS.group_of("acc-1")),
+            revoked=KEYS.revoked(KEYS.group_of("acc-1")),
+            generation=KEYS.generation(KEYS.group_of("acc-1")),
             app=APP_ID,
             now=1,
             account_id="acc-1",
             channel=KEYS.channel,
             iat="",
             pieces=values,
-            **repo.outbox.script_args(),
+            **repo.outbox.script_args("acc-1"),
         )
 
     assert redis_client.hgetall(key) == before

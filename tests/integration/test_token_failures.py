@@ -20,6 +20,7 @@ from tests.support.constants import ACCOUNT
 from tests.support.flows import get_token, ok_token
 from tests.support.installer import Installer
 from tests.support.redis_server import free_port
+from vault.layout import KeySpace
 
 COLD = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 PREFIX = "test"
@@ -42,7 +43,7 @@ def assert_error(response, status: int, code: str, *, retry_after: bool = False)
 
 
 def token_keys(r, account_id: str = ACCOUNT) -> list[bytes]:
-    return r.keys(f"{PREFIX}:account:{{{account_id}}}:token:*")
+    return r.keys(KeySpace(PREFIX).key_for(account_id, "token", "*"))
 
 
 def account_status(client, headers, account_id: str = ACCOUNT) -> str:

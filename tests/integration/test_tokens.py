@@ -16,6 +16,7 @@ from core import tunables
 from tests.support.constants import ACCOUNT, APP_ID
 from tests.support.flows import get_token, ok_token, wait_for
 from tests.support.installer import Installer
+from vault.layout import KeySpace
 
 # Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
 pytestmark = pytest.mark.topologies("single", "cluster")
@@ -33,11 +34,11 @@ def error_code(response) -> str:
 
 
 def token_keys(r, account_id: str = ACCOUNT) -> list[bytes]:
-    return r.keys(f"{PREFIX}:account:{{{account_id}}}:token:*")
+    return r.keys(KeySpace(PREFIX).key_for(account_id, "token", "*"))
 
 
 def account_keys(r, account_id: str = ACCOUNT) -> list[bytes]:
-    return r.keys(f"{PREFIX}:account:{{{account_id}}}*")
+    return r.keys(KeySpace(PREFIX).pattern(account_id))
 
 
 def only_token_key(r, account_id: str = ACCOUNT) -> bytes:
@@ -398,7 +399,7 @@ def test_hits_in_the_refresh_window_ask_redis_for_the_refresh_lock_at_most_once_
     tokens = app.extensions["vault"].tokens
     slot = only_token_key(redis_client).decode().rsplit(":token:", 1)[1]
     cached = tokens.cache.get(ACCOUNT, slot)
-    generation = redis_client.hget(f"{PREFIX}:account:{{{ACCOUNT}}}", "gen").decode()
+    generation = redis_client.hget(KeySpace(PREFIX).key_for(ACCOUNT), "gen").decode()
     # Put the cached token in its refresh-ahead window while "another process" holds the slot's lock.
     assert tokens.cache.put(ACCOUNT, generation, slot, dataclasses.replace(cached, refresh_from=time.time() - 1))
     held = tokens.cache.lock(ACCOUNT, slot)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from vault.accounts import join_sealed, sealed_fields
-from vault.layout import Field
+from vault.layout import Field, KeySpace
 
 
 def read_sealed(r: redis.Redis, key: str) -> bytes | None:
@@ -24,3 +24,9 @@ def write_sealed(r: redis.Redis, key: str, sealed: bytes) -> None:
         pipe.hdel(key, *stale)
     pipe.hset(key, mapping=sealed_fields(sealed))
     pipe.execute()
+
+
+def indexed_ids(r: redis.Redis, prefix: str = "test") -> list[bytes]:
+    """Every account id in the index of a deployment (all slot groups), in id order."""
+    keys = KeySpace(prefix)
+    return sorted(member for group in keys.groups for member in r.zrange(keys.index(group), 0, -1))

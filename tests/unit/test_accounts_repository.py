@@ -54,8 +54,11 @@ def test_install_and_delete_drop_cached_tokens(repo, cache, redis):
     assert cache.get("a1", "slot") is None
     assert cache.put("a1", "2", "slot", token())
     assert repo.delete("a1") is True
-    # The deployment-wide counter and the outbox (the events of the account's life); nothing of the account.
-    assert sorted(redis.keys("*")) == [b"t:events", b"t:events:counts", b"t:generation"]
+    # The group's counter and outbox (the events of the account's life); nothing of the account.
+    tag = KeySpace("t").tag(KeySpace("t").group_of("a1"))
+    assert sorted(redis.keys("*")) == [
+        f"{tag}:{name}".encode() for name in ("events", "events:counts", "events:last", "generation")
+    ]
     assert repo.delete("a1") is False
 
 
@@ -137,7 +140,7 @@ def test_an_install_not_older_replaces_and_the_newest_iat_is_kept(issued_at, rep
     repo.install("a1", "@org/app", Credentials("cid", "first"), issued_at=200)
     assert repo.install("a1", "@org/app", Credentials("cid", "second"), issued_at=issued_at) is Installed.REPLACED
     assert repo.load("a1")[1].client_secret == "second"
-    assert int(redis.hget("t:account:{a1}", "iat")) == max(200, issued_at or 0)
+    assert int(redis.hget(KeySpace("t").key_for("a1"), "iat")) == max(200, issued_at or 0)
 
 
 def test_an_install_with_iat_after_one_without_is_taken(repo):
@@ -149,9 +152,9 @@ def test_drop_tokens_keeps_the_credentials_and_claims_one_verification(repo, red
     assert repo.drop_tokens("a1", verify_interval=10) is Dropped.NOT_INSTALLED
     assert redis.keys("*") == []
     repo.install("a1", "@org/app", Credentials("cid", "s"))
-    redis.set("t:account:{a1}:token:x", b"sealed")
-    redis.sadd("t:account:{a1}:cache", "t:account:{a1}:token:x")
+    redis.set(KeySpace("t").key_for("a1", "token", "x"), b"sealed")
+    redis.sadd(KeySpace("t").key_for("a1", "cache"), KeySpace("t").key_for("a1", "token", "x"))
     assert repo.drop_tokens("a1", verify_interval=10) is Dropped.VERIFY
     assert repo.drop_tokens("a1", verify_interval=10) is Dropped.RECENTLY_VERIFIED
-    assert redis.get("t:account:{a1}:token:x") is None and repo.load("a1")[1].client_secret == "s"
-    assert 0 < redis.ttl("t:account:{a1}:verifying") <= 10
+    assert redis.get(KeySpace("t").key_for("a1", "token", "x")) is None and repo.load("a1")[1].client_secret == "s"
+    assert 0 < redis.ttl(KeySpace("t").key_for("a1", "verifying")) <= 10

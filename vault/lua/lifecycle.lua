@@ -35,17 +35,50 @@ local function hset_pairs(key, list, first)
   for i = first, #list, 2 do redis.call('HSET', key, list[i], list[i + 1]) end
 end
 
--- Append one lifecycle event to the outbox stream (the same script makes the change it reports, so neither
--- exists without the other), count it, and trim the stream: older than the retention (MINID, an id of
--- now minus EVENT_RETENTION) or beyond the count cap (MAXLEN), whole macro nodes at a time (`~`).
+-- The outbox of one slot group, as every emitting script is given it (vault.outbox.Outbox.script_args):
+-- its stream, counts by type, newest id, trimming (MINID, MAXLEN), the group's number and the number of groups.
+local function outbox_of(events, counts, last, retain_after, retain_max, group, groups)
+  return {events = events, counts = counts, last = last, retain_after = retain_after, retain_max = retain_max,
+          group = tonumber(group), groups = tonumber(groups)}
+end
+
+-- The id of the group's next event, `<ms>-<seq>`: ms is the server's time, never below the group's newest
+-- event's; seq is the group's number the first time in a millisecond, then GROUPS more each time. So
+-- seq % GROUPS is the group, ids of different groups never collide, and each group's ids grow.
+local function next_event_id(box)
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local seq = box.group
+  local last = redis.call('GET', box.last)
+  if not last then  -- none yet, or the string was lost: the stream's newest entry, if any, says the same
+    local newest = redis.call('XREVRANGE', box.events, '+', '-', 'COUNT', 1)[1]
+    if newest then last = newest[1] end
+  end
+  if last then
+    local last_ms, last_seq = string.match(last, '^(%d+)-(%d+)$')
+    last_ms, last_seq = tonumber(last_ms), tonumber(last_seq)
+    if last_ms >= ms then
+      ms = last_ms
+      seq = last_seq + box.groups
+    end
+  end
+  return string.format('%.0f-%.0f', ms, seq)
+end
+
+-- Append one lifecycle event to the group's outbox stream (the same script makes the change it reports, so
+-- neither exists without the other), count it, and trim the stream: older than the retention (MINID, an id
+-- of now minus EVENT_RETENTION, whole macro nodes at a time: `~`) or beyond the group's share of the count
+-- cap (MAXLEN, exact: a group's share may be smaller than one macro node).
 -- `extra` holds the type's own data fields as name, value pairs; never a credential or token.
-local function emit(events, counts, retain_after, retain_max, kind, account_id, app, extra)
-  local entry = {'XADD', events, 'MINID', '~', retain_after, '*', 'type', kind, 'account_id', account_id,
+local function emit(box, kind, account_id, app, extra)
+  local id = next_event_id(box)
+  local entry = {'XADD', box.events, 'MINID', '~', box.retain_after, id, 'type', kind, 'account_id', account_id,
                  'iris_app_id', app}
   for i = 1, #extra do entry[#entry + 1] = extra[i] end
   redis.call(unpack(entry))
-  redis.call('XTRIM', events, 'MAXLEN', '~', retain_max)
-  redis.call('HINCRBY', counts, kind, 1)
+  redis.call('XTRIM', box.events, 'MAXLEN', box.retain_max)
+  redis.call('SET', box.last, id)
+  redis.call('HINCRBY', box.counts, kind, 1)
 end
 
 -- Webhook delivery (one endpoint): the account's event `event_id` is settled (delivered or failed). If it

@@ -1,0 +1,384 @@
+"""The outbox spread over the slot groups: ids, merged reads, expiry, the settle horizon, the watcher, deliveries.
+
+Each test runs on a single Redis and on a Redis Cluster of 3 masters (where every script and command
+may touch one slot only): the same code, the same expectations.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from core import tunables
+from core.errors import EventsExpired
+from events.delivery import EndpointDeliverer
+from events.feed import EventFeed
+from events.signing import generate_secret
+from events.watch import StreamWatcher
+from tests.support.flows import wait_for
+from tests.support.receiver import Receiver
+from tests.support.redis_server import free_port
+from vault.accounts import AccountRepository, Credentials
+from vault.deliveries import EndpointState, Outcome, endpoint_id
+from vault.keys import KeyRing
+from vault.layout import GROUPS, KeySpace
+from vault.outbox import Outbox, group_of_id, parse_id
+from vault.seal import Sealer
+
+KEYS = KeySpace("evt")
+APP_ID = "@org/app"
+
+
+def accounts_of_group(group: int, count: int) -> list[str]:
+    """`count` account ids whose slot group is `group`."""
+    found, n = [], 0
+    while len(found) < count:
+        if KEYS.group_of(f"acct-{n}") == group:
+            found.append(f"acct-{n}")
+        n += 1
+    return found
+
+
+# LEAD: a minimal local cluster (3 masters, no replicas) until helper T's `cluster_client` fixture is in
+# tests/conftest.py; then delete `_cluster_ports` and this `cluster_client`, and the tests use T's.
+def _cluster_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port + 10000 < 65536 and port not in ports:  # its cluster bus port must be a port too
+            ports.append(port)
+    return ports
+
+
+@pytest.fixture(scope="module")
+def cluster_client() -> Iterator[RedisCluster]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    work = tempfile.mkdtemp(prefix="itv-cluster-")
+    ports = _cluster_ports(3)
+    processes = [
+        subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+            + ["--cluster-config-file", f"nodes-{port}.conf", "--dir", work, "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    try:
+        for port in ports:
+            wait_for(lambda port=port: _pings(port))
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
+        wait_for(lambda: all(_cluster_ok(p) for p in ports), timeout=30)
+        client = RedisCluster(host="127.0.0.1", port=ports[0])
+        yield client
+        client.close()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _pings(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port).ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+def _cluster_ok(port: int) -> bool:
+    return redis.Redis(port=port).cluster("INFO").get("cluster_state") == "ok"
+
+
+@pytest.fixture(params=["single", "cluster"])
+def store(request):
+    """A client of a single Redis, or of a Redis Cluster: flushed before each test."""
+    if request.param == "single":
+        return request.getfixturevalue("redis_client")
+    client = request.getfixturevalue("cluster_client")
+    client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    return client
+
+
+def repository(client, outbox: Outbox) -> AccountRepository:
+    return AccountRepository(client, Sealer(KeyRing(bytes(range(32)))), KEYS, outbox=outbox)
+
+
+def install(repo: AccountRepository, account_id: str, n: int = 0) -> None:
+    repo.install(account_id, APP_ID, Credentials(f"client-{n}", f"secret-{n}"))
+
+
+def stream_ids(client, group: int) -> list[str]:
+    return [raw.decode() for raw, _ in client.xrange(KEYS.events(group))]
+
+
+# Ids ---------------------------------------------------------------------------------------------
+
+
+def test_ids_are_unique_ordered_and_name_their_group(store):
+    outbox = Outbox(store, KEYS)
+    repo = repository(store, outbox)
+    accounts = [f"acct-{n}" for n in range(64)]
+    for account_id in accounts:
+        install(repo, account_id)
+    for account_id in accounts[::2]:
+        install(repo, account_id, 1)  # account.reinstalled, in the same group as its install
+    used = [group for group in KEYS.groups if stream_ids(store, group)]
+    assert len(used) >= 8  # the accounts are spread over the groups
+    for group in used:
+        ids = stream_ids(store, group)
+        assert all(parse_id(i)[1] % GROUPS == group for i in ids)  # the sequence names the group
+    everything = outbox.after(None, 1000)
+    ids = [e.id for e in everything]
+    assert len(ids) == len(set(ids)) == 64 + 32  # never a collision across groups
+    assert ids == sorted(ids, key=parse_id)  # merged in (ms, seq) order
+    for account_id in accounts[::2]:  # each account's events in the order they were made
+        assert [e.fields["type"] for e in everything if e.fields["account_id"] == account_id] == [
+            "account.installed",
+            "account.reinstalled",
+        ]
+    assert outbox.counts() == {"account.installed": 64, "account.reinstalled": 32}  # summed over the groups
+    info = outbox.info()
+    assert (info.length, info.added, info.trimmed) == (96, 96, False)
+    assert info.first_id == ids[0] and info.last_id == ids[-1] and outbox.newest_id() == ids[-1]
+    assert [e.id for e in outbox.last(5)] == ids[-5:]
+    assert outbox.get([ids[0], ids[-1], "1-0"]).keys() == {ids[0], ids[-1]}
+
+
+def test_an_id_never_goes_below_its_groups_newest(store):
+    """ms = max(the server's time, the group's newest ms); seq then goes up by GROUPS in that millisecond."""
+    outbox = Outbox(store, KEYS)
+    repo = repository(store, outbox)
+    first, second = accounts_of_group(5, 2)
+    ahead = int(time.time() * 1000) + 600_000  # the group's newest id is ten minutes ahead (a clock stepped back)
+    store.set(KEYS.event_last(5), f"{ahead}-{5 + 3 * GROUPS}")
+    install(repo, first)
+    install(repo, second)
+    assert stream_ids(store, 5) == [f"{ahead}-{5 + 4 * GROUPS}", f"{ahead}-{5 + 5 * GROUPS}"]
+    assert store.get(KEYS.event_last(5)).decode() == f"{ahead}-{5 + 5 * GROUPS}"
+    (other,) = accounts_of_group(6, 1)
+    install(repo, other)  # another group keeps its own clock: its id is now, with its own sequence
+    (mine,) = stream_ids(store, 6)
+    assert parse_id(mine)[0] < ahead and parse_id(mine)[1] == 6 and group_of_id(mine) == 6
+
+
+# The feed ----------------------------------------------------------------------------------------
+
+
+def test_the_feed_pages_across_groups_in_id_order_visiting_each_event_once(store):
+    outbox = Outbox(store, KEYS)
+    repo = repository(store, outbox)
+    for n in range(40):
+        install(repo, f"acct-{n}")
+    feed = EventFeed(outbox, StreamWatcher(outbox), settle_ms=0)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, following = feed.page(cursor, 3, 0)
+        if not page:
+            assert following == cursor
+            break
+        seen += [e.id for e in page]
+        cursor = following
+    assert seen == sorted(seen, key=parse_id) and len(seen) == len(set(seen)) == 40
+    assert seen == [e.id for e in outbox.after(None, 100)]
+
+
+def test_expiry_is_judged_per_group(store):
+    """A cursor is expired when some trimmed group's events after it may be gone, whatever other groups hold."""
+    outbox = Outbox(store, KEYS, max_count=2 * GROUPS)  # each group keeps its newest 2
+    repo = repository(store, outbox)
+    feed = EventFeed(outbox, StreamWatcher(outbox), settle_ms=0)
+    (quiet,) = accounts_of_group(3, 1)
+    busy = accounts_of_group(9, 5)
+    install(repo, quiet)
+    (quiet_id,) = stream_ids(store, 3)
+    for n, account_id in enumerate(busy):
+        install(repo, account_id, n)
+        time.sleep(0.002)  # later milliseconds than the quiet group's event
+    kept = stream_ids(store, 9)
+    assert len(kept) == 2  # 3 of the busy group's 5 were trimmed; the quiet group was not
+    info = outbox.info()
+    assert info.first_id == quiet_id and info.parts[9].trimmed and not info.parts[3].trimmed
+    # The quiet group's event is the oldest retained, but the busy group's events after it are gone.
+    with pytest.raises(EventsExpired) as expired:
+        feed.page(quiet_id, 10, 0)
+    assert expired.value.oldest == kept[0]
+    events, _ = feed.page(kept[0], 10, 0)  # where it says to start again, it reads
+    assert [e.id for e in events] == kept[1:]
+    assert [e.id for e in feed.page(None, 10, 0)[0]] == [quiet_id, *kept]  # from the oldest retained on
+
+
+def test_the_settle_horizon_holds_back_events_until_they_are_old_enough(store):
+    outbox = Outbox(store, KEYS)
+    repo = repository(store, outbox)
+    now = [time.time()]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the feed's clock moves on as it sleeps
+        slept.append(seconds)
+        now[0] += seconds
+
+    feed = EventFeed(outbox, StreamWatcher(outbox), max_wait=120, settle_ms=60_000, clock=lambda: now[0], sleep=sleep)
+    install(repo, "acct-1")
+    assert feed.page(None, 10, 0) == ([], "0-0")  # younger than the horizon: not handed out yet
+    events, following = feed.page(None, 10, 120)  # a long-poll waits until it is past the horizon
+    assert [e.fields["account_id"] for e in events] == ["acct-1"] and following == events[0].id
+    assert 59 < sum(slept) <= 61 and len(slept) <= 2  # it slept once until then (no polling)
+    install(repo, "acct-2")
+    now[0] = time.time() + 61
+    assert [e.fields["account_id"] for e in feed.page(following, 10, 0)[0]] == ["acct-2"]
+    # By default the horizon is there only on a cluster, where a read of all groups is no snapshot.
+    expected = tunables.EVENT_FEED_SETTLE_MS if isinstance(store, RedisCluster) else 0
+    assert EventFeed(outbox, StreamWatcher(outbox)).settle_ms == expected
+
+
+# The watcher -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group", [0, 7, GROUPS - 1])
+def test_the_watcher_wakes_for_an_event_of_any_group(store, group):
+    outbox = Outbox(store, KEYS)
+    repo = repository(store, outbox)
+    install(repo, accounts_of_group((group + 1) % GROUPS, 1)[0])  # something in another group first
+    watcher = StreamWatcher(outbox)
+    start = outbox.newest_id()
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(watcher.wait_beyond(start, 20)))
+    waiter.start()
+    try:
+        wait_for(lambda: watcher.waiting == 1 and watcher._last is not None)  # watching from `start`
+        install(repo, accounts_of_group(group, 1)[0])
+        waiter.join(10)
+        assert woke == [True]
+    finally:
+        watcher.stop()
+        waiter.join(10)
+
+
+# Deliveries --------------------------------------------------------------------------------------
+
+
+def test_delivery_state_is_kept_per_group_and_read_over_all_of_them(store):
+    outbox = Outbox(store, KEYS)
+    repo = repository(store, outbox)
+    state = EndpointState(store, KEYS, "ep")
+    state.ensure_group()
+    a, b = accounts_of_group(2, 1)[0], accounts_of_group(12, 1)[0]
+    install(repo, a)
+    install(repo, b)
+    install(repo, a, 1)  # a's second event: it waits behind the first once that fails
+    new = state.read_new("me", 10)
+    assert [e.fields["account_id"] for e in new] == [a, b, a] and new == sorted(new, key=lambda e: e.order)
+    first, other, second = new
+    assert state.read_own_pending("me", 10) == new  # pending in both groups' streams until settled
+    assert not state.defer_if_held(first)
+    state.settle(first.id, a, Outcome.RETRY, due=0.0, failures=1)
+    assert state.defer_if_held(second)  # it waits behind the first, in a's group
+    state.settle(other.id, b, Outcome.FAILED)
+    stats = state.stats()
+    assert (stats.pending, stats.retrying, stats.held_accounts, stats.failed, stats.lag) == (0, 1, 1, 1, 0)
+    assert [(d.event_id, d.attempts) for d in state.due(10)] == [(first.id, 1)]
+    assert [i for i, _ in state.failed(10)] == [other.id]
+    state.settle(first.id, a, Outcome.DELIVERED)
+    assert [(d.event_id, d.account_id, d.attempts) for d in state.due(10)] == [(second.id, a, 0)]
+    state.settle(second.id, a, Outcome.DELIVERED)
+    assert state.next_due() is None
+    # An operator's replay, of events of both groups: due now, each in its account's group.
+    assert state.replay(new) == 3
+    due = state.due(10)
+    assert sorted(d.event_id for d in due) == sorted(e.id for e in new) and state.stats().failed == 0
+    assert all(d.account_id == e.fields["account_id"] for d in due for e in new if e.id == d.event_id)
+    assert outbox.get([d.event_id for d in due], group=KEYS.group_of(a)).keys() == {first.id, second.id}
+
+
+def test_a_dead_consumers_entries_of_every_group_are_claimed(store):
+    outbox = Outbox(store, KEYS)
+    repo = repository(store, outbox)
+    state = EndpointState(store, KEYS, "ep")
+    state.ensure_group()
+    accounts = [accounts_of_group(g, 1)[0] for g in (1, 8, 15)]
+    for account_id in accounts:
+        install(repo, account_id)
+    assert len(state.read_new("dead", 10)) == 3
+    claimed = state.claim_stale("me", 0, 10)
+    assert [e.fields["account_id"] for e in claimed] == accounts
+    assert [e.id for e in state.read_own_pending("me", 10)] == [e.id for e in claimed]
+    assert state.forget_consumers("me", 0) >= 3  # "dead" holds nothing now, on each of the three streams
+    for event in claimed:
+        state.settle(event.id, event.fields["account_id"], Outcome.DELIVERED)
+    assert state.stats().pending == 0
+
+
+def test_a_delivery_loop_delivers_every_groups_events_in_order_per_account(store):
+    outbox = Outbox(store, KEYS)
+    repo = repository(store, outbox)
+    secret = generate_secret()
+    failing = set()  # each account's first event fails once: its later ones wait behind it, in its group
+
+    def answer(n: int, webhook_id: str) -> int:
+        if webhook_id in failing:
+            return 200
+        failing.add(webhook_id)
+        return 503
+
+    receiver = Receiver(secret, answer)
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    url = receiver.url
+    watcher = StreamWatcher(outbox)
+    deliverer = EndpointDeliverer(url, EndpointState(store, KEYS, endpoint_id(url)), outbox, key, [0.1] * 3, watcher)
+    deliverer.state.ensure_group()
+    stop = threading.Event()
+    loop = threading.Thread(target=deliverer.run, args=(stop,))
+    loop.start()
+    accounts = [accounts_of_group(g, 1)[0] for g in (0, 4, 11, 15)]
+    try:
+        for account_id in accounts:
+            install(repo, account_id)
+            install(repo, account_id, 1)
+            repo.delete(account_id)
+        for account_id in accounts:
+            got = receiver.wait_for_types(account_id, ["account.installed", "account.reinstalled", "account.deleted"])
+            assert len(got) == 3  # each delivered once, in the order the account's changes were made
+        wait_for(lambda: (s := deliverer.state.stats()).pending == 0 and s.retrying == 0 and s.lag == 0)
+    finally:
+        stop.set()
+        loop.join(10)
+        watcher.stop()
+        receiver.close()
+    assert receiver.rejected == [] and len(receiver.delivered()) == 12
+
+
+def test_on_a_single_redis_a_read_of_all_groups_is_one_snapshot(redis_client, monkeypatch):
+    """One MULTI: no script can append to a group already read and then to one not read yet (its id would
+    be below the one handed out after it, and a reader past that would never see it)."""
+    made: list[bool] = []
+    pipeline = redis_client.pipeline
+
+    def spy(transaction: bool = True, shard_hint=None):
+        made.append(transaction)
+        return pipeline(transaction=transaction, shard_hint=shard_hint)
+
+    monkeypatch.setattr(redis_client, "pipeline", spy)
+    outbox = Outbox(redis_client, KEYS)
+    outbox.after(None, 10)
+    outbox.last(10)
+    outbox.newest_id()
+    assert made == [True, True, True]
