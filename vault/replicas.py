@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -65,48 +65,77 @@ class Replicas:
         with store_errors():
             if self.wanted == 0:
                 return script(**named)
-            if not is_cluster(self.client):
-                return self._run_on(self.client, "master", script, named)
-            cluster: Any = self.client
-            for attempt in (1, 2):
-                node = cluster.get_node_from_key(key)
-                try:
-                    return self._run_on(cluster.get_redis_connection(node), node.name, script, named)
-                except MovedError:
-                    # The slot moved (a failover): the script did not run; learn the new map, try once more.
-                    cluster.nodes_manager.initialize()
-                    if attempt == 2:
-                        raise
-                except RedisConnectionError:
-                    # The master is gone: learn the new map for the next write, and fail this one.
-                    self._forget(node.name)
-                    _refresh_quietly(cluster)
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self.run_many([(script, key, named)])[0]
 
-    def _run_on(self, server: redis.Redis, name: str, script: Any, named: dict[str, Any]) -> Any:
-        replicas = min(self.wanted, self._connected(server, name))
-        if replicas == 0:
-            return script(client=server, **named)
+    def run_many(self, calls: Sequence[tuple[Any, str, dict[str, Any]]]) -> list[Any]:
+        """Run many scripts, each `(script, key, named)` as for `run`, pipelined: one pipeline per master
+        (on a cluster, the masters of the keys' slots), each ended by one WAIT. The results in call order.
+
+        redis-py refuses scripts in a cluster pipeline; this is how a batch of them runs on a cluster.
+        A StoreUnavailable leaves some of the scripts run and others not: each must be safe to run again.
+        """
+        with store_errors():
+            if not is_cluster(self.client):
+                return self._pipeline_on(self.client, "master", calls)
+            return self._on_cluster(calls, retry_moved=True)
+
+    def _on_cluster(self, calls: Sequence[tuple[Any, str, dict[str, Any]]], *, retry_moved: bool) -> list[Any]:
+        cluster: Any = self.client
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for index, (_script, key, _named) in enumerate(calls):
+            node = cluster.get_node_from_key(key)
+            by_node.setdefault(node.name, (node, []))[1].append(index)
+        results: list[Any] = [None] * len(calls)
+        for name, (node, indexes) in by_node.items():
+            batch = [calls[i] for i in indexes]
+            try:
+                done = self._pipeline_on(cluster.get_redis_connection(node), name, batch)
+            except MovedError:
+                # The slots moved (a failover): this node ran none of them; learn the new map, try once more.
+                cluster.nodes_manager.initialize()
+                if not retry_moved:
+                    raise
+                done = self._on_cluster(batch, retry_moved=False)
+            except RedisConnectionError:
+                # The master is gone: learn the new map for the next write, and fail this one.
+                self._forget(name)
+                _refresh_quietly(cluster)
+                raise
+            for i, result in zip(indexes, done):
+                results[i] = result
+        return results
+
+    def _pipeline_on(
+        self, server: redis.Redis, name: str, calls: Sequence[tuple[Any, str, dict[str, Any]]]
+    ) -> list[Any]:
+        replicas = min(self.wanted, self._connected(server, name)) if self.wanted else 0
+        if replicas == 0 and len(calls) == 1:
+            script, _key, named = calls[0]
+            return [script(client=server, **named)]  # one round trip, no pipeline
         pipe = server.pipeline(transaction=False)
-        script(client=pipe, **named)
-        pipe.execute_command("WAIT", replicas, self.timeout_ms)  # type: ignore[no-untyped-call]
+        for script, _key, named in calls:
+            script(client=pipe, **named)
+        if replicas:
+            pipe.execute_command("WAIT", replicas, self.timeout_ms)  # type: ignore[no-untyped-call]
         try:
-            result, acked = pipe.execute()
+            results: list[Any] = pipe.execute()
         except RedisConnectionError:
             self._forget(name)
             raise
-        if int(acked) < replicas:
+        if not replicas:
+            return results
+        acked = int(results.pop())
+        if acked < replicas:
             self.shortfalls += 1
             self._forget(name)  # the replica may be gone: count again before the next write
             log.warning(
                 "replica acknowledgement short: %d of %d replicas within %d ms; answered unavailable",
-                int(acked),
+                acked,
                 replicas,
                 self.timeout_ms,
             )
             raise StoreUnavailable()
-        return result
+        return results
 
     def _connected(self, server: redis.Redis, name: str) -> int:
         now = self._clock()

@@ -15,6 +15,7 @@ import redis
 
 from core.errors import StoreUnavailable
 from tests.support.redis_server import RedisServer, info
+from vault.layout import KeySpace
 from vault.replicas import Replicas
 from vault.store import connect
 
@@ -174,3 +175,46 @@ def test_on_a_sentinel_master_the_write_waits_for_its_replica(sentinel_set):
         replicas.run(script, "sk", key="sk", value="v2")
     client.delete("sk")
     client.close()
+
+
+@pytest.mark.parametrize("wanted", [1, 0])
+def test_run_many_pipelines_scripts_per_master_of_a_cluster(redis_cluster, cluster_client, wanted):
+    """redis-py refuses scripts in a cluster pipeline: run_many sends one pipeline per master instead."""
+    client = connect(redis_cluster.url, topology=_cluster_topology())
+    replicas = Replicas(client, wanted=wanted, timeout_ms=300)
+    script = WriteScript(client)
+    keys = [f"{{b{n}}}:cred" for n in range(15)]
+    assert len({redis_cluster.master_of(k).port for k in keys}) == 3
+    results = replicas.run_many([(script, key, {"key": key, "value": f"v{n}"}) for n, key in enumerate(keys)])
+    assert results == [f"v{n}".encode() for n in range(len(keys))]  # in call order, whichever master ran each
+    for n, key in enumerate(keys):
+        assert cluster_client.get(key) == f"v{n}".encode()
+    if wanted:
+        with paused(_replica_of(redis_cluster, redis_cluster.master_of(keys[0]))):
+            with pytest.raises(StoreUnavailable):
+                replicas.run_many([(script, key, {"key": key, "value": "again"}) for key in keys])
+    client.close()
+
+
+def test_run_many_on_a_single_server(single_redis):
+    client = connect(single_redis.url)
+    script = WriteScript(client)
+    calls = [(script, f"m{n}", {"key": f"m{n}", "value": str(n)}) for n in range(5)]
+    assert Replicas(client, wanted=1, timeout_ms=1500).run_many(calls) == [str(n).encode() for n in range(5)]
+    client.delete(*(f"m{n}" for n in range(5)))
+
+
+def test_an_install_is_answered_503_until_a_replica_holds_it(pair, make_app, installer):
+    """The service wires it in: with the replica not answering, Trackunit gets 503 + Retry-After, then 200."""
+    master, replica = pair
+    master.client().flushall()
+    app = make_app(REDIS_URL=master.url, REDIS_WAIT_TIMEOUT="200")
+    vault = installer.to(app.test_client())
+    assert vault.post(vault.message("acct-wait-1")).status_code == 200
+    with paused(replica):
+        refused = vault.post(vault.message("acct-wait-2"))
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
+    assert vault.post(vault.message("acct-wait-2")).status_code == 200  # Trackunit's retry
+    keys = KeySpace("test")
+    assert replica.client().exists(keys.key_for("acct-wait-1"), keys.key_for("acct-wait-2")) == 2
+    master.client().flushall()
