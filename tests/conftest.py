@@ -48,10 +48,11 @@ def pytest_generate_tests(metafunc):
     unknown = set(names) - set(TOPOLOGIES)
     if unknown:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown topologies {sorted(unknown)}")
-    metafunc.parametrize("topology", names, indirect=True, ids=list(names))
+    # Module scope, so that a module-scoped fixture may use `redis_server` (a gunicorn shared by a module).
+    metafunc.parametrize("topology", names, indirect=True, ids=list(names), scope="module")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def topology(request) -> str:
     """The Redis topology this test runs on: "single" unless the `topologies` marker parametrised it."""
     return getattr(request, "param", "single")
@@ -86,7 +87,7 @@ def sentinel_set():
     servers.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def redis_server(topology, request):
     """The test's Redis: the session's single server, or (topology "cluster") the session's cluster."""
     return request.getfixturevalue("redis_cluster" if topology == "cluster" else "single_redis")

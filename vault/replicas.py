@@ -142,7 +142,10 @@ class Replicas:
         cached = self._counts.get(name)
         if cached is not None and now - cached[0] < REPLICA_COUNT_TTL:
             return cached[1]
-        replication = server.info("replication")
+        try:
+            replication = server.info("replication")
+        except redis.exceptions.ResponseError:
+            replication = {}  # a Redis-compatible store without INFO (the dev server's fakeredis): no replicas known
         # Replicas still in their first sync are connected but acknowledge nothing until it ends: not counted.
         online = [
             value

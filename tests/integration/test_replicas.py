@@ -218,3 +218,11 @@ def test_an_install_is_answered_503_until_a_replica_holds_it(pair, make_app, ins
     keys = KeySpace("test")
     assert replica.client().exists(keys.key_for("acct-wait-1"), keys.key_for("acct-wait-2")) == 2
     master.client().flushall()
+
+
+def test_a_store_without_info_has_no_replicas_to_wait_for():
+    """A Redis-compatible store that refuses INFO (fakeredis, the dev server's): writes are not refused."""
+    import fakeredis
+
+    client = fakeredis.FakeRedis()
+    assert Replicas(client, wanted=1, timeout_ms=100).run(WriteScript(client), "f", key="f", value="v") == b"v"
