@@ -154,12 +154,13 @@ class Outbox:
 
     def script_args(self, account_id: str) -> dict[str, Any]:
         """The keys and arguments every appending script takes: the account's group's stream, counts, newest
-        id and trimming (each group keeps its share of EVENT_MAX_COUNT), and the group's number."""
+        id, newest id trimmed and trimming (each group keeps its share of EVENT_MAX_COUNT), and the group's number."""
         group = self.keys.group_of(account_id)
         return {
             "events": self.keys.events(group),
             "event_counts": self.keys.event_counts(group),
             "event_last": self.keys.event_last(group),
+            "event_trimmed": self.keys.event_trimmed(group),
             "retain_after": f"{max(0, int((self.clock() - self.retention) * 1000))}-0",
             "retain_max": max(1, -(-self.max_count // GROUPS)),
             "event_group": group,
