@@ -132,6 +132,24 @@ class StreamInfo:
 _EMPTY = StreamInfo(0, None, None, 0, "0-0")
 
 
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """A read of the events after a cursor, with what the feed needs to hand them out safely."""
+
+    events: list[StoredEvent]
+    # Epoch ms that no event committed after this read can be stamped below (the server's TIME, as
+    # `next_event_id` stamps ms = max(TIME, the group's newest ms)): events below it are complete.
+    now_ms: int
+    # Of each group (in group order), the newest id a trim removed (None: none yet), read after its events.
+    trimmed: tuple[str | None, ...]
+
+
+def _milliseconds(answer: Any) -> int:
+    """A TIME answer (seconds, microseconds) as epoch milliseconds, as the scripts compute it."""
+    seconds, micros = answer
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 class Outbox:
     """The retention every appending script is given, and reads of the groups' streams merged in id order."""
 
@@ -176,6 +194,37 @@ class Outbox:
                 command(pipe, self.keys.events(group))
             answers: list[Any] = pipe.execute()
             return answers
+
+    def window(self, after: str | None, limit: int) -> Window:
+        """Up to `limit` events after the id `after` (from the oldest when None), in order, with the time
+        below which no later commit can stamp an event, and each group's trim bound (read after its events).
+
+        On a single Redis (or Sentinel's master) one MULTI: the server's TIME, then every group's events
+        and bound. On a cluster, first every master's TIME (the earliest is the horizon: a master's TIME
+        was read before the streams it holds), then one pipeline of the groups' events and bounds.
+        """
+        start = "-" if after is None else "(" + after
+        with store_errors():
+            now = self._masters_time_ms() if self.cluster else None
+            pipe = self.redis.pipeline(transaction=not self.cluster)
+            if now is None:
+                pipe.time()
+            for group in self.keys.groups:
+                pipe.xrange(self.keys.events(group), start, "+", count=limit)
+                pipe.get(self.keys.event_trimmed(group))
+            answers: list[Any] = pipe.execute()
+        if now is None:
+            now = _milliseconds(answers.pop(0))
+        return Window(
+            merged(stored(rows) for rows in answers[0::2])[:limit],
+            now,
+            tuple(None if bound is None else text(bound) for bound in answers[1::2]),
+        )
+
+    def _masters_time_ms(self) -> int:
+        """The earliest clock of the cluster's masters (epoch ms)."""
+        answer: Any = self.redis.time(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+        return min(_milliseconds(t) for t in (answer.values() if isinstance(answer, dict) else [answer]))
 
     def after(self, after: str | None, limit: int) -> list[StoredEvent]:
         """Up to `limit` events after the id `after` (from the oldest when None), in order."""
