@@ -39,7 +39,10 @@ from core.errors import EventsExpired
 from events.watch import StreamWatcher, id_key
 from vault.outbox import Outbox, StoredEvent
 
-FRESH_WAIT = 0.005  # s: how long even `wait=0` waits for an event committed but not yet below the horizon
+# An event committed but not yet below the horizon, due within FRESH_WAIT s, is waited for even with
+# `wait=0` (up to FRESH_ROUNDS reads): on one server that is the next millisecond.
+FRESH_WAIT = 0.005
+FRESH_ROUNDS = 5
 
 
 class EventFeed:
@@ -67,8 +70,8 @@ class EventFeed:
         Only events below the horizon (see the module). EventsExpired when a trim removed events
         after `after` from some group (judged on every read, so also while a long-poll waits).
         """
-        start = time.monotonic()
-        deadline = start + min(wait, self.max_wait)
+        deadline = time.monotonic() + min(wait, self.max_wait)
+        fresh_rounds = 0
         while True:
             window = self.outbox.window(after, limit)
             self._check_retained(after, window.trimmed)
@@ -78,9 +81,11 @@ class EventFeed:
             now = time.monotonic()
             if pending:  # too fresh yet: due when the first is below the horizon
                 due = (pending[0].milliseconds + 1 - horizon) / 1000
-                if due <= FRESH_WAIT and now < start + FRESH_WAIT:
+                if due <= FRESH_WAIT and fresh_rounds < FRESH_ROUNDS:
                     # A moment away (on one server: the next millisecond): waited for even with `wait=0`
-                    # and behind settled ones, so that a read right after a write sees it.
+                    # and behind settled ones, so that a read right after a write sees it. Counted in
+                    # rounds, not time, so that a slow round trip does not cut it short.
+                    fresh_rounds += 1
                     self.sleep(max(0.001, due))
                     continue
                 if settled or now >= deadline:

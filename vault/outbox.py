@@ -1,16 +1,18 @@
 """The outbox: one Redis Stream of account lifecycle events per slot group, read as one ordered stream.
 
 Every script that changes an account appends its event to the stream of the account's group
-(`keys.events(group)`) in the same atomic step (`emit` in vault/lua/lifecycle.lua), trimmed by
-time (`EVENT_RETENTION`, as a MINID) and by the group's share of the count cap (`EVENT_MAX_COUNT`
-/ GROUPS). An event's id is its stream entry id (`<milliseconds>-<sequence>`), so every reader and
-every retry names it alike. The script makes the id itself: the server's time (never below the
-group's newest id) and a sequence that is the group's number, then GROUPS more for each further
-event of that millisecond, so `sequence % GROUPS` is the event's group, ids of different groups
-never collide, and all ids are totally ordered by (milliseconds, sequence). Reads merge the
-groups in that order: on a single Redis (or Sentinel's master) in one MULTI, a snapshot; on a
-Redis Cluster, where the groups live on several masters, in one pipeline that is not a snapshot
-(the feed's settle horizon, events.feed, covers that).
+(`keys.events(group)`) in the same atomic step (`emit` in vault/lua/lifecycle.lua), trimmed exactly
+by time (`EVENT_RETENTION`, as a MINID) and by the group's share of the count cap (`EVENT_MAX_COUNT`
+/ GROUPS), keeping the newest id a trim removed (`keys.event_trimmed(group)`). An event's id is its
+stream entry id (`<milliseconds>-<sequence>`), so every reader and every retry names it alike. The
+script makes the id itself: the server's time (never below the group's newest id) and a sequence
+that is the group's number, then GROUPS more for each further event of that millisecond, so
+`sequence % GROUPS` is the event's group, ids of different groups never collide, and all ids are
+totally ordered by (milliseconds, sequence). That order is commit order within a group, not across
+groups within a millisecond: the feed's horizon (events.feed) covers that, with the server time
+`Outbox.window` reads along with the events. Reads merge the groups in id order: on a single Redis
+(or Sentinel's master) in one MULTI, a snapshot; on a Redis Cluster, where the groups live on several
+masters, in one pipeline that is not a snapshot.
 """
 
 from __future__ import annotations
