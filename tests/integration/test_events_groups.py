@@ -538,3 +538,25 @@ def test_a_reader_that_lost_events_is_refused_with_where_to_resume_without_a_gap
     # From there on nothing is missing: every event retained after it is handed out.
     assert [e.id for e in feed.page(q3, 10, 2)[0]] == [b1, q4]
     assert [e.id for e in feed.page(b1, 10, 2)[0]] == [q4]  # after the newest removed: nothing lost, no 410
+
+
+def test_a_long_poll_answers_right_after_the_commit(redis_client):
+    """On a single Redis the event is below the horizon from the next millisecond: the long-poll, woken by
+    the watcher, waits that millisecond and answers, not a watcher block or a settle margin later."""
+    outbox = Outbox(redis_client, KEYS)
+    repo = repository(redis_client, outbox)
+    watcher = StreamWatcher(outbox)
+    feed = EventFeed(outbox, watcher)
+    answered: list[tuple[list, float]] = []
+    poll = threading.Thread(target=lambda: answered.append((feed.page(None, 10, 20)[0], time.monotonic())))
+    poll.start()
+    try:
+        wait_for(lambda: watcher.waiting == 1 and watcher._last is not None)
+        install(repo, accounts_of_group(4, 1)[0])
+        committed = time.monotonic()
+        poll.join(10)
+        ((events, at),) = answered
+        assert len(events) == 1 and at - committed < 0.25
+    finally:
+        watcher.stop()
+        poll.join(10)
