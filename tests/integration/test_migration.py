@@ -15,13 +15,14 @@ import pytest
 from redis.cluster import RedisCluster
 
 from auth.scopes import requested_scopes, scope_id
+from core.errors import MigrationRefused
 from tests.support.constants import ACCOUNT, APP_ID
 from tests.support.flows import get_token
 from tests.support.legacy import LegacyVault
 from tests.support.rotation import cached, creds
 from vault.accounts import Credentials
 from vault.layout import CACHE, FAILURE, LOCK, TOKEN, VERIFYING, KeySpace
-from vault.migration import ACTIVE_CACHE_SECONDS, LegacyKeys, MigrationRefused, Migrator
+from vault.migration import ACTIVE_CACHE_SECONDS, LegacyKeys, Migrator
 
 KEYS = KeySpace("test")  # KEY_PREFIX of the env fixture
 LEGACY = LegacyKeys("test")
