@@ -20,7 +20,8 @@ bp = Blueprint("events", __name__, url_prefix="/v1/events")
 def _expired(exc: EventsExpired):
     response = error_response(exc)
     body = response.get_json()
-    body["error"]["oldest"] = exc.oldest  # where a reader may start again (None: nothing retained)
+    # Where a reader goes on (as `after`): the newest id a trim removed; every event retained after it is there.
+    body["error"]["oldest"] = exc.oldest
     response.set_data(json.dumps(body))
     return response
 

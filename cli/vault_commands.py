@@ -108,6 +108,14 @@ def rotate(batch: int, limit: int | None, as_json: bool) -> None:
     Exit status 1 if a record does not open or kept changing.
     """
     rotation = _rotation()
+    legacy = _migrator().check(batch=batch).remaining
+    if legacy:
+        # Rotation re-seals the slot groups' records only: a record left in the older layout would stay
+        # under the previous key, and dropping that key would make it unreadable once it moves.
+        raise click.ClickException(
+            f"{legacy} record(s) are still in the single-Redis layout: run `flask --app app vault migrate` "
+            "first, then rotate."
+        )
     if not as_json:
         click.echo(f"Re-sealing every record under key id {rotation.current_key_id} (VAULT_KEY).")
     with _progress(rotation, "Re-sealing accounts") as bar:
@@ -170,6 +178,11 @@ def check(batch: int, as_json: bool) -> None:
             )
         for line in _layout_lines(layout):
             click.echo(line)
+        if layout.remaining:
+            click.echo(
+                "Records in the single-Redis layout are not counted per key id above: run `vault migrate`, then "
+                "`vault rotate`, before dropping a previous key."
+            )
     if report.problems or not layout.consistent:
         raise SystemExit(1)
 
@@ -260,10 +273,10 @@ def pending_message(events: LegacyEvents) -> str:
     """Why `vault migrate` refuses while webhook deliveries of the legacy event stream are pending."""
     return (
         f"{events.pending_deliveries} webhook delivery(ies) of the legacy event stream are still pending "
-        f"({events.stream_length} event(s) in it). Let `flask --app app events deliver` drain them first (of the "
-        "release before slot groups: this one delivers the slot groups' streams only), then run "
-        "`flask --app app vault migrate` again. To migrate anyway, leaving them undelivered in the legacy "
-        "stream, add --force; to delete the legacy stream and its delivery state, add --drop-legacy-events."
+        f"({events.stream_length} event(s) in it). This release delivers the slot groups' streams only: the "
+        "legacy deliveries drain only under the release before slot groups, before this one is deployed "
+        "(README: Upgrading from the single-Redis layout). To migrate anyway, leaving them undelivered in the "
+        "legacy stream, add --force; to delete the legacy stream and its delivery state, add --drop-legacy-events."
     )
 
 

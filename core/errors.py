@@ -102,6 +102,12 @@ class StoreUnavailable(VaultError):
     retry_after = 5
 
 
+class MigrationRefused(VaultError):
+    """Moving an account out of the single-Redis layout cannot be done here (a cluster never held it) or now."""
+
+    status, code, retry_after = 503, "migration_refused", 1
+
+
 class IdentityUnavailable(VaultError):
     status, code = 503, "identity_unavailable"
     message = "Trackunit's signing keys (JWKS) could not be fetched."

@@ -116,11 +116,11 @@ EVENT_WATCH_RECONNECT_DELAY = 0.5
 # On a Redis Cluster one XREAD of every group's stream is CROSSSLOT: the watcher polls the newest id
 # of each group (one pipelined round per master) this often instead.
 EVENT_WATCH_POLL_MS = 200
-# On a Redis Cluster the groups' streams are on masters with their own clocks, and a read of them all
-# is no snapshot: an event committed a moment later on another master can get a smaller id than one
-# already handed out. The feed hands out only events this much older than now (a long-poll waits until
-# one is), so ids it hands out never go back as long as the clocks agree within it. 0 on a single
-# Redis or Sentinel: one server, scripts one at a time, and every read a MULTI snapshot.
+# The feed hands out only events below a horizon no later commit can go under (events.feed): the
+# server's TIME on a single Redis or Sentinel; on a Redis Cluster the earliest of the masters' TIME
+# minus this margin, for a group that moves to a master whose clock is behind (failover, resharding):
+# ids it hands out never go back as long as a group's old and new master agree within it. Events reach
+# a cluster's readers this much later.
 EVENT_FEED_SETTLE_MS = 1000
 FEED_DEFAULT_LIMIT = 100
 FEED_MAX_LIMIT = 500

@@ -2,26 +2,47 @@
 long-polling until one exists.
 
 Event ids are ordered across the groups (vault.outbox), so a cursor (the last id handed out) resumes
-the merged stream. On a Redis Cluster the groups' streams live on several masters, each stamping ids
-with its own clock, and the feed's read of them all is no snapshot: an event committed a moment later
-on another master could get an id below one already handed out, and a reader past it would never see
-it. So there the feed hands out only events at least EVENT_FEED_SETTLE_MS old (the settle horizon: a
-long-poll waits until the first event after the cursor is past it); the order holds as long as the
-masters' and the service's clocks agree within the horizon. Events reach a cluster's readers that
-much later; webhooks are not delayed (their order is per account, and an account's events are in one
-group). On a single Redis or Sentinel the horizon is 0: every read is one MULTI snapshot of all groups,
-and scripts run one at a time.
+the merged stream, provided no event is committed later with an id below one already handed out. Each
+group stamps its own ids (ms = max(the server's TIME, the group's newest ms)), so a group that has not
+written in this millisecond yet, or whose newest id is ahead of the clock, can commit an id below
+another group's newer one. So the feed hands out only events whose millisecond is below a horizon no
+later commit can go under:
+
+- On a single Redis or Sentinel: the server's TIME, read in the same MULTI as the events (a snapshot).
+  A later commit's ms is at least its TIME, which is at least the read's. An event is handed out from
+  the millisecond after its own (a long-poll answers about 1 ms after the commit; so does a read with
+  `wait=0` right after a write, which waits that long: FRESH_WAIT); one stamped ahead of
+  the clock (the group's newest id was, e.g. after the clock stepped back) waits until the clock gets
+  there. After a Sentinel failover the new master's clock stands in: if it is behind the old one's,
+  events committed in that difference can be missed by a reader past it.
+- On a Redis Cluster: the earliest TIME of the masters, read just before the events (each master's
+  TIME before the streams it holds, so the same holds per master), minus EVENT_FEED_SETTLE_MS: the
+  margin for a group that moves to a master whose clock is behind (failover, resharding). The order
+  holds as long as a group's old and new master agree within it; the service's own clock is not used.
+  Events reach a cluster's readers that much later.
+
+Webhooks are not affected: each endpoint's consumer group reads each group's stream in that stream's
+own order (vault.deliveries), and an account's events are all in one group.
+
+Expiry: each group keeps the newest id a trim removed from it (vault/lua/lifecycle.lua `trim`). A
+cursor below some group's bound may have lost events: 410 EventsExpired, with the largest bound as
+where to resume (every group is complete after it); a cursor at or above every bound has lost nothing.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from core import tunables
 from core.errors import EventsExpired
 from events.watch import StreamWatcher, id_key
 from vault.outbox import Outbox, StoredEvent
+
+# An event committed but not yet below the horizon, due within FRESH_WAIT s, is waited for even with
+# `wait=0` (up to FRESH_ROUNDS reads): on one server that is the next millisecond.
+FRESH_WAIT = 0.005
+FRESH_ROUNDS = 5
 
 
 class EventFeed:
@@ -32,66 +53,53 @@ class EventFeed:
         *,
         max_wait: float = 30,
         settle_ms: int | None = None,
-        clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.outbox = outbox
         self.watcher = watcher
         self.max_wait = max_wait  # EVENT_FEED_MAX_WAIT
-        # The settle horizon (ms): EVENT_FEED_SETTLE_MS on a cluster, 0 where every read is a snapshot.
+        # The margin below the servers' time (ms): EVENT_FEED_SETTLE_MS on a cluster, 0 on one server.
         self.settle_ms = (
             settle_ms if settle_ms is not None else (tunables.EVENT_FEED_SETTLE_MS if outbox.cluster else 0)
         )
-        self.clock = clock
         self.sleep = sleep
 
     def page(self, after: str | None, limit: int, wait: float) -> tuple[list[StoredEvent], str]:
         """Up to `limit` events after `after`, waiting up to `wait` s for the first; and the id to go on after.
 
-        EventsExpired when events after `after` may have been trimmed from some group (it is older
-        than that group's oldest retained event, and the group was trimmed: older than the retention,
-        or past its share of the count cap): a reader that resumed from there could miss events
-        without knowing. (Redis does not record the newest id a trim removed, so a reader whose `after`
-        was itself the last event trimmed is refused too: safe, if cautious.)
+        Only events below the horizon (see the module). EventsExpired when a trim removed events
+        after `after` from some group (judged on every read, so also while a long-poll waits).
         """
-        self._check_retained(after)
         deadline = time.monotonic() + min(wait, self.max_wait)
+        fresh_rounds = 0
         while True:
-            events = self.outbox.after(after, limit)
-            settled = self._settled(events)
-            left = deadline - time.monotonic()
-            if settled or left <= 0:
-                break
-            if events:  # there are some, too fresh yet: wait until the first is past the horizon
-                due = (events[0].milliseconds + self.settle_ms + 1) / 1000 - self.clock()
-                self.sleep(max(0.001, min(left, due)))
-            elif not self.watcher.wait_beyond(after, left):
+            window = self.outbox.window(after, limit)
+            self._check_retained(after, window.trimmed)
+            horizon = window.now_ms - self.settle_ms
+            settled = [event for event in window.events if event.milliseconds < horizon]  # a prefix: in id order
+            pending = window.events[len(settled) :]
+            now = time.monotonic()
+            if pending:  # too fresh yet: due when the first is below the horizon
+                due = (pending[0].milliseconds + 1 - horizon) / 1000
+                if due <= FRESH_WAIT and fresh_rounds < FRESH_ROUNDS:
+                    # A moment away (on one server: the next millisecond): waited for even with `wait=0`
+                    # and behind settled ones, so that a read right after a write sees it. Counted in
+                    # rounds, not time, so that a slow round trip does not cut it short.
+                    fresh_rounds += 1
+                    self.sleep(max(0.001, due))
+                    continue
+                if settled or now >= deadline:
+                    break
+                self.sleep(max(0.001, min(deadline - now, due)))
+            elif settled or now >= deadline or not self.watcher.wait_beyond(after, deadline - now):
                 break
         return settled, settled[-1].id if settled else (after or "0-0")
 
-    def _settled(self, events: list[StoredEvent]) -> list[StoredEvent]:
-        """The events (in id order) up to the settle horizon."""
-        if self.settle_ms <= 0:
-            return events
-        horizon = int(self.clock() * 1000) - self.settle_ms
-        return [event for event in events if event.milliseconds <= horizon]
-
-    def _check_retained(self, after: str | None) -> None:
+    @staticmethod
+    def _check_retained(after: str | None, trimmed: Sequence[str | None]) -> None:
+        """EventsExpired if `after` is below the newest id some group's trims removed."""
         if after is None:
             return  # from the oldest retained event on
-        info = self.outbox.info()
-        if not info.trimmed:
-            return
-        # Each group is trimmed on its own. `after` is expired if some trimmed group's events after it
-        # may be gone; a reader may start again after the newest of the trimmed groups' bounds.
-        expired, resume = False, None
-        for part in info.parts:
-            if not part.trimmed:
-                continue
-            bound = part.first_id or part.last_generated_id  # empty: everything up to its last id is gone
-            if id_key(after) < id_key(bound):
-                expired = True
-            if id_key(bound) > id_key(resume):
-                resume = bound
-        if expired:
-            raise EventsExpired(resume if info.length else None)  # None: nothing is retained
+        bounds = [bound for bound in trimmed if bound is not None]
+        if any(id_key(after) < id_key(bound) for bound in bounds):
+            raise EventsExpired(max(bounds, key=id_key))

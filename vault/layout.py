@@ -176,6 +176,10 @@ class KeySpace:
         """String holding the id of the group's newest event (`<ms>-<seq>`), from which its script makes the next id."""
         return f"{self.tag(group)}:events:last"
 
+    def event_trimmed(self, group: int) -> str:
+        """String holding the newest id a trim ever removed from the group's stream (absent: none removed yet)."""
+        return f"{self.tag(group)}:events:trimmed"
+
     def endpoint(self, endpoint_id: str, part: str, group: int | None = None) -> str:
         """A key of one webhook endpoint's delivery state: of one slot group, or (group None) endpoint-wide."""
         if group is None:

@@ -33,7 +33,7 @@ from typing import Any, cast
 import redis
 from redis.cluster import RedisCluster
 
-from core.errors import VaultError
+from core.errors import MigrationRefused
 from vault.layout import CACHE, FAILURE, LOCK, TOKEN, VERIFYING, AccountKey, KeySpace
 from vault.scripts import Script
 from vault.store import store_errors
@@ -56,12 +56,6 @@ NOT_AN_ID = "not an account id this service writes; left as it is"
 
 # Outcomes of migrate_account.lua.
 NOTHING, MOVED, NEW_WINS, CLEANED, REPLAN = 0, 1, 2, 3, -1
-
-
-class MigrationRefused(VaultError):
-    """The migration cannot run here (a cluster never held the single-Redis layout), or not now."""
-
-    status, code, retry_after = 503, "migration_refused", 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,16 +1,18 @@
 """The outbox: one Redis Stream of account lifecycle events per slot group, read as one ordered stream.
 
 Every script that changes an account appends its event to the stream of the account's group
-(`keys.events(group)`) in the same atomic step (`emit` in vault/lua/lifecycle.lua), trimmed by
-time (`EVENT_RETENTION`, as a MINID) and by the group's share of the count cap (`EVENT_MAX_COUNT`
-/ GROUPS). An event's id is its stream entry id (`<milliseconds>-<sequence>`), so every reader and
-every retry names it alike. The script makes the id itself: the server's time (never below the
-group's newest id) and a sequence that is the group's number, then GROUPS more for each further
-event of that millisecond, so `sequence % GROUPS` is the event's group, ids of different groups
-never collide, and all ids are totally ordered by (milliseconds, sequence). Reads merge the
-groups in that order: on a single Redis (or Sentinel's master) in one MULTI, a snapshot; on a
-Redis Cluster, where the groups live on several masters, in one pipeline that is not a snapshot
-(the feed's settle horizon, events.feed, covers that).
+(`keys.events(group)`) in the same atomic step (`emit` in vault/lua/lifecycle.lua), trimmed exactly
+by time (`EVENT_RETENTION`, as a MINID) and by the group's share of the count cap (`EVENT_MAX_COUNT`
+/ GROUPS), keeping the newest id a trim removed (`keys.event_trimmed(group)`). An event's id is its
+stream entry id (`<milliseconds>-<sequence>`), so every reader and every retry names it alike. The
+script makes the id itself: the server's time (never below the group's newest id) and a sequence
+that is the group's number, then GROUPS more for each further event of that millisecond, so
+`sequence % GROUPS` is the event's group, ids of different groups never collide, and all ids are
+totally ordered by (milliseconds, sequence). That order is commit order within a group, not across
+groups within a millisecond: the feed's horizon (events.feed) covers that, with the server time
+`Outbox.window` reads along with the events. Reads merge the groups in id order: on a single Redis
+(or Sentinel's master) in one MULTI, a snapshot; on a Redis Cluster, where the groups live on several
+masters, in one pipeline that is not a snapshot.
 """
 
 from __future__ import annotations
@@ -132,6 +134,24 @@ class StreamInfo:
 _EMPTY = StreamInfo(0, None, None, 0, "0-0")
 
 
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """A read of the events after a cursor, with what the feed needs to hand them out safely."""
+
+    events: list[StoredEvent]
+    # Epoch ms that no event committed after this read can be stamped below (the server's TIME, as
+    # `next_event_id` stamps ms = max(TIME, the group's newest ms)): events below it are complete.
+    now_ms: int
+    # Of each group (in group order), the newest id a trim removed (None: none yet), read after its events.
+    trimmed: tuple[str | None, ...]
+
+
+def _milliseconds(answer: Any) -> int:
+    """A TIME answer (seconds, microseconds) as epoch milliseconds, as the scripts compute it."""
+    seconds, micros = answer
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 class Outbox:
     """The retention every appending script is given, and reads of the groups' streams merged in id order."""
 
@@ -154,12 +174,13 @@ class Outbox:
 
     def script_args(self, account_id: str) -> dict[str, Any]:
         """The keys and arguments every appending script takes: the account's group's stream, counts, newest
-        id and trimming (each group keeps its share of EVENT_MAX_COUNT), and the group's number."""
+        id, newest id trimmed and trimming (each group keeps its share of EVENT_MAX_COUNT), and the group's number."""
         group = self.keys.group_of(account_id)
         return {
             "events": self.keys.events(group),
             "event_counts": self.keys.event_counts(group),
             "event_last": self.keys.event_last(group),
+            "event_trimmed": self.keys.event_trimmed(group),
             "retain_after": f"{max(0, int((self.clock() - self.retention) * 1000))}-0",
             "retain_max": max(1, -(-self.max_count // GROUPS)),
             "event_group": group,
@@ -175,6 +196,37 @@ class Outbox:
                 command(pipe, self.keys.events(group))
             answers: list[Any] = pipe.execute()
             return answers
+
+    def window(self, after: str | None, limit: int) -> Window:
+        """Up to `limit` events after the id `after` (from the oldest when None), in order, with the time
+        below which no later commit can stamp an event, and each group's trim bound (read after its events).
+
+        On a single Redis (or Sentinel's master) one MULTI: the server's TIME, then every group's events
+        and bound. On a cluster, first every master's TIME (the earliest is the horizon: a master's TIME
+        was read before the streams it holds), then one pipeline of the groups' events and bounds.
+        """
+        start = "-" if after is None else "(" + after
+        with store_errors():
+            now = self._masters_time_ms() if self.cluster else None
+            pipe = self.redis.pipeline(transaction=not self.cluster)
+            if now is None:
+                pipe.time()
+            for group in self.keys.groups:
+                pipe.xrange(self.keys.events(group), start, "+", count=limit)
+                pipe.get(self.keys.event_trimmed(group))
+            answers: list[Any] = pipe.execute()
+        if now is None:
+            now = _milliseconds(answers.pop(0))
+        return Window(
+            merged(stored(rows) for rows in answers[0::2])[:limit],
+            now,
+            tuple(None if bound is None else text(bound) for bound in answers[1::2]),
+        )
+
+    def _masters_time_ms(self) -> int:
+        """The earliest clock of the cluster's masters (epoch ms)."""
+        answer: Any = self.redis.time(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+        return min(_milliseconds(t) for t in (answer.values() if isinstance(answer, dict) else [answer]))
 
     def after(self, after: str | None, limit: int) -> list[StoredEvent]:
         """Up to `limit` events after the id `after` (from the oldest when None), in order."""

@@ -154,24 +154,29 @@ def test_the_feed_long_polls_until_an_event_exists(installer, app, client, auth_
     assert feed(client, auth_headers, after=answer["next"], wait=1)["events"] == []
 
 
-def test_an_expired_position_is_refused_with_the_oldest_id(installer, make_app, auth_headers):
+def test_an_expired_position_is_refused_with_the_oldest_id(installer, make_app, auth_headers, redis_client):
     app = make_app(EVENT_MAX_COUNT="100")
     client = app.test_client()
     svc = app.extensions["vault"]
     first = None
+    appended = []
     for n in range(400):
         svc.accounts.install(f"acc-{n}", APP_ID, _creds(n))
+        group = KEYS.group_of(f"acc-{n}")
+        appended.append(redis_client.xrevrange(KEYS.events(group), count=1)[0][0].decode())  # its event's id
         if first is None:
             first = feed(client, auth_headers)["events"][0]["id"]
     info = svc.events.outbox.info()
     assert info.length <= 112  # each of the 16 groups trimmed to its share of the cap, ceil(100 / 16)
+    retained = {e.id for e in svc.events.outbox.after(None, 500)}
     response = client.get("/v1/events", query_string={"after": first}, headers=auth_headers)
     assert response.status_code == 410
     error = response.get_json()["error"]
-    # Where to start again: after the newest of the trimmed groups' oldest retained events.
-    resume = max((p.first_id for p in info.parts if p.trimmed), key=parse_id)
+    # Where to go on: the newest id a trim removed (every group is complete after it).
+    resume = max(set(appended) - retained, key=parse_id)
     assert error["code"] == "events_expired" and error["oldest"] == resume
-    assert feed(client, auth_headers, after=resume)["events"]  # from there on, it reads
+    after_resume = [e["id"] for e in feed(client, auth_headers, after=resume, limit=500)["events"]]
+    assert after_resume == sorted((i for i in retained if parse_id(i) > parse_id(resume)), key=parse_id)
 
 
 def _creds(n: int):

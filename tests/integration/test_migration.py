@@ -15,13 +15,14 @@ import pytest
 from redis.cluster import RedisCluster
 
 from auth.scopes import requested_scopes, scope_id
+from core.errors import MigrationRefused
 from tests.support.constants import ACCOUNT, APP_ID
 from tests.support.flows import get_token
 from tests.support.legacy import LegacyVault
 from tests.support.rotation import cached, creds
 from vault.accounts import Credentials
 from vault.layout import CACHE, FAILURE, LOCK, TOKEN, VERIFYING, KeySpace
-from vault.migration import ACTIVE_CACHE_SECONDS, LegacyKeys, MigrationRefused, Migrator
+from vault.migration import ACTIVE_CACHE_SECONDS, LegacyKeys, Migrator
 
 KEYS = KeySpace("test")  # KEY_PREFIX of the env fixture
 LEGACY = LegacyKeys("test")
@@ -487,11 +488,11 @@ def test_pending_legacy_deliveries_refuse_the_migration_unless_forced(redis_clie
     assert refused.exit_code == 1
     assert (
         "Error: 3 webhook delivery(ies) of the legacy event stream are still pending (3 event(s) in it). "
-        "Let `flask --app app events deliver` drain them first (of the release before slot groups: this one "
-        "delivers the slot groups' streams only), then run `flask --app app vault migrate` again. To migrate "
-        "anyway, leaving them undelivered in the legacy stream, add --force; to delete the legacy stream and "
-        "its delivery state, add --drop-legacy-events."
-    ) in refused.output
+        "This release delivers the slot groups' streams only: the legacy deliveries drain only under the "
+        "release before slot groups, before this one is deployed (README: Upgrading from the single-Redis "
+        "layout). To migrate anyway, leaving them undelivered in the legacy stream, add --force; to delete the "
+        "legacy stream and its delivery state, add --drop-legacy-events."
+    ) in " ".join(refused.output.split())
     assert redis_client.zcard(LEGACY.index) == 3  # nothing moved
 
     forced = run_cli(app, "migrate", "--force", "--json")
@@ -610,3 +611,24 @@ def test_an_account_that_cannot_be_moved_is_named_and_the_others_move(redis_clie
     ]
     assert redis_client.exists(LEGACY.generation)  # not done: the fallback stays on
     assert redis_client.get(LEGACY.key_for(account(2))) == b"not a hash"
+
+
+# Rotation and check ----------------------------------------------------------------------------------------
+
+
+def test_rotate_refuses_while_records_are_in_the_single_redis_layout(redis_client, make_app):
+    legacy_accounts(redis_client, 2, tokens_every=0)
+    app = make_app()
+
+    refused = run_cli(app, "rotate")
+    assert refused.exit_code == 1
+    assert "2 record(s) are still in the single-Redis layout" in refused.output
+    assert redis_client.zcard(LEGACY.index) == 2  # nothing moved or re-sealed
+
+    checked = run_cli(app, "check")
+    assert "run `vault migrate`, then `vault rotate`, before dropping a previous key" in checked.output
+
+    assert run_cli(app, "migrate").exit_code == 0
+    rotated = run_cli(app, "rotate", "--json")
+    assert rotated.exit_code == 0, rotated.output
+    assert sum(json.loads(rotated.stdout)["totals"].values()) >= 2  # both records, now in their groups

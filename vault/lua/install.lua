@@ -3,7 +3,7 @@
 -- 0 (a new account) or 1 (replaced). The hash is written afresh, keeping only `installed` and the
 -- newest `iat`, so no piece or mark of an earlier install survives.
 -- Announces account.installed (new) or account.reinstalled, and account.reactivated when it was revoked.
--- KEYS: account, cache, index, revoked, generation, events, event_counts, event_last
+-- KEYS: account, cache, index, revoked, generation, events, event_counts, event_last, event_trimmed
 -- ARGV: app, now, account_id, channel, iat, retain_after, retain_max, event_group, event_groups, ...pieces
 local n_fixed = 9
 if #ARGV < n_fixed + 2 or (#ARGV - n_fixed) % 2 ~= 0 then
@@ -25,7 +25,7 @@ hset_pairs(KEYS[1], ARGV, n_fixed + 1)
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
 redis.call('SREM', KEYS[4], ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[3])
-local box = outbox_of(KEYS[6], KEYS[7], KEYS[8], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+local box = outbox_of(KEYS[6], KEYS[7], KEYS[8], KEYS[9], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 if existed == 1 then
   emit(box, EVENT.reinstalled, ARGV[3], ARGV[1], {'installed_at', installed, 'updated_at', ARGV[2]})
   if was_revoked then emit(box, EVENT.reactivated, ARGV[3], ARGV[1], {}) end

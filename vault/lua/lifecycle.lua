@@ -36,10 +36,23 @@ local function hset_pairs(key, list, first)
 end
 
 -- The outbox of one slot group, as every emitting script is given it (vault.outbox.Outbox.script_args):
--- its stream, counts by type, newest id, trimming (MINID, MAXLEN), the group's number and the number of groups.
-local function outbox_of(events, counts, last, retain_after, retain_max, group, groups)
-  return {events = events, counts = counts, last = last, retain_after = retain_after, retain_max = retain_max,
-          group = tonumber(group), groups = tonumber(groups)}
+-- its stream, counts by type, newest id, newest id a trim removed, trimming (MINID, MAXLEN), the group's
+-- number and the number of groups.
+local function outbox_of(events, counts, last, trimmed, retain_after, retain_max, group, groups)
+  return {events = events, counts = counts, last = last, trimmed = trimmed, retain_after = retain_after,
+          retain_max = tonumber(retain_max), group = tonumber(group), groups = tonumber(groups)}
+end
+
+-- An event id `<ms>-<seq>` as two numbers (exact below 2^53: milliseconds, and this service's sequences).
+local function id_parts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function id_below(a, b)
+  local a_ms, a_seq = id_parts(a)
+  local b_ms, b_seq = id_parts(b)
+  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
 end
 
 -- The id of the group's next event, `<ms>-<seq>`: ms is the server's time, never below the group's newest
@@ -65,18 +78,39 @@ local function next_event_id(box)
   return string.format('%.0f-%.0f', ms, seq)
 end
 
+-- Trim the group's stream, exactly: older than the retention (MINID, an id of now minus EVENT_RETENTION)
+-- and beyond the group's share of the count cap (MAXLEN). Exactly, so that the newest entry removed is known
+-- before it goes: the group's `trimmed` string keeps the newest id any trim removed. A reader's cursor below
+-- it has lost events; one at or above it has lost none of this group's (the feed's 410: events.feed).
+-- Costs an XREVRANGE COUNT 1 and an XLEN (O(log n)) per event; when something goes, its XTRIM, an XRANGE
+-- COUNT k for k entries over the cap (1 in the steady state), a GET and a SET.
+local function trim(box)
+  local removed = nil
+  if box.retain_after ~= '0-0' then
+    removed = redis.call('XREVRANGE', box.events, '(' .. box.retain_after, '-', 'COUNT', 1)[1]
+    if removed then redis.call('XTRIM', box.events, 'MINID', box.retain_after) end
+  end
+  local over = redis.call('XLEN', box.events) - box.retain_max
+  if over > 0 then
+    local oldest = redis.call('XRANGE', box.events, '-', '+', 'COUNT', over)
+    removed = oldest[#oldest]  -- newer than anything MINID removed
+    redis.call('XTRIM', box.events, 'MAXLEN', box.retain_max)
+  end
+  if removed then
+    local bound = redis.call('GET', box.trimmed)
+    if not bound or id_below(bound, removed[1]) then redis.call('SET', box.trimmed, removed[1]) end
+  end
+end
+
 -- Append one lifecycle event to the group's outbox stream (the same script makes the change it reports, so
--- neither exists without the other), count it, and trim the stream: older than the retention (MINID, an id
--- of now minus EVENT_RETENTION, whole macro nodes at a time: `~`) or beyond the group's share of the count
--- cap (MAXLEN, exact: a group's share may be smaller than one macro node).
+-- neither exists without the other), count it, and trim the stream (`trim`).
 -- `extra` holds the type's own data fields as name, value pairs; never a credential or token.
 local function emit(box, kind, account_id, app, extra)
   local id = next_event_id(box)
-  local entry = {'XADD', box.events, 'MINID', '~', box.retain_after, id, 'type', kind, 'account_id', account_id,
-                 'iris_app_id', app}
+  local entry = {'XADD', box.events, id, 'type', kind, 'account_id', account_id, 'iris_app_id', app}
   for i = 1, #extra do entry[#entry + 1] = extra[i] end
   redis.call(unpack(entry))
-  redis.call('XTRIM', box.events, 'MAXLEN', box.retain_max)
+  trim(box)
   redis.call('SET', box.last, id)
   redis.call('HINCRBY', box.counts, kind, 1)
 end
