@@ -34,6 +34,7 @@ from vault.health import StoreHealth
 from vault.layout import KeySpace
 from vault.migration import Migrator
 from vault.replay import IdentityBindings
+from vault.replicas import Replicas
 from vault.seal import Sealer
 from vault.store import connect
 from vault.tokencache import TokenCache
@@ -68,7 +69,12 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     client = (
         client
         if client is not None
-        else connect(config.redis_url, tls_verify=config.redis_tls_verify, max_connections=config.redis_max_connections)
+        else connect(
+            config.redis_url,
+            tls_verify=config.redis_tls_verify,
+            max_connections=config.redis_max_connections,
+            topology=config.redis_topology,
+        )
     )
     sealer = Sealer(config.keyring)
     keys = KeySpace(config.key_prefix)
@@ -76,7 +82,14 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     events = build_events(client, keys, config)
     migrator = Migrator(client, keys, on_change=memory.cache.invalidate)
     accounts = AccountRepository(
-        client, sealer, keys, on_change=memory.cache.invalidate, outbox=events.outbox, migrator=migrator
+        client,
+        sealer,
+        keys,
+        on_change=memory.cache.invalidate,
+        outbox=events.outbox,
+        migrator=migrator,
+        # Credential writes are answered once a replica holds them (REDIS_WAIT_REPLICAS; none connected: no wait).
+        replicas=Replicas(client, wanted=config.redis_wait_replicas, timeout_ms=config.redis_wait_timeout),
     )
     managed_keys = ApiKeyStore(client, config.keyring, keys)
     tokens = TokenService(

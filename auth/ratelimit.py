@@ -5,6 +5,11 @@ refused one costs a second, to read when the window frees (`Retry-After`); from 
 moment this process refuses the key's requests without asking Redis, which is exact for a moving
 window: no entry leaves it before its oldest does. Redis unreachable: StoreUnavailable (503 with
 `Retry-After`), never a request let through unlimited.
+
+The library works on the service's own client (`_ServiceClientStorage`), whatever the topology: a
+window is one key, so on a Redis Cluster each acquire script runs on its slot's master, and on
+Sentinel on the master the sentinels name. Its own `redis+cluster://` and `redis+sentinel://`
+storages would build a second client per worker, with other timeouts and retries.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from limits import (
@@ -43,12 +49,26 @@ def _item(rate: RateLimit) -> RateLimitItem:
     return _ITEMS[rate.period](rate.amount)
 
 
+class _ServiceClientStorage(RedisStorage):
+    """`limits`' Redis storage on the service's client (single, cluster or Sentinel master): its pools,
+    timeouts and retry. Every command of the storage goes through `get_connection`, answered here."""
+
+    def __init__(self, client: redis.Redis, key_prefix: str) -> None:
+        self._client = client
+        # The pool is never used (get_connection answers the service's client); it only keeps the base
+        # class from building a client of its own from a URI. A pool opens no connection until asked.
+        super().__init__("redis://", connection_pool=redis.ConnectionPool(), key_prefix=key_prefix)
+
+    def get_connection(self, readonly: bool = False) -> Any:  # the service's client: redis.Redis or RedisCluster
+        return self._client
+
+
 class RateLimiter:
     """`check(name, rate)`: counts one request of the key `name`, or raises RateLimited with Retry-After."""
 
     def __init__(self, client: redis.Redis, prefix: str, clock: Callable[[], float] = time.time) -> None:
         # The service's own connection pool (its size, timeouts and retry): no second pool per worker.
-        storage = RedisStorage("redis://", connection_pool=client.connection_pool, key_prefix=prefix)
+        storage = _ServiceClientStorage(client, prefix)
         self._limiter = MovingWindowRateLimiter(storage)
         self._clock = clock
         self._refused_until: dict[tuple[str, RateLimit], float] = {}

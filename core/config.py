@@ -37,6 +37,15 @@ MAX_MAX_IN_FLIGHT = 10_000
 # Heroku Redis mini accepts 20 clients: 2 workers x 8 leaves room for `heroku run` commands.
 DEFAULT_REDIS_MAX_CONNECTIONS = 8
 MIN_REDIS_MAX_CONNECTIONS = 2  # the subscription holds one for good; requests need another
+# Replica acknowledgement of credential writes (vault.replicas): how many replicas must hold an
+# install before it is answered, and how long (ms) to wait for them. The wait stays well inside
+# the Redis socket timeout (2 s), so a slow replica is a StoreUnavailable, never a hung socket.
+DEFAULT_REDIS_WAIT_REPLICAS = 1
+MAX_REDIS_WAIT_REPLICAS = 16
+DEFAULT_REDIS_WAIT_TIMEOUT_MS = 500
+MAX_REDIS_WAIT_TIMEOUT_MS = 1500
+DEFAULT_SENTINEL_PORT = 26379
+REDIS_TOPOLOGIES = ("single", "cluster", "sentinel")
 
 # Account lifecycle events (events/, vault/outbox.py): retention of the outbox stream, by time and by count.
 DEFAULT_EVENT_RETENTION = 7 * 24 * 3600
@@ -93,6 +102,32 @@ class AppScopes:
 
 
 @dataclasses.dataclass(frozen=True)
+class RedisTopology:
+    """How the service reaches Redis: one server (the default), a Redis Cluster, or a master behind Sentinel.
+
+    - single: `REDIS_URL` names the server (redis://, rediss:// or unix://).
+    - cluster: `REDIS_CLUSTER=true`; `REDIS_URL` names any node (redis:// or rediss://, database 0),
+      the others are discovered from it. Its password and TLS apply to every node.
+    - sentinel: `REDIS_SENTINELS=host:port,host:port,...` and `REDIS_SENTINEL_MASTER=name`; the master
+      is asked of the sentinels. `REDIS_URL` (redis:// or rediss://; its host is not used) gives the
+      master's username, password, database and TLS. The sentinels get the same TLS and, unless
+      `REDIS_SENTINEL_PASSWORD` is set, the same username and password (redis-py's `Sentinel` would
+      give them none on its own). `REDIS_SENTINEL_PASSWORD=<password>` gives them that password
+      instead (no username), and setting it empty (`REDIS_SENTINEL_PASSWORD=`) gives them none:
+      sentinels often have no password, or another than the master's.
+    """
+
+    kind: str = "single"
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str | None = None
+    #: None: the sentinels use REDIS_URL's username and password; "": none; else this password.
+    sentinel_password: str | None = dataclasses.field(default=None, repr=False)
+
+
+SINGLE = RedisTopology()
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The validated configuration; build it with `Config.from_env`."""
 
@@ -119,6 +154,11 @@ class Config:
     metrics_public: bool = False
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
+    redis_topology: RedisTopology = SINGLE
+    #: A credential write is answered once this many replicas hold it (at most the connected ones; 0: never wait),
+    #: waiting at most `redis_wait_timeout` ms (REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT).
+    redis_wait_replicas: int = DEFAULT_REDIS_WAIT_REPLICAS
+    redis_wait_timeout: int = DEFAULT_REDIS_WAIT_TIMEOUT_MS
     #: Events: the outbox's retention, the webhook endpoints (never logged: an URL may carry a token),
     #: the signing key (the bytes of WEBHOOK_SECRET), where delivery runs, and verification on install.
     event_retention: int = DEFAULT_EVENT_RETENTION
@@ -164,6 +204,23 @@ class Config:
                 unit="connections",
                 maximum=1000,
             ),
+            redis_topology=_redis_topology(env),
+            redis_wait_replicas=_int(
+                env,
+                "REDIS_WAIT_REPLICAS",
+                DEFAULT_REDIS_WAIT_REPLICAS,
+                0,
+                unit="replicas",
+                maximum=MAX_REDIS_WAIT_REPLICAS,
+            ),
+            redis_wait_timeout=_int(
+                env,
+                "REDIS_WAIT_TIMEOUT",
+                DEFAULT_REDIS_WAIT_TIMEOUT_MS,
+                1,
+                unit="milliseconds",
+                maximum=MAX_REDIS_WAIT_TIMEOUT_MS,
+            ),
             event_retention=_duration(env, "EVENT_RETENTION", DEFAULT_EVENT_RETENTION),
             event_max_count=_int(env, "EVENT_MAX_COUNT", DEFAULT_EVENT_MAX_COUNT, 100, unit="events"),
             webhook_urls=_webhook_urls(env),
@@ -202,6 +259,7 @@ def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
         values.append(name_key.partition(":")[2] or name_key)
     password = urlsplit(env.get("REDIS_URL", "")).password
     values.append(password or "")
+    values.append(env.get("REDIS_SENTINEL_PASSWORD", ""))
     secret = env.get("WEBHOOK_SECRET", "").strip()
     values += [secret, secret.removeprefix(WEBHOOK_SECRET_PREFIX)]
     for url in env.get("WEBHOOK_URL", "").split(","):
@@ -221,6 +279,65 @@ def _redis_url(env: Mapping[str, str]) -> str:
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
     return url
+
+
+def _redis_topology(env: Mapping[str, str]) -> RedisTopology:
+    """REDIS_CLUSTER, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER (see RedisTopology); neither: single."""
+    cluster = _bool(env, "REDIS_CLUSTER", False)
+    sentinels_raw = (env.get("REDIS_SENTINELS") or "").strip()
+    master = (env.get("REDIS_SENTINEL_MASTER") or "").strip()
+    sentinel_password = env.get("REDIS_SENTINEL_PASSWORD")
+    url = urlsplit((env.get("REDIS_URL") or "").strip())
+    if cluster and (sentinels_raw or master):
+        raise ConfigError("REDIS_CLUSTER=true and REDIS_SENTINELS/REDIS_SENTINEL_MASTER exclude each other: set one")
+    if not sentinels_raw and (master or sentinel_password is not None):
+        named = "REDIS_SENTINEL_MASTER" if master else "REDIS_SENTINEL_PASSWORD"
+        raise ConfigError(f"{named} is set but REDIS_SENTINELS is missing (host:port,host:port,...)")
+    if cluster:
+        if url.scheme == "unix":
+            raise ConfigError(
+                "REDIS_CLUSTER=true needs REDIS_URL with redis:// or rediss:// (a cluster is reached over TCP)"
+            )
+        if url.path.strip("/") not in ("", "0"):
+            raise ConfigError("REDIS_URL: a Redis Cluster has database 0 only (REDIS_CLUSTER=true)")
+        return RedisTopology("cluster")
+    if not sentinels_raw:
+        return SINGLE
+    if not master:
+        raise ConfigError("REDIS_SENTINEL_MASTER is missing (REDIS_SENTINELS is set): the name the sentinels monitor")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", master):
+        raise ConfigError("REDIS_SENTINEL_MASTER must be 1-128 of A-Z a-z 0-9 _ . -")
+    if url.scheme == "unix":
+        raise ConfigError(
+            "REDIS_SENTINELS needs REDIS_URL with redis:// or rediss:// (for the master's password and TLS)"
+        )
+    return RedisTopology(
+        "sentinel",
+        sentinels=_sentinels(sentinels_raw),
+        sentinel_master=master,
+        sentinel_password=sentinel_password.strip() if sentinel_password is not None else None,
+    )
+
+
+def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port,...` (port 26379 when left out; `[v6]:port` for IPv6)."""
+    found: list[tuple[str, int]] = []
+    for index, entry in enumerate(part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        try:
+            parts = urlsplit(f"//{entry}")
+            host, port = parts.hostname, parts.port or DEFAULT_SENTINEL_PORT
+        except ValueError:
+            host, port = None, 0
+        if not host or parts.path or parts.username or parts.password:
+            raise ConfigError(f"REDIS_SENTINELS entry {index + 1} must be host:port")
+        found.append((host, port))
+    if not found:
+        raise ConfigError("REDIS_SENTINELS is empty: list the sentinels as host:port,host:port,...")
+    if len(set(found)) != len(found):
+        raise ConfigError("REDIS_SENTINELS: two entries name the same sentinel")
+    return tuple(found)
 
 
 def _keyring(env: Mapping[str, str]) -> KeyRing:

@@ -2,6 +2,15 @@
 
 Every app a test builds comes from `make_app` (`app` is its default one), which closes it when
 the test ends; the session checks that no app's invalidation listener is left running.
+
+Topologies: a test module (`pytestmark = pytest.mark.topologies("single", "cluster")`) or test
+marked so runs once per topology named, its `redis_server`, `redis_client` and `env` built for
+it (the test id shows it: `test_x[cluster]`). On "cluster" they are a Redis Cluster of 3
+masters and 3 replicas (started once per session), a RedisCluster client whose `flushall`
+empties every master, and REDIS_CLUSTER=true with the URL of one node. A test of such a module
+that only holds on one server (it stops it, say) is marked `topologies("single")` itself. Without
+the marker a test runs on the single Redis only. `cluster_client` and `sentinel_set` give the
+cluster and a Sentinel set directly.
 """
 
 from __future__ import annotations
@@ -17,18 +26,83 @@ from simulator.tls import make_certificates
 from tests.support.constants import API_KEY, service_env
 from tests.support.gunicorn import GunicornServer
 from tests.support.installer import Installer
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisClusterServers, RedisSentinelSet, RedisServer
 
 LISTENER_THREAD = "itv-invalidation"  # the name auth.memory.feed gives its thread
+TOPOLOGIES = ("single", "cluster")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "topologies(*names): run the test's Redis fixtures (redis_server, redis_client, env) on each of"
+        " the topologies named (single, cluster); the closest marker wins",
+    )
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("topologies")
+    if marker is None or "topology" not in metafunc.fixturenames:
+        return
+    names = marker.args or TOPOLOGIES
+    unknown = set(names) - set(TOPOLOGIES)
+    if unknown:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown topologies {sorted(unknown)}")
+    # Module scope, so that a module-scoped fixture may use `redis_server` (a gunicorn shared by a module).
+    metafunc.parametrize("topology", names, indirect=True, ids=list(names), scope="module")
+
+
+@pytest.fixture(scope="module")
+def topology(request) -> str:
+    """The Redis topology this test runs on: "single" unless the `topologies` marker parametrised it."""
+    return getattr(request, "param", "single")
 
 
 @pytest.fixture(scope="session")
-def redis_server():
+def single_redis():
     server = RedisServer()
     server.start()
     yield server
     assert_no_listener_is_left()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A Redis Cluster of 3 masters and 3 replicas, started once per session (about 6 s)."""
+    cluster = RedisClusterServers()
+    cluster.start()
+    yield cluster
+    assert_no_listener_is_left()
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_set():
+    """A master, its replica and 3 sentinels, started once per session (about 3 s)."""
+    servers = RedisSentinelSet()
+    servers.start()
+    yield servers
+    assert_no_listener_is_left()
+    servers.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server(topology, request):
+    """The test's Redis: the session's single server, or (topology "cluster") the session's cluster."""
+    return request.getfixturevalue("redis_cluster" if topology == "cluster" else "single_redis")
+
+
+@pytest.fixture
+def cluster_client(redis_cluster):
+    """A RedisCluster client of the session's cluster (every node running), every master flushed around the test."""
+    redis_cluster.heal()
+    client = redis_cluster.client()
+    redis_cluster.flushall()
+    yield client
+    redis_cluster.heal()
+    redis_cluster.flushall()
+    client.close()
 
 
 def assert_no_listener_is_left(timeout: float = 5.0) -> None:
@@ -45,8 +119,11 @@ def assert_no_listener_is_left(timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
-def redis_client(redis_server):
+def redis_client(redis_server, topology, request):
     """A client of the test Redis, flushed around each test (restarted first if a test stopped it)."""
+    if topology == "cluster":
+        yield request.getfixturevalue("cluster_client")
+        return
     if redis_server.process is None:
         redis_server.start()
     client = redis_server.client()
@@ -98,8 +175,11 @@ def sim_server(sim_app):
 
 
 @pytest.fixture
-def env(redis_server, redis_client, sim_server) -> dict[str, str]:
-    return service_env(redis_server.url, sim_server.url)
+def env(redis_server, redis_client, sim_server, topology) -> dict[str, str]:
+    variables = service_env(redis_server.url, sim_server.url)
+    if topology == "cluster":
+        variables["REDIS_CLUSTER"] = "true"
+    return variables
 
 
 @pytest.fixture

@@ -7,6 +7,15 @@ Liveness is proven, not assumed: the listener PINGs on the subscribed
 connection, and Redis answers in order, so once the answer to a PING sent at
 time T arrives, every invalidation published before T has been handled.
 `fresh()` says whether that happened recently enough to trust memory.
+
+The same holds on every topology. On a Sentinel master the subscription is a connection to the
+master the sentinels name; on a Redis Cluster it is classic pub/sub on one node (redis-py picks
+the master of the channel's slot), because a classic PUBLISH, from a script on any node, reaches
+the subscribers of every node. Classic rather than sharded pub/sub (SSUBSCRIBE) because a worker
+then keeps one connection to any one node instead of one per master holding a group's slots,
+invalidations are rare (one per account change), and after a failover there are no per-slot
+subscriptions to move: a lost subscription (its node died) is made again on the next attempt,
+after the cluster client re-read the slot map, and memory stays off until it is confirmed.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from collections.abc import Callable
 import redis
 
 from core import tunables
+from vault.store import is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +88,7 @@ class InvalidationListener:
                     )
                     reported = True
                 self._stop.wait(tunables.INVALIDATION_RECONNECT_DELAY)
+                self._relocate()
             finally:
                 try:
                     pubsub.close()
@@ -88,6 +99,15 @@ class InvalidationListener:
         self.on_lost()
         with self._start_lock:
             self._pid = 0
+
+    def _relocate(self) -> None:
+        """On a cluster, re-read the slot map before subscribing again: the node may have failed over."""
+        if not is_cluster(self.client):
+            return
+        try:
+            self.client.nodes_manager.initialize()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - no node answers yet; the next attempt asks again
+            pass
 
     def _idle(self) -> bool:
         return time.monotonic() - self._used > tunables.INVALIDATION_IDLE_STOP

@@ -13,6 +13,9 @@ from tests.support.records import indexed_ids
 from vault.accounts import Credentials
 from vault.layout import KeySpace
 
+# Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.topologies("single", "cluster")
+
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 

@@ -16,11 +16,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import RSAAlgorithm
+from redis.cluster import RedisCluster
 
 from simulator import SigningKey
 from tests.support.constants import ACCOUNT, APP_ID
 from tests.support.records import indexed_ids
 from tests.support.redis_server import free_port
+from vault.layout import KeySpace
+
+# Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.topologies("single", "cluster")
 
 AUDIENCE = "https://vault.example.com/appinstall"
 FORGER = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # a key Trackunit never published
@@ -273,9 +278,12 @@ def test_installed_for_an_existing_account_replaces_credentials_and_drops_cached
 
 def test_reinstall_replaces_credentials_and_drops_tokens_in_one_script(installer, client, sim, redis_client, existing):
     """MONITOR: every command that touches the account comes from one Lua script call (atomic)."""
-    with redis_client.monitor() as monitor:
+    server = redis_client  # on a cluster: the master of the account's slot
+    if isinstance(redis_client, RedisCluster):
+        server = redis_client.get_redis_connection(redis_client.get_node_from_key(KeySpace("test").key_for(ACCOUNT)))
+    with server.monitor() as monitor:
         assert installer.post(installer.message()).status_code == 200
-        redis_client.echo("itv-monitor-end")
+        server.echo("itv-monitor-end")
         commands = []
         while "itv-monitor-end" not in (entry := monitor.next_command())["command"]:
             commands.append(entry)

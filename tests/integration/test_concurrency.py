@@ -19,6 +19,9 @@ from core import tunables
 from tests.support.constants import API_KEY, APP_ID
 from tests.support.gunicorn import GunicornServer
 
+# Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.topologies("single", "cluster")
+
 ACCOUNT = "acc-concurrency"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 PROXIED = {**AUTH, "Trackunit-Scope": "asset.view"}

@@ -5,14 +5,23 @@ import time
 
 import pytest
 import requests
+from redis.cluster import RedisCluster
 
 from tests.support.gunicorn import GunicornServer, WorkerConnections
+
+# Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.topologies("single", "cluster")
 
 ACCOUNT = "acc-local"
 
 
 def redis_gets(redis_client) -> int:
-    return int(redis_client.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+    """GET commands served so far (on a cluster: by every master)."""
+    if isinstance(redis_client, RedisCluster):
+        stats = list(redis_client.info("commandstats", target_nodes=RedisCluster.PRIMARIES).values())
+    else:
+        stats = [redis_client.info("commandstats")]
+    return sum(int(s.get("cmdstat_get", {}).get("calls", 0)) for s in stats)
 
 
 def wait_until_memory_is_trusted(client, auth_headers, redis_client):
@@ -62,6 +71,7 @@ def test_this_process_forgets_at_once_on_delete_reinstall_and_force_refresh(
     assert client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers).status_code == 404
 
 
+@pytest.mark.topologies("single")  # stops the one server; the cluster: tests/integration/test_failover.py
 def test_memory_is_not_trusted_while_redis_is_down(client, install, auth_headers, redis_client, redis_server):
     install(ACCOUNT)
     client.get(f"/v1/accounts/{ACCOUNT}/token", headers=auth_headers)
@@ -140,6 +150,7 @@ def test_every_worker_stops_serving_a_dropped_token_within_one_second(env, insta
         server.stop()
 
 
+@pytest.mark.topologies("single")  # holds the gap with one server's password; the cluster feed: test_topology_feed.py
 def test_what_memory_learnt_while_the_feed_was_down_is_forgotten_when_it_is_back(redis_client):
     """A key revoked (or a token dropped) while this worker heard nothing must not stay remembered.
 

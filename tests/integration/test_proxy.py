@@ -23,6 +23,9 @@ from simulator.state import large_body
 from tests.support.constants import ACCOUNT, API_KEY
 from tests.support.elsewhere import Elsewhere
 
+# Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.topologies("single", "cluster")
+
 UNKNOWN = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 MANAGE = "account.asset.manage"
 ATTEMPTS = 1 + tunables.PROXY_RETRIES

@@ -43,6 +43,9 @@ from vault.rotation import (
 )
 from vault.seal import Sealer
 
+# Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.topologies("single", "cluster")
+
 # Helpers ---------------------------------------------------------------------------------------
 
 
@@ -284,6 +287,7 @@ def test_only_records_of_this_deployment_are_touched(redis_client):
     assert {key: redis_client.dump(key) for key in foreign} == foreign
 
 
+@pytest.mark.topologies("single")  # an ACL user on one server
 def test_rotate_and_check_walk_the_keyspace_with_scan_never_keys(redis_server, redis_client):
     install_many(redis_client, 20, tokens_every=2)
     redis_client.acl_setuser(

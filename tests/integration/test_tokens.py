@@ -18,6 +18,9 @@ from tests.support.flows import get_token, ok_token, wait_for
 from tests.support.installer import Installer
 from vault.layout import KeySpace
 
+# Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.topologies("single", "cluster")
+
 OTHER = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 PREFIX = "test"  # KEY_PREFIX of the env fixture
 TOKEN_FIELDS = {"access_token", "token_type", "expires_in", "scope", "account_id"}
