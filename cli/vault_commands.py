@@ -12,6 +12,7 @@ from events.signing import generate_secret
 from vault.keys import generate_key, parse_key
 from vault.layout import GROUPS
 from vault.migration import LayoutCheck, LegacyEvents, MigrationReport, Migrator
+from vault.replicas import Replicas
 from vault.rotation import DEFAULT_BATCH, FAILED, RESEALED, SKIPPED, Record, Report, Rotation
 
 MAX_PROBLEMS_SHOWN = 100
@@ -36,7 +37,8 @@ vault_group.add_command(keygen)
 
 def _rotation() -> Rotation:
     s = services()
-    return Rotation(s.redis, s.config.keyring, s.accounts.keys, s.config.iris_app_id)
+    replicas = Replicas(s.redis, wanted=s.config.redis_wait_replicas, timeout_ms=s.config.redis_wait_timeout)
+    return Rotation(s.redis, s.config.keyring, s.accounts.keys, s.config.iris_app_id, replicas=replicas)
 
 
 def _progress(rotation: Rotation, label: str):

@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import redis
 
@@ -26,12 +26,10 @@ from core.errors import RecordUnreadable
 from vault.layout import CACHE, VERIFYING, Field, KeySpace, Status
 from vault.migration import Migrator
 from vault.outbox import Outbox
+from vault.replicas import Replicas
 from vault.scripts import Script
 from vault.seal import Sealer, SealError, associated_data
 from vault.store import store_errors
-
-if TYPE_CHECKING:
-    from vault.replicas import Replicas
 
 log = logging.getLogger(__name__)
 

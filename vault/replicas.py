@@ -67,7 +67,7 @@ class Replicas:
                 return script(**named)
         return self.run_many([(script, key, named)])[0]
 
-    def run_many(self, calls: Sequence[tuple[Any, str, dict[str, Any]]]) -> list[Any]:
+    def run_many(self, calls: Sequence[tuple[Any, str | bytes, dict[str, Any]]]) -> list[Any]:
         """Run many scripts, each `(script, key, named)` as for `run`, pipelined: one pipeline per master
         (on a cluster, the masters of the keys' slots), each ended by one WAIT. The results in call order.
 
@@ -79,7 +79,7 @@ class Replicas:
                 return self._pipeline_on(self.client, "master", calls)
             return self._on_cluster(calls, retry_moved=True)
 
-    def _on_cluster(self, calls: Sequence[tuple[Any, str, dict[str, Any]]], *, retry_moved: bool) -> list[Any]:
+    def _on_cluster(self, calls: Sequence[tuple[Any, str | bytes, dict[str, Any]]], *, retry_moved: bool) -> list[Any]:
         cluster: Any = self.client
         by_node: dict[str, tuple[Any, list[int]]] = {}
         for index, (_script, key, _named) in enumerate(calls):
@@ -106,7 +106,7 @@ class Replicas:
         return results
 
     def _pipeline_on(
-        self, server: redis.Redis, name: str, calls: Sequence[tuple[Any, str, dict[str, Any]]]
+        self, server: redis.Redis, name: str, calls: Sequence[tuple[Any, str | bytes, dict[str, Any]]]
     ) -> list[Any]:
         replicas = min(self.wanted, self._connected(server, name)) if self.wanted else 0
         if replicas == 0 and len(calls) == 1:

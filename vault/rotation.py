@@ -28,6 +28,7 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import redis
 
@@ -35,6 +36,7 @@ from vault.accounts import credentials_aad, join_sealed, sealed_fields_args
 from vault.keys import KeyRing
 from vault.layout import TOKEN as TOKEN_KEY
 from vault.layout import Field, KeySpace
+from vault.replicas import Replicas
 from vault.scripts import Script
 from vault.seal import HEADER_SIZE, VERSION, Sealer, SealError
 from vault.store import store_errors
@@ -150,8 +152,13 @@ class Pending:
 class Rotation:
     """Re-seal (`rotate`) or open (`check`) every sealed record of one deployment."""
 
-    def __init__(self, client: redis.Redis, keyring: KeyRing, keys: KeySpace, app_id: str) -> None:
+    def __init__(
+        self, client: redis.Redis, keyring: KeyRing, keys: KeySpace, app_id: str, *, replicas: Replicas | None = None
+    ) -> None:
         self.redis = client
+        # Writes go through Replicas: a batch of scripts per master (a cluster pipeline refuses scripts),
+        # answered once the replicas hold them when it is asked to wait for them.
+        self.replicas = replicas if replicas is not None else Replicas(client, wanted=0, timeout_ms=1)
         self.sealer = Sealer(keyring)
         self.current_key_id = keyring.current.id.hex()
         self.keys = keys
@@ -341,20 +348,20 @@ class Rotation:
                 return
             if before_write is not None:
                 before_write([item.record for item in pending])
-            with store_errors():
-                pipe = self.redis.pipeline(transaction=False)
-                for item in pending:
-                    if item.record.kind == CREDENTIALS:
-                        self._swap_credentials(
-                            account=item.record.key,
-                            app=item.app,
-                            sealed=item.old,
-                            pieces=sealed_fields_args(item.new),
-                            client=pipe,
-                        )
-                    else:
-                        self._swap_token(token=item.record.key, sealed=item.old, new_sealed=item.new, client=pipe)
-                results = pipe.execute()
+            calls: list[tuple[Script, bytes, dict[str, Any]]] = []
+            for item in pending:
+                key = item.record.key  # bytes as SCAN gave them: a slot need not be UTF-8
+                if item.record.kind == CREDENTIALS:
+                    named = {
+                        "account": key,
+                        "app": item.app,
+                        "sealed": item.old,
+                        "pieces": sealed_fields_args(item.new),
+                    }
+                    calls.append((self._swap_credentials, key, named))
+                else:
+                    calls.append((self._swap_token, key, {"token": key, "sealed": item.old, "new_sealed": item.new}))
+            results = self.replicas.run_many(calls)
             changed = []
             for item, done in zip(pending, results):
                 if done:
