@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import redis
+from redis.cluster import RedisCluster
 
-from vault.store import store_errors
+from vault.store import is_cluster, store_errors
 
 
 class StoreHealth:
@@ -21,9 +22,15 @@ class StoreHealth:
         """Redis's maxmemory-policy (from INFO, which managed Redis allows where CONFIG is not).
 
         None when the server does not say (a Redis-compatible store without INFO): unknown, not down.
+        On a cluster, every master is asked: one that may evict is reported.
         """
         with store_errors():
             try:
-                return self.redis.info("memory").get("maxmemory_policy")
+                if not is_cluster(self.redis):
+                    return self.redis.info("memory").get("maxmemory_policy")
+                # Every master holds credentials: the first that may evict is the answer.
+                found: dict[str, dict[str, object]] = self.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
             except redis.exceptions.ResponseError:
                 return None
+        policies = [str(node["maxmemory_policy"]) for node in found.values() if "maxmemory_policy" in node]
+        return next((p for p in policies if p != "noeviction"), "noeviction" if policies else None)
