@@ -20,7 +20,7 @@ from bench.report import Report
 from bench.settings import Settings
 from core.config import Config
 from tests.support.gunicorn import GunicornServer
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisClusterServers, RedisServer
 from vault.keys import generate_key
 
 
@@ -70,13 +70,7 @@ class Harness:
             )
         log(f"load generator: {self.load.name}")
 
-        self.redis_server = RedisServer()
-        self.stack.callback(lambda: shutil.rmtree(self.redis_server.dir, ignore_errors=True))
-        self.stack.callback(self.redis_server.stop)
-        self.redis_server.start()
-        self.redis = self.redis_server.client()
-        self.stack.callback(self.redis.close)
-        log(f"redis-server on port {self.redis_server.port}")
+        redis_env = self._start_redis()
 
         self.sim = Simulator(self.stack, self.workdir, self.budget, tls=s.tls and "tls" in s.sections)
         log(
@@ -85,7 +79,7 @@ class Harness:
         )
 
         self.env = {
-            "REDIS_URL": self.redis_server.url,
+            **redis_env,
             "VAULT_KEY": generate_key(),
             "API_KEYS": f"bench:{self.api_key}",
             "IRIS_APP_ID": APP_ID,
@@ -107,6 +101,38 @@ class Harness:
         self.base = self.gunicorn.url
         self.worker_class = self._worker_class(self.gunicorn)
         log(f"service under gunicorn (Procfile) on {self.base}: {s.workers} workers, worker class {self.worker_class}")
+
+    @property
+    def on_cluster(self) -> bool:
+        return self.s.redis == "cluster"
+
+    def _start_redis(self) -> dict[str, str]:
+        """Start the store (one redis-server, or a cluster) and connect `self.redis`; the service's variables."""
+        if self.on_cluster:
+            cluster = RedisClusterServers()
+            for server in cluster.servers:
+                self.stack.callback(shutil.rmtree, server.dir, ignore_errors=True)
+            self.stack.callback(cluster.stop)
+            cluster.start()
+            self.redis = cluster.client()
+            self.stack.callback(self.redis.close)
+            log(f"Redis Cluster: 3 masters, 3 replicas, from port {cluster.servers[0].port}")
+            return {"REDIS_URL": cluster.url, "REDIS_CLUSTER": "true"}
+        self.redis_server = RedisServer()
+        self.stack.callback(lambda: shutil.rmtree(self.redis_server.dir, ignore_errors=True))
+        self.stack.callback(self.redis_server.stop)
+        self.redis_server.start()
+        self.redis = self.redis_server.client()
+        self.stack.callback(self.redis.close)
+        log(f"redis-server on port {self.redis_server.port}")
+        return {"REDIS_URL": self.redis_server.url}
+
+    def used_memory(self) -> int:
+        """Redis's used_memory: of the one server, or summed over the cluster's masters."""
+        if not self.on_cluster:
+            return int(self.redis.info("memory")["used_memory"])
+        found = self.redis.info("memory", target_nodes=self.redis.PRIMARIES)
+        return sum(int(node_info["used_memory"]) for node_info in found.values())
 
     def start_gunicorn(
         self, name: str, env: dict[str, str] | None = None, *, workers: int | None | bool = True

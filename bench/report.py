@@ -74,7 +74,11 @@ class Output:
             mem = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1]) * 1024
         commit = _git("rev-parse", "--short", "HEAD") or "?"
         dirty = " (+ uncommitted changes)" if _git("status", "--porcelain") else ""
-        redis_version = self.redis.info("server").get("redis_version", "?")
+        server_info = self.redis.info("server")
+        if self.on_cluster:  # one answer per node
+            server_info = next(iter(server_info.values()))
+        redis_version = server_info.get("redis_version", "?")
+        topology = "a Redis Cluster of 3 masters + 3 replicas" if self.on_cluster else "one redis-server"
         mode = "SMOKE run (tiny N, short runs; counts asserted, no throughput threshold)" if s.smoke else "full run"
         return [
             f"Iris Token Vault benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: {mode}",
@@ -83,7 +87,7 @@ class Output:
             f"(other tenants)",
             f"service: commit {commit}{dirty}; gunicorn per Procfile, WEB_CONCURRENCY={s.workers}, "
             f"MAX_IN_FLIGHT={s.service_env.get('MAX_IN_FLIGHT', 'unset (gunicorn.conf.py default)')}, "
-            f"worker class {self.worker_class} (gunicorn's log); redis-server {redis_version} (no persistence); "
+            f"worker class {self.worker_class} (gunicorn's log); redis-server {redis_version}, {topology}; "
             f"TOKEN_EXPIRY_MARGIN={s.margin}; Python {platform.python_version()}"
             + (
                 f"; extra service env: {' '.join(f'{k}={v}' for k, v in s.service_env.items())}"

@@ -77,6 +77,12 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--fanout", type=int, help="accounts of the cold fan-out (full 500, smoke 20)")
     parser.add_argument("--overhead-rounds", type=int, help="A/B rounds of the one-connection overhead (full 7)")
     parser.add_argument("--no-tls", action="store_true", help="skip the HTTPS connection-reuse run")
+    parser.add_argument(
+        "--redis",
+        choices=("single", "cluster"),
+        default="single",
+        help="the store: one redis-server (default) or a Redis Cluster of 3 masters and 3 replicas",
+    )
     parser.add_argument("--sections", help="comma-separated subset of: " + ",".join(SECTIONS) + " (default all)")
     parser.add_argument(
         "--service-env",
@@ -135,6 +141,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         install_wrk=not args.no_install,
         python_load=args.python_load,
         tls=not args.no_tls and not args.smoke,
+        redis=args.redis,
         sections=sections,
         service_env=service_env,
         **preset,

@@ -44,6 +44,7 @@ class Settings:
     events_rate: int
     events_seconds: int
     tls: bool = True
+    redis: str = "single"  # or "cluster": 3 masters + 3 replicas (issue 18)
     sections: frozenset[str] = frozenset()
     service_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
