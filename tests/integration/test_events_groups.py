@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-import redis
 from redis.cluster import RedisCluster
 
 from core import tunables
@@ -27,7 +22,6 @@ from events.signing import generate_secret
 from events.watch import StreamWatcher
 from tests.support.flows import wait_for
 from tests.support.receiver import Receiver
-from tests.support.redis_server import free_port
 from vault.accounts import AccountRepository, Credentials
 from vault.deliveries import EndpointState, Outcome, endpoint_id
 from vault.keys import KeyRing
@@ -49,73 +43,12 @@ def accounts_of_group(group: int, count: int) -> list[str]:
     return found
 
 
-# LEAD: a minimal local cluster (3 masters, no replicas) until helper T's `cluster_client` fixture is in
-# tests/conftest.py; then delete `_cluster_ports` and this `cluster_client`, and the tests use T's.
-def _cluster_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port + 10000 < 65536 and port not in ports:  # its cluster bus port must be a port too
-            ports.append(port)
-    return ports
-
-
-@pytest.fixture(scope="module")
-def cluster_client() -> Iterator[RedisCluster]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    work = tempfile.mkdtemp(prefix="itv-cluster-")
-    ports = _cluster_ports(3)
-    processes = [
-        subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
-            + ["--cluster-config-file", f"nodes-{port}.conf", "--dir", work, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
-    try:
-        for port in ports:
-            wait_for(lambda port=port: _pings(port))
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=30,
-        )
-        wait_for(lambda: all(_cluster_ok(p) for p in ports), timeout=30)
-        client = RedisCluster(host="127.0.0.1", port=ports[0])
-        yield client
-        client.close()
-    finally:
-        for process in processes:
-            process.kill()
-            process.wait()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _pings(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port).ping())
-    except redis.exceptions.ConnectionError:
-        return False
-
-
-def _cluster_ok(port: int) -> bool:
-    return redis.Redis(port=port).cluster("INFO").get("cluster_state") == "ok"
-
-
 @pytest.fixture(params=["single", "cluster"])
 def store(request):
     """A client of a single Redis, or of a Redis Cluster: flushed before each test."""
     if request.param == "single":
         return request.getfixturevalue("redis_client")
-    client = request.getfixturevalue("cluster_client")
-    client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    return client
+    return request.getfixturevalue("cluster_client")  # every master flushed around the test
 
 
 def repository(client, outbox: Outbox) -> AccountRepository:
