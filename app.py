@@ -81,6 +81,8 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
     memory = WorkerMemory(client, keys.channel)
     events = build_events(client, keys, config)
     migrator = Migrator(client, keys, on_change=memory.cache.invalidate)
+    # Credential and key writes are answered once a replica holds them (REDIS_WAIT_REPLICAS; none connected: no wait).
+    replicas = Replicas(client, wanted=config.redis_wait_replicas, timeout_ms=config.redis_wait_timeout)
     accounts = AccountRepository(
         client,
         sealer,
@@ -88,10 +90,9 @@ def build_services(config: Config, client: redis.Redis | None = None) -> Service
         on_change=memory.cache.invalidate,
         outbox=events.outbox,
         migrator=migrator,
-        # Credential writes are answered once a replica holds them (REDIS_WAIT_REPLICAS; none connected: no wait).
-        replicas=Replicas(client, wanted=config.redis_wait_replicas, timeout_ms=config.redis_wait_timeout),
+        replicas=replicas,
     )
-    managed_keys = ApiKeyStore(client, config.keyring, keys)
+    managed_keys = ApiKeyStore(client, config.keyring, keys, replicas=replicas)
     tokens = TokenService(
         accounts,
         TokenCache(client, sealer, keys, config.iris_app_id, outbox=events.outbox),

@@ -27,6 +27,7 @@ import redis
 from core.permissions import KeyPolicy, PolicyError, parse_permissions, parse_rate, parse_scopes
 from vault.keys import KeyRing
 from vault.layout import APIKEYS_CHANGED, KeySpace
+from vault.replicas import Replicas
 from vault.scripts import Script
 from vault.store import store_errors
 
@@ -88,9 +89,14 @@ class KeyDigests:
 class ApiKeyStore:
     """Creates, finds, lists, touches and revokes managed keys; every Redis error is StoreUnavailable."""
 
-    def __init__(self, client: redis.Redis, keyring: KeyRing, keys: KeySpace) -> None:
+    def __init__(
+        self, client: redis.Redis, keyring: KeyRing, keys: KeySpace, *, replicas: Replicas | None = None
+    ) -> None:
         self.r = client
         self.keys = keys
+        # A created or revoked key is answered once a replica holds it: a revocation lost in a failover
+        # would make a leaked key work again.
+        self.replicas = replicas if replicas is not None else Replicas(client, wanted=0, timeout_ms=1)
         self.digests = KeyDigests(keyring)
         self._create = Script(client, "apikey_create")
         self._revoke = Script(client, "apikey_revoke")
@@ -129,16 +135,18 @@ class ApiKeyStore:
 
     def _change(self, script: Script, name: str, digest: str, **more: object) -> bool:
         """Run a script that changes the key `name` (record `digest`) and its index, and announces it."""
-        with store_errors():
-            done = script(
-                index=self.keys.apikey_index,
-                record=self.keys.apikey(digest),
-                name=name,
-                digest=digest,
-                channel=self.keys.channel,
-                message=APIKEYS_CHANGED,
-                **more,
-            )
+        record = self.keys.apikey(digest)
+        done = self.replicas.run(
+            script,
+            record,
+            index=self.keys.apikey_index,
+            record=record,
+            name=name,
+            digest=digest,
+            channel=self.keys.channel,
+            message=APIKEYS_CHANGED,
+            **more,
+        )
         return bool(done == 1)
 
     def find(self, presented: str) -> ManagedKey | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.cluster import RedisCluster
 
@@ -29,8 +31,12 @@ class StoreHealth:
                 if not is_cluster(self.redis):
                     return self.redis.info("memory").get("maxmemory_policy")
                 # Every master holds credentials: the first that may evict is the answer.
-                found: dict[str, dict[str, object]] = self.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+                found: dict[str, Any] = self.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
             except redis.exceptions.ResponseError:
                 return None
-        policies = [str(node["maxmemory_policy"]) for node in found.values() if "maxmemory_policy" in node]
+        # One answer per master, keyed by node; a cluster of one master answers with its INFO itself.
+        answers = [found] if "maxmemory_policy" in found else list(found.values())
+        policies = [
+            str(node["maxmemory_policy"]) for node in answers if isinstance(node, dict) and "maxmemory_policy" in node
+        ]
         return next((p for p in policies if p != "noeviction"), "noeviction" if policies else None)

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Seconds a master's count of connected replicas is trusted before INFO is asked again.
 REPLICA_COUNT_TTL = 3.0
+# Seconds since a replica's last acknowledgement (INFO's `lag`) after which it is not waited for.
+REPLICA_MAX_LAG = 2
 
 
 class Replicas:
@@ -146,11 +148,16 @@ class Replicas:
             replication = server.info("replication")
         except redis.exceptions.ResponseError:
             replication = {}  # a Redis-compatible store without INFO (the dev server's fakeredis): no replicas known
-        # Replicas still in their first sync are connected but acknowledge nothing until it ends: not counted.
+        # Replicas still in their first sync are connected but acknowledge nothing until it ends, and one
+        # silent for longer than REPLICA_MAX_LAG (frozen, cut off: the master keeps it listed until
+        # repl-timeout, 60 s by default) would fail every write for that long: neither is counted.
         online = [
             value
-            for name, value in replication.items()
-            if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+            for field, value in replication.items()
+            if field.startswith("slave")
+            and isinstance(value, dict)
+            and value.get("state") == "online"
+            and int(value.get("lag", 0)) <= REPLICA_MAX_LAG
         ]
         count = len(online) if replication.get("role") == "master" else 0
         with self._lock:
