@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from core.errors import StoreUnavailable
+from core.permissions import KeyPolicy, parse_permissions
 from tests.support.redis_server import RedisServer, info
 from vault.layout import KeySpace
 from vault.replicas import Replicas
@@ -217,6 +218,24 @@ def test_an_install_is_answered_503_until_a_replica_holds_it(pair, make_app, ins
     assert vault.post(vault.message("acct-wait-2")).status_code == 200  # Trackunit's retry
     keys = KeySpace("test")
     assert replica.client().exists(keys.key_for("acct-wait-1"), keys.key_for("acct-wait-2")) == 2
+    master.client().flushall()
+
+
+def test_a_managed_key_revocation_is_unavailable_until_a_replica_holds_it(pair, make_app):
+    """A revocation lost in a failover would make a leaked key work again: it waits like an install."""
+    master, replica = pair
+    master.client().flushall()
+    store = make_app(REDIS_URL=master.url, REDIS_WAIT_TIMEOUT="200").extensions["vault"].managed_keys
+    assert store.create("sync", KeyPolicy(permissions=parse_permissions("token:read"))) is not None
+    with paused(replica):
+        with pytest.raises(StoreUnavailable):
+            store.revoke("sync")
+    # The master ran it (the operator's second run finds nothing left to revoke); the replica catches up.
+    assert store.revoke("sync") is False
+    deadline = time.monotonic() + 5
+    while replica.client().hget(KeySpace("test").apikey_index, "sync") is not None:
+        assert time.monotonic() < deadline, "the replica never got the revocation"
+        time.sleep(0.05)
     master.client().flushall()
 
 
