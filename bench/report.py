@@ -74,9 +74,7 @@ class Output:
             mem = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1]) * 1024
         commit = _git("rev-parse", "--short", "HEAD") or "?"
         dirty = " (+ uncommitted changes)" if _git("status", "--porcelain") else ""
-        server_info = self.redis.info("server")
-        if self.on_cluster:  # one answer per node
-            server_info = next(iter(server_info.values()))
+        server_info = self.redis.info("server")  # on a cluster: one node's
         redis_version = server_info.get("redis_version", "?")
         topology = "a Redis Cluster of 3 masters + 3 replicas" if self.on_cluster else "one redis-server"
         mode = "SMOKE run (tiny N, short runs; counts asserted, no throughput threshold)" if s.smoke else "full run"

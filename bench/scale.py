@@ -71,13 +71,16 @@ class Scale:
 
         direct = s.accounts - len(prepared)
         if direct > 0:
-            log(f"installing {direct} more accounts directly in Redis (AccountRepository's install script, pipelined)")
+            how = "one call at a time from 16 threads" if self.on_cluster else "pipelined"
+            log(f"installing {direct} more accounts directly in Redis (AccountRepository's install script, {how})")
             started = time.monotonic()
             self._install_direct(direct)
             elapsed = time.monotonic() - started
             r.notes.append(
                 f"{direct:,} of the {s.accounts:,} accounts were written directly to Redis through "
-                f"vault.accounts.AccountRepository.install on a pipeline (same script, same sealed "
+                f"vault.accounts.AccountRepository.install "
+                f"{'from 16 threads (a cluster pipeline refuses scripts)' if self.on_cluster else 'on a pipeline'} "
+                f"(same script, same sealed "
                 f"format), {direct / elapsed:,.0f} accounts/s; the rest through the real callback."
             )
         after = self._settled_used_memory()
