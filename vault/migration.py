@@ -31,12 +31,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 import redis
-from redis.cluster import RedisCluster
 
 from core.errors import MigrationRefused
 from vault.layout import CACHE, FAILURE, LOCK, TOKEN, VERIFYING, AccountKey, KeySpace
 from vault.scripts import Script
-from vault.store import store_errors
+from vault.store import is_cluster, store_errors
 
 # The account ids the legacy layout's releases wrote (vault.accounts.ACCOUNT_ID then), frozen with that
 # layout here: vault.accounts may import this module for its fallback without a cycle.
@@ -232,7 +231,7 @@ class Migrator:
         self.legacy = LegacyKeys(keys.prefix)
         self.clock = clock
         self.on_change = on_change  # this process's own memory hears of a move at once
-        self.cluster = isinstance(client, RedisCluster)
+        self.cluster = is_cluster(client)
         self._active_until = float("-inf")
         self._active = False
         if not self.cluster:

@@ -29,7 +29,7 @@ import redis.cluster
 
 from core import tunables
 from vault.layout import GROUPS, KeySpace
-from vault.store import store_errors
+from vault.store import is_cluster, store_errors
 
 DEFAULT_RETENTION = 7 * 24 * 3600
 DEFAULT_MAX_COUNT = 100_000
@@ -51,11 +51,6 @@ def group_of_id(event_id: str) -> int | None:
     """The slot group whose script wrote this event id (its sequence modulo GROUPS); None if not an id."""
     parsed = parse_id(event_id)
     return parsed[1] % GROUPS if parsed else None
-
-
-def is_cluster(client: Any) -> bool:
-    """True for a Redis Cluster client: every command and script may touch one slot only, no MULTI across slots."""
-    return isinstance(client, redis.cluster.RedisCluster)
 
 
 @dataclasses.dataclass(frozen=True)
