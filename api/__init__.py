@@ -15,6 +15,7 @@ from api import (
     errors,
     events,
     health,
+    hotpath,
     metrics,
     openapi,
     proxy,
@@ -24,7 +25,8 @@ from api import (
 
 
 def init_app(app: Flask, *, max_in_flight: int) -> None:
-    # Outermost: a request is counted (or refused) before Flask does any work on it.
+    hotpath.init_app(app)  # a token hit held in memory is answered before Flask (api.hotpath)
+    # Outermost: a request is counted (or refused) before Flask or the hot path does any work on it.
     app.wsgi_app = admission.Admission(app.wsgi_app, max_in_flight)  # type: ignore[method-assign]
     requestlog.init_app(app)
     errors.init_app(app)

@@ -85,15 +85,23 @@ def require_api_key(authorization: str) -> Caller:
 
 
 def scope_for(asked: str | None) -> str | None:
-    """The scope parameter to use for this request's key: `asked` itself when the key has no ceiling.
+    """The scope parameter to use for this request's key (`scope_within`); a refusal is counted."""
+    try:
+        return scope_within(g.api_key_policy, asked, services().config.app_scopes)
+    except ScopeNotAllowed as exc:
+        _count(exc)
+        raise
+
+
+def scope_within(policy: KeyPolicy, asked: str | None, app_scopes: AppScopes) -> str | None:
+    """The scope parameter for a key with `policy`: `asked` itself when the key has no ceiling.
 
     With a ceiling, a scope outside it is refused (ScopeNotAllowed, before Trackunit is called), and
     nothing asked means the manifest's required scopes within the ceiling.
     """
-    policy: KeyPolicy = g.api_key_policy
     if policy.scopes is None:
         return asked
-    return _within_ceiling(policy.scopes, asked, services().config.app_scopes)
+    return _within_ceiling(policy.scopes, asked, app_scopes)
 
 
 @functools.lru_cache(maxsize=256)
@@ -103,17 +111,13 @@ def _within_ceiling(ceiling: frozenset[str], asked: str | None, app_scopes: AppS
         default = set(app_scopes.required) & ceiling
         if not default:
             # Widening to the ceiling would hand out scopes nobody asked for: name them instead.
-            exc = ScopeNotAllowed(
+            raise ScopeNotAllowed(
                 "None of the app's required scopes is within the API key's scope ceiling: name the scopes you need."
             )
-            _count(exc)
-            raise exc
         return " ".join(sorted(default))
     outside = sorted(scopes - ceiling)
     if outside:
-        exc = ScopeNotAllowed(f"Outside the API key's scope ceiling: {', '.join(repr(s[:64]) for s in outside[:5])}.")
-        _count(exc)
-        raise exc
+        raise ScopeNotAllowed(f"Outside the API key's scope ceiling: {', '.join(repr(s[:64]) for s in outside[:5])}.")
     return asked or ""
 
 

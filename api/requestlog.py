@@ -24,37 +24,63 @@ def audit(event: str, **fields: object) -> None:
     if has_request_context():
         pending = g.get("audit")
         if pending is not None:  # a second event in one request: the first gets its own line
-            _log_audit(*pending, extra={"request_id": g.get("request_id"), "key_name": g.get("api_key_name")})
+            log_audit(*pending, extra={"request_id": g.get("request_id"), "key_name": g.get("api_key_name")})
         g.audit = (event, fields)
     else:
-        _log_audit(event, fields, extra={"key_name": g.get("api_key_name") if has_app_context() else None})
+        log_audit(event, fields, extra={"key_name": g.get("api_key_name") if has_app_context() else None})
 
 
-def _log_audit(event: str, fields: dict, *, extra: dict) -> None:
+def log_audit(event: str, fields: dict, *, extra: dict) -> None:
+    """An audit line: the event's `fields` beside `extra` (a request's line fields, from `line_fields`)."""
     audit_log.info(event, extra={**extra, "event": event, **fields})
+
+
+def request_id(incoming: str) -> str:
+    """The request's id: the caller's `X-Request-ID` when it is a sane one, else a new one."""
+    return incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def line_fields(
+    request_id: str | None,
+    method: str,
+    route: str | None,
+    account_id: str | None,
+    status: int,
+    started: float,
+    key_name: str | None,
+) -> dict:
+    """The fields of a request's one line (both the Flask path and `api.hotpath` log through here)."""
+    return {
+        "request_id": request_id,
+        "method": method,
+        "route": route,
+        "account_id": account_id,
+        "status": status,
+        "duration_ms": round((time.monotonic() - started) * 1000, 2),
+        "key_name": key_name,
+    }
 
 
 def _start() -> None:
     g.started = time.monotonic()
-    incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_id = request_id(request.headers.get("X-Request-ID", ""))
 
 
 def _finish(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id", "")
     route = request.url_rule.rule if request.url_rule else None
-    fields = {
-        "request_id": g.get("request_id"),
-        "method": request.method,
-        "route": route,
-        "account_id": (request.view_args or {}).get("account_id"),
-        "status": response.status_code,
-        "duration_ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 2),
-        "key_name": g.get("api_key_name"),
-    }
+    fields = line_fields(
+        g.get("request_id"),
+        request.method,
+        route,
+        (request.view_args or {}).get("account_id"),
+        response.status_code,
+        g.get("started", time.monotonic()),
+        g.get("api_key_name"),
+    )
     pending = g.get("audit")
     if pending is not None:
-        _log_audit(*pending, extra=fields)
+        log_audit(*pending, extra=fields)
     else:
         log.info("%s %s %s", request.method, route or "(no route)", response.status_code, extra=fields)
     return response

@@ -59,14 +59,34 @@ class CallerCheck:
 
     def identify(self, presented: str) -> Caller | None:
         """The caller a key belongs to, or None; raises Expired for an expired managed key."""
+        found = self._from_env(presented)
+        if found is not None or self.store is None or not presented.startswith(PREFIX):
+            return found
+        return self._caller(self._managed(presented))
+
+    def remembered(self, presented: str) -> Caller | None:
+        """The caller, when it can be told without Redis: an API_KEYS key, or an unexpired managed key
+        this worker remembers. None means "ask `identify`" (unknown, forgotten, expired: it decides)."""
+        found = self._from_env(presented)
+        if found is not None or self.store is None or not presented.startswith(PREFIX):
+            return found
+        record = self.memory.get(self.store.digests.current(presented)[1])
+        if record is MISSING or record is None:
+            return None
+        try:
+            return self._caller(record)  # type: ignore[arg-type]
+        except Expired:
+            return None
+
+    def _from_env(self, presented: str) -> Caller | None:
         digest = hashlib.sha256(presented.encode()).digest()
         found = None
         for expected, caller in self._env:  # every one, so the timing tells nothing
             if hmac.compare_digest(digest, expected):
                 found = caller
-        if found is not None or self.store is None or not presented.startswith(PREFIX):
-            return found
-        record = self._managed(presented)
+        return found
+
+    def _caller(self, record: ManagedKey | None) -> Caller | None:
         if record is None:
             return None
         now = self.clock()

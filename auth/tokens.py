@@ -108,6 +108,15 @@ class TokenService:
             # Again after the new token is stored: whatever this process read before it is forgotten.
             self.local.invalidate(account_id)
 
+    def remembered(self, account_id: str, scope: str | None = None) -> IssuedToken | None:
+        """The token as `get_token` would hand it out, if this worker's memory holds it; else None (no I/O)."""
+        scopes, slot = self._slot(scope)
+        now = self.clock()
+        cached = self.local.get(account_id, slot, now)
+        if cached is None:
+            return None
+        return self._serve(account_id, scopes, slot, cached, now)
+
     def _recently_forced(self, token: CachedToken) -> bool:
         """Whether a forced refresh fetched `token` less than FORCE_REFRESH_FLOOR seconds ago.
 

@@ -1,0 +1,107 @@
+"""The token hit answered from the worker's memory, before Flask: the request backends send most.
+
+A `GET /v1/accounts/<id>/token` without a query string, whose API key and token this worker
+remembers, is answered here with what the Flask view (`api.tokens`) would answer: the same
+status, headers, body, audit line and counter, without a request context, routing or hooks
+(together about half the cost of a hit). Everything else goes on to the app unchanged: a
+missing, unknown, expired or forgotten key, a missing permission, a rate-limited key, a scope
+outside the key's ceiling, an invalid account id, a token this worker does not hold, a HEAD, a
+query string. So every refusal and every error is answered by the one place that answers them.
+
+Nothing here waits: memory is trusted only while the invalidation feed is fresh (as on the
+Flask path), Redis is never read, and the only write is the once-a-minute "last used" of a
+managed key, which the Flask path makes too. The in-flight count and the client deadlines of
+`api.admission` wrap this as they wrap the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from api import apikeys, requestlog, tokens
+from api.admission import OVERLOADED
+from api.context import EXTENSION
+from core.errors import VaultError
+from core.permissions import Permission
+from vault.accounts import valid_account_id
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from app import Services
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/v1/accounts/"
+SUFFIX = "/token"
+ROUTE = "/v1/accounts/<account_id>/token"  # the Flask rule it stands in for (as the request line names it)
+_HEADERS = [("Content-Type", "application/json"), *tokens.NO_STORE]
+
+
+class TokenHits:
+    """WSGI middleware in front of the Flask app (inside `api.admission.Admission`)."""
+
+    def __init__(self, app: Callable, flask_app: Flask) -> None:
+        self.app = app
+        self._flask = flask_app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if (
+            path.startswith(PREFIX)
+            and path.endswith(SUFFIX)
+            and environ.get("REQUEST_METHOD") == "GET"
+            and not environ.get("QUERY_STRING")
+            and not environ.get(OVERLOADED)
+        ):
+            try:
+                answer = self._answer(environ, start_response, path[len(PREFIX) : -len(SUFFIX)])
+            except Exception as exc:
+                # Never a second answer: the app answers instead, as if this path did not exist.
+                where = "".join(traceback.format_tb(exc.__traceback__)[-3:])
+                log.error("token hit path failed (%s), the app answers instead\n%s", type(exc).__name__, where)
+                answer = None
+            if answer is not None:
+                return answer
+        return self.app(environ, start_response)
+
+    def _answer(self, environ: dict, start_response: Callable, account_id: str) -> list[bytes] | None:
+        started = time.monotonic()
+        if "/" in account_id or not valid_account_id(account_id):
+            return None
+        scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        presented = presented.strip()
+        if scheme.lower() != "bearer" or not presented:
+            return None
+        services: Services = self._flask.extensions[EXTENSION]
+        caller = services.api_keys.remembered(presented)
+        if caller is None or caller.policy.rate is not None or not caller.policy.allows(Permission.TOKEN_READ):
+            return None
+        try:
+            scope = apikeys.scope_within(caller.policy, None, services.config.app_scopes)
+            token = services.tokens.remembered(account_id, scope)
+        except VaultError:
+            return None  # the app refuses it, and counts the refusal
+        if token is None:
+            return None
+        tokens.HITS.inc()
+        body = tokens.token_body(token)
+        rid = requestlog.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
+        start_response(
+            "200 OK",
+            [*_HEADERS, ("Content-Length", str(len(body))), ("X-Request-ID", rid)],
+        )
+        requestlog.log_audit(
+            "token_issued",
+            {"account_id": account_id, "scopes": token.scope, "source": token.source},
+            extra=requestlog.line_fields(rid, "GET", ROUTE, account_id, 200, started, caller.name),
+        )
+        return [body]
+
+
+def init_app(app: Flask) -> None:
+    app.wsgi_app = TokenHits(app.wsgi_app, app)  # type: ignore[method-assign]
