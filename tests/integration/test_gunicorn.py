@@ -114,3 +114,15 @@ def test_bad_configuration_stops_gunicorn_with_one_line(variable, value, expecte
     if value:
         assert value not in output  # the bad value itself is never printed
     assert "Booting worker" not in output  # stopped in the master, before any worker
+
+
+def test_a_request_makes_one_log_line_the_apps_own(gunicorn, auth_headers):
+    """gunicorn's access log is off by default: the app's JSON line is the request's only line."""
+    server = gunicorn(workers=1)
+    for n in range(3):
+        assert requests.get(f"{server.url}/healthz", headers={"X-Request-ID": f"one-line-{n}"}, timeout=10).ok
+    assert requests.get(f"{server.url}/v1/accounts", headers=auth_headers, timeout=10).ok
+    server.stop()
+    lines = server.log().splitlines()
+    assert all(len([line for line in lines if f'"one-line-{n}"' in line]) == 1 for n in range(3))
+    assert len([line for line in lines if "/v1/accounts" in line]) == 1

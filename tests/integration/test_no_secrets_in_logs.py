@@ -14,7 +14,10 @@ SHAPED = "0oaShapedLikeAClientSecret0123"  # sent in a path, as `client_secret=.
 
 def test_full_flow_logs_no_secret_and_sigterm_exits_cleanly(env, sim_server, sim):
     # Floor 0: the second forced refresh below must reach Trackunit to see the revocation.
-    server = GunicornServer({**env, "FORCE_REFRESH_FLOOR": "0"}, workers=2).start()
+    # gunicorn's access log (off by default) turned on: its lines, made by its own handler, are checked too.
+    server = GunicornServer(
+        {**env, "FORCE_REFRESH_FLOOR": "0", "GUNICORN_CMD_ARGS": "--access-logfile -"}, workers=2
+    ).start()
     auth = {"Authorization": f"Bearer {API_KEY}"}
     base = f"{server.url}/v1/accounts/{ACCOUNT}"
     secrets = {API_KEY, VAULT_KEY}
@@ -48,7 +51,7 @@ def test_full_flow_logs_no_secret_and_sigterm_exits_cleanly(env, sim_server, sim
             == 401
         )
         assert requests.delete(base, headers=auth, timeout=10).status_code == 204
-        # A path only gunicorn's access log writes (its own handler, not the root logger's).
+        # A path only gunicorn's access log writes (its own handler, not the root logger's), when it is on.
         assert requests.get(f"{server.url}/client_secret={SHAPED}", timeout=10).status_code == 404
         secrets.add(SHAPED)
     finally:
