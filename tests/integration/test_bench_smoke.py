@@ -48,7 +48,12 @@ def test_bench_smoke_run_passes_and_reports_a_single_stampede_call():
     assert re.search(
         r"^\| 13\.1 +\| proxy under a slow API: errors, proxied .*\| 0 \(0 non-2xx", result.stdout, re.M
     ), output
-    assert re.search(r"^\| 13\.3 +\| connection reuse: .*\| \d+ new connections for \d", result.stdout, re.M), output
+    assert re.search(
+        r"^\| 13\.3 +\| connection reuse: .*\| worst run \d+ new for a peak of \d+ in flight; "
+        r"all \d+ runs: [\d,]+ new connections for \d",
+        result.stdout,
+        re.M,
+    ), output
     # issue 17: the token hit with a managed, scoped API key and with a rate-limited one, every answer a 2xx
     assert re.search(r"^\| 17\.1 +\| token hit req/s with a managed, scoped key ", result.stdout, re.M), output
     assert re.search(r"^\| 17\.2 +\| token hit req/s with a rate-limited key ", result.stdout, re.M), output
