@@ -6,12 +6,14 @@ status, headers, body, audit line and counter, without a request context, routin
 (together about half the cost of a hit). Everything else goes on to the app unchanged: a
 missing, unknown, expired or forgotten key, a missing permission, a rate-limited key, a scope
 outside the key's ceiling, an invalid account id, a token this worker does not hold, a HEAD, a
-query string. So every refusal and every error is answered by the one place that answers them.
+query string, an upgrade (WebSocket) request. So every refusal and every error is answered by
+the one place that answers them.
 
 Nothing here waits: memory is trusted only while the invalidation feed is fresh (as on the
 Flask path), Redis is never read, and the only write is the once-a-minute "last used" of a
-managed key, which the Flask path makes too. The in-flight count and the client deadlines of
-`api.admission` wrap this as they wrap the app.
+managed key, which the Flask path makes too (here also for a request that then goes on to the
+app). The in-flight count and the client deadlines of `api.admission` wrap this as they wrap
+the app.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import TYPE_CHECKING
 from api import apikeys, requestlog, tokens
 from api.admission import OVERLOADED
 from api.context import EXTENSION
+from auth.callers import Caller
+from auth.tokens import IssuedToken
 from core.errors import VaultError
 from core.permissions import Permission
 from vault.accounts import valid_account_id
@@ -57,20 +61,23 @@ class TokenHits:
             and environ.get("REQUEST_METHOD") == "GET"
             and not environ.get("QUERY_STRING")
             and not environ.get(OVERLOADED)
+            # An upgrade request (a WebSocket one matches no HTTP route in Flask): the app answers it.
+            and "HTTP_UPGRADE" not in environ
         ):
+            started = time.monotonic()
             try:
-                answer = self._answer(environ, start_response, path[len(PREFIX) : -len(SUFFIX)])
+                hit = self._hit(environ, path[len(PREFIX) : -len(SUFFIX)])
             except Exception as exc:
-                # Never a second answer: the app answers instead, as if this path did not exist.
+                # Nothing is sent or counted before this returns: the app answers instead.
                 where = "".join(traceback.format_tb(exc.__traceback__)[-3:])
                 log.error("token hit path failed (%s), the app answers instead\n%s", type(exc).__name__, where)
-                answer = None
-            if answer is not None:
-                return answer
+                hit = None
+            if hit is not None:
+                return self._send(environ, start_response, started, *hit)
         return self.app(environ, start_response)
 
-    def _answer(self, environ: dict, start_response: Callable, account_id: str) -> list[bytes] | None:
-        started = time.monotonic()
+    def _hit(self, environ: dict, account_id: str) -> tuple[str, Caller, IssuedToken] | None:
+        """(account id, caller, token) if this worker can answer from memory; None: the app answers."""
         if "/" in account_id or not valid_account_id(account_id):
             return None
         scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
@@ -88,18 +95,22 @@ class TokenHits:
             return None  # the app refuses it, and counts the refusal
         if token is None:
             return None
-        tokens.HITS.inc()
+        return account_id, caller, token
+
+    @staticmethod
+    def _send(
+        environ: dict, start_response: Callable, started: float, account_id: str, caller: Caller, token: IssuedToken
+    ) -> list[bytes]:
+        """The view's answer, its counter and its audit line."""
         body = tokens.token_body(token)
         rid = requestlog.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
-        start_response(
-            "200 OK",
-            [*_HEADERS, ("Content-Length", str(len(body))), ("X-Request-ID", rid)],
-        )
+        tokens.HITS.inc()
         requestlog.log_audit(
             "token_issued",
             {"account_id": account_id, "scopes": token.scope, "source": token.source},
             extra=requestlog.line_fields(rid, "GET", ROUTE, account_id, 200, started, caller.name),
         )
+        start_response("200 OK", [*_HEADERS, ("Content-Length", str(len(body))), ("X-Request-ID", rid)])
         return [body]
 
 
