@@ -2,7 +2,8 @@
 
 Keys of API_KEYS are compared, in constant time, with every one of them (as before managed keys
 existed). Only a key with the managed prefix (`itv_`) is then looked up: by its keyed digest, in the
-worker's memory while the invalidation feed is fresh, else in Redis (one round trip), so a key
+worker's memory while the invalidation feed is fresh, else in Redis (one round trip, shared by the
+requests presenting that key at the same moment), so a key
 without the prefix is refused without touching Redis. The lookup is by an HMAC of the key, which a
 caller cannot steer, so its timing tells nothing about any stored key. "Last used" is written at
 most once per APIKEY_LAST_USED_INTERVAL per key per process.
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from auth.memory.keycache import MISSING, LocalKeyCache
+from auth.memory.shared import SharedReads
 from core import tunables
 from core.config import ApiKey
 from core.errors import VaultError
@@ -56,6 +58,10 @@ class CallerCheck:
         self.clock = clock
         self._touched: dict[str, float] = {}  # digest -> monotonic time "last used" was last written
         self._touch_lock = threading.Lock()
+        # Requests presenting one key that memory does not hold, at once, look it up in Redis once.
+        self._reads: SharedReads[str, ManagedKey | None] = SharedReads(
+            tunables.SHARED_READ_WINDOW, tunables.SHARED_READ_WAIT
+        )
 
     def identify(self, presented: str) -> Caller | None:
         """The caller a key belongs to, or None; raises Expired for an expired managed key."""
@@ -102,7 +108,8 @@ class CallerCheck:
         if remembered is not MISSING:
             return remembered  # type: ignore[return-value]  # a ManagedKey, or None for an unknown key
         epoch = self.memory.epoch
-        record = self.store.find(presented)
+        store = self.store
+        record = self._reads.read(digest, epoch, lambda: store.find(presented))
         if record is not None and record.digest != digest:
             self.store.rehash(record, presented)  # found under an older VAULT_KEY: move it to the current one
             return record  # not remembered: its record has moved; the next request reads it anew

@@ -1,9 +1,10 @@
 """The token request path: memory, then the Redis cache, then one fetch for everyone (single-flight).
 
 A hit costs no Redis round trip once a worker has seen the token (`LocalTokenCache`),
-else one Redis GET. A miss goes through `SingleFlight`; close to the cache expiry one
-request starts a background refresh (`RefreshAhead`) while everyone keeps getting
-the still-valid token. Revocation and its cool-down are the fetcher's (`TokenFetcher`).
+else one Redis GET, shared by the requests that miss together (`SharedReads`). A miss
+goes through `SingleFlight`; close to the cache expiry one request starts a background
+refresh (`RefreshAhead`) while everyone keeps getting the still-valid token.
+Revocation and its cool-down are the fetcher's (`TokenFetcher`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from auth.background import Background, RefreshAhead
 from auth.fetcher import TokenFetcher
 from auth.memory import LocalTokenCache
+from auth.memory.shared import SharedReads
 from auth.scopes import requested_scopes, scope_id
 from auth.singleflight import Accept, SingleFlight
 from auth.trackunit import TrackunitAuth
@@ -78,6 +80,10 @@ class TokenService:
             clock=clock,
         )
         self.single_flight = SingleFlight(cache, self.fetcher, clock=clock)
+        # Memory misses of one slot at once (a worker's first requests, memory not trusted) read Redis once.
+        self.reads: SharedReads[tuple[str, str], CachedToken | None] = SharedReads(
+            tunables.SHARED_READ_WINDOW, tunables.SHARED_READ_WAIT
+        )
         self.background = Background(workers=tunables.REFRESH_AHEAD_WORKERS)
         self.refresh_ahead = RefreshAhead(cache, self.fetcher, self.background, clock=clock)
         # Parsing and hashing a scope parameter is pure: remember the common ones.
@@ -91,7 +97,10 @@ class TokenService:
             if cached is not None:
                 return self._serve(account_id, scopes, slot, cached, now)
         epoch = self.local.epoch
-        cached = self.cache.get(account_id, slot)
+        if force_refresh:
+            cached = self.cache.get(account_id, slot)
+        else:
+            cached = self.reads.read((account_id, slot), epoch, lambda: self.cache.get(account_id, slot))
         now = self.clock()
         if cached is not None and not force_refresh and cached.cached_until > now:
             self.local.remember(account_id, slot, cached, epoch)

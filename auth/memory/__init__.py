@@ -1,5 +1,7 @@
 """A worker's memory of tokens (`cache`) and API key lookups (`keycache`), kept honest by a pub/sub feed (`feed`).
 
+Its misses that arrive together share one Redis read (`shared`).
+
 `WorkerMemory` joins them: every account change heard on the feed drops that account
 from memory, a change of the managed API keys forgets every key lookup, a lost
 subscription clears both, and memory is trusted only while the feed has proven itself recently.

@@ -1,0 +1,63 @@
+"""Requests of one worker that miss memory together read Redis once (auth.memory.shared), on a real redis-server.
+
+Redis is paused (CLIENT PAUSE) while the requests arrive, so that all of them are in flight at once
+whatever the machine's speed; without sharing, each sends its own read and queues for a pooled
+connection.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+from tests.integration.test_managed_keys import bearer, create
+from tests.support.constants import ACCOUNT
+
+pytestmark = pytest.mark.topologies("single")  # CLIENT PAUSE of the one server
+
+TOKEN = f"/v1/accounts/{ACCOUNT}/token"
+AT_ONCE = 20
+PAUSE_MS = 700  # shorter than the window a read is joined within (SHARED_READ_WINDOW)
+
+
+def calls(redis_client, command: str) -> int:
+    return int(redis_client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def all_at_once(app, headers: dict[str, str], redis_client) -> list[tuple[int, str]]:
+    """AT_ONCE token requests to `app`, sent while Redis is paused; (status, token) of each."""
+
+    def one(_: int) -> tuple[int, str]:
+        response = app.test_client().get(TOKEN, headers=headers)
+        return response.status_code, (response.get_json() or {}).get("access_token", "")
+
+    with concurrent.futures.ThreadPoolExecutor(AT_ONCE) as pool:
+        redis_client.client_pause(PAUSE_MS, all=True)
+        return list(pool.map(one, range(AT_ONCE)))
+
+
+def test_a_new_worker_reads_a_token_once_for_all_its_first_requests(
+    app, make_app, installer, auth_headers, redis_client, sim
+):
+    installer.install()
+    token = app.test_client().get(TOKEN, headers=auth_headers).get_json()["access_token"]
+    fresh = make_app()  # another worker: its memory holds nothing yet
+    before = calls(redis_client, "get")
+    answers = all_at_once(fresh, auth_headers, redis_client)
+    assert answers == [(200, token)] * AT_ONCE
+    assert calls(redis_client, "get") - before == 1
+    assert sim.token_requests == 1
+
+
+def test_a_new_worker_looks_a_managed_key_up_once_for_all_its_first_requests(
+    app, make_app, installer, redis_client, sim
+):
+    installer.install()
+    key = create(app, "sync", "--allow", "token:read")
+    token = app.test_client().get(TOKEN, headers=bearer(key)).get_json()["access_token"]
+    fresh = make_app()
+    before = calls(redis_client, "hgetall")
+    answers = all_at_once(fresh, bearer(key), redis_client)
+    assert answers == [(200, token)] * AT_ONCE
+    assert calls(redis_client, "hgetall") - before == 1
