@@ -1,6 +1,6 @@
 """The HTTP client for Trackunit's `/apptoken` (OAuth2 client_credentials, form-encoded).
 
-One `requests.Session` with timeouts and urllib3's `Retry` (jittered backoff,
+One urllib3 pool with timeouts and urllib3's `Retry` (jittered backoff,
 `Retry-After` honoured up to a cap) so a flaky or rate-limiting endpoint is
 retried a bounded number of times. RFC 6749 error answers become our errors;
 nothing returned or raised ever contains the client secret.
@@ -13,12 +13,13 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from urllib.parse import urlencode
 
-import requests
+import certifi
 import urllib3
 
 from core import jsontext, metrics, tunables
-from core.deadline import DeadlineAdapter, DeadlinePassed, DeadlineRetry, FetchDeadline
+from core.deadline import DeadlinePassed, DeadlineRetry, FetchDeadline, watched
 from core.errors import AuthError, AuthUnavailable, CredentialsRevoked, ScopeNotGranted, VaultError
 from core.httpretry import retry_after_seconds
 
@@ -38,12 +39,18 @@ class TokenGrant:
     scope: str
 
 
-DEFAULT_POOL_SIZE = 10  # requests' own default; the service passes its in-flight limit
+DEFAULT_POOL_SIZE = 10  # the service passes its in-flight limit
+FORM = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
 
 
-def build_session(pool_size: int = DEFAULT_POOL_SIZE, *, verify: bool | str = True) -> requests.Session:
-    """A session whose POSTs to the token endpoint are retried with backoff, keeping up to
-    `pool_size` connections (one per fetch in flight) for reuse; `verify` is a CA bundle path or True."""
+def build_pool(pool_size: int = DEFAULT_POOL_SIZE, *, verify: bool | str = True) -> urllib3.PoolManager:
+    """A pool whose POSTs to the token endpoint are retried with backoff, keeping up to
+    `pool_size` connections (one per fetch in flight) for reuse; `verify` is a CA bundle path or True.
+
+    urllib3 directly, as for the proxy (proxy.upstream): a token fetch needs none of what a
+    requests.Session adds (cookies, redirects, request preparation), which was an eighth of a
+    cold token request's CPU.
+    """
     retry = DeadlineRetry(
         total=tunables.TRACKUNIT_RETRIES,
         connect=tunables.TRACKUNIT_RETRIES,
@@ -61,15 +68,20 @@ def build_session(pool_size: int = DEFAULT_POOL_SIZE, *, verify: bool | str = Tr
         retry_after_max=tunables.TRACKUNIT_RETRY_AFTER_MAX,
         raise_on_status=False,  # hand back the last 429/5xx so its Retry-After reaches the caller
     )
-    session = requests.Session()
-    session.trust_env = False  # no proxy or .netrc credentials picked up from the environment
-    session.verify = verify
-    # A DeadlineAdapter so that a FetchDeadline can cut its connections. pool_block=False: a fetch
-    # above pool_size opens a connection of its own rather than waiting (with no time limit) for one.
-    adapter = DeadlineAdapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_size, pool_block=False)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    # Watched, so that a FetchDeadline can cut its connections. block=False: a fetch above
+    # pool_size opens a connection of its own rather than waiting (with no time limit) for one.
+    # A PoolManager reads no proxy or .netrc settings from the environment.
+    return watched(
+        urllib3.PoolManager(
+            num_pools=1,
+            maxsize=pool_size,
+            block=False,
+            retries=retry,
+            timeout=urllib3.Timeout(connect=tunables.TRACKUNIT_CONNECT_TIMEOUT, read=tunables.TRACKUNIT_READ_TIMEOUT),
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=verify if isinstance(verify, str) else certifi.where(),
+        )
+    )
 
 
 class TrackunitAuth:
@@ -79,12 +91,12 @@ class TrackunitAuth:
         self,
         token_url: str,
         *,
-        session: requests.Session | None = None,
+        pool: urllib3.PoolManager | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
         verify: bool | str = True,
     ) -> None:
         self.token_url = token_url
-        self.session = session or build_session(pool_size, verify=verify)
+        self.pool = pool or build_pool(pool_size, verify=verify)
 
     def fetch_token(self, client_id: str, client_secret: str, scopes: Sequence[str]) -> TokenGrant:
         """POST the seed's request; raise ScopeNotGranted, CredentialsRevoked, AuthUnavailable or AuthError."""
@@ -108,22 +120,26 @@ class TrackunitAuth:
             "scope": " ".join(scopes),
         }
         try:
-            response = self.session.post(
+            response = self.pool.urlopen(
+                "POST",
                 self.token_url,
-                data=form,
+                body=urlencode(form).encode(),
                 # identity: the answer is a few hundred bytes, and a decoder is one more thing to bound
-                headers={"Accept": "application/json", "Accept-Encoding": "identity"},
-                timeout=(tunables.TRACKUNIT_CONNECT_TIMEOUT, tunables.TRACKUNIT_READ_TIMEOUT),
-                allow_redirects=False,
-                stream=True,  # read the body ourselves, bounded by MAX_TOKEN_RESPONSE_BYTES
+                headers={**FORM, "Accept-Encoding": "identity"},
+                redirect=False,
+                preload_content=False,  # read the body ourselves, bounded by MAX_TOKEN_RESPONSE_BYTES
             )
-        except (requests.RequestException, DeadlinePassed) as exc:
+        except (urllib3.exceptions.HTTPError, OSError, DeadlinePassed) as exc:
             _raise_if_expired(deadline)
             # The exception text names the URL, never the form body.
             log.warning("token endpoint unreachable: %s", type(exc).__name__)
             raise AuthUnavailable("Trackunit's token endpoint could not be reached.") from None
-        with response:
+        try:
             return _interpret(response, deadline)
+        finally:
+            # Read to its end, the connection went back to the pool; else it is closed, never reused half-read.
+            response.close()
+            response.release_conn()
 
 
 def _raise_if_expired(deadline: FetchDeadline) -> None:
@@ -132,8 +148,8 @@ def _raise_if_expired(deadline: FetchDeadline) -> None:
         raise AuthUnavailable("Trackunit's token endpoint answered too slowly.")
 
 
-def _interpret(response: requests.Response, deadline: FetchDeadline) -> TokenGrant:
-    status = response.status_code
+def _interpret(response: urllib3.BaseHTTPResponse, deadline: FetchDeadline) -> TokenGrant:
+    status = response.status
     body = _json_body(response, deadline)
     if status in RETRY_STATUSES or status >= 500:  # every 5xx is "down" to the caller; the usual ones were retried
         raise AuthUnavailable(
@@ -152,12 +168,11 @@ def _interpret(response: requests.Response, deadline: FetchDeadline) -> TokenGra
     raise AuthError(f"Trackunit's token endpoint answered {status} ({code or 'no error code'}).")
 
 
-def _json_body(response: requests.Response, deadline: FetchDeadline) -> object:
+def _json_body(response: urllib3.BaseHTTPResponse, deadline: FetchDeadline) -> object:
     try:
         raw = _read_bounded(response)
-    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
         _raise_if_expired(deadline)
-        # urllib3 errors (a read timeout mid-body) surface here as their own types.
         log.warning("token endpoint answer could not be read: %s", type(exc).__name__)
         raise AuthUnavailable("Trackunit's token endpoint answer could not be read.") from None
     _raise_if_expired(deadline)  # the body may have ended early because the deadline cut it
@@ -169,11 +184,11 @@ def _json_body(response: requests.Response, deadline: FetchDeadline) -> object:
         return None
 
 
-def _read_bounded(response: requests.Response) -> bytes | None:
+def _read_bounded(response: urllib3.BaseHTTPResponse) -> bytes | None:
     """The body, or None if it is over MAX_TOKEN_RESPONSE_BYTES (the fetch's deadline bounds the time)."""
     chunks: list[bytes] = []
     size = 0
-    while chunk := response.raw.read1(tunables.BODY_READ_CHUNK, decode_content=True):
+    while chunk := response.read1(tunables.BODY_READ_CHUNK, decode_content=True):
         size += len(chunk)
         if size > tunables.MAX_TOKEN_RESPONSE_BYTES:
             return None

@@ -3,7 +3,7 @@
 Socket timeouts bound each read, not an exchange: a server that sends its headers, a
 retried 503's body or a chunk-size line one byte per read timeout would hold a token
 fetch (and the single-flight lock) or a proxied call for as long as it likes. So the
-connections of the token endpoint's session and of the proxy's pool register their
+connections of the token endpoint's and the proxy's pools and of the webhook session register their
 sockets with the calling thread's active `FetchDeadline`; when it expires a timer shuts
 them all down, which ends any read in progress (also on TLS sockets, and a handshake, and
 a proxied body still streaming to the caller), and no new attempt may start. A TCP
