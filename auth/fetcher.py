@@ -82,7 +82,10 @@ class TokenFetcher:
 
     def load(self, account_id: str) -> tuple[AccountRecord, Credentials]:
         """The record and its opened credentials, checked (it may have changed since it was last read)."""
-        loaded = self.accounts.load(account_id)
+        return self.checked(self.accounts.load(account_id))
+
+    def checked(self, loaded: tuple[AccountRecord, Credentials] | None) -> tuple[AccountRecord, Credentials]:
+        """`load`'s answer from a record read already (`AccountRepository.loaded`)."""
         if loaded is None:
             raise AccountNotFound()
         self.check(loaded[0])

@@ -7,13 +7,17 @@ its failure (shared for a few seconds) instead of all retrying.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
+from typing import Any
 
 import redis
+import redis.lock
 
 from auth.fetcher import TokenFetcher, raise_shared
 from core import metrics, tunables
 from core.errors import AuthUnavailable
+from vault.accounts import AccountRepository
 from vault.store import store_errors
 from vault.tokencache import CachedToken, TokenCache
 
@@ -37,14 +41,18 @@ class SingleFlight:
         """
         self._gate(account_id, slot)
         lock = self.cache.lock(account_id, slot, blocking_timeout=tunables.TOKEN_REQUEST_BUDGET)
-        with store_errors():
-            waited = not lock.acquire(blocking=False)
-            acquired = not waited or lock.acquire()
-        if not acquired:
-            metrics.SINGLE_FLIGHT_WAITS.labels("timeout").inc()
-            raise AuthUnavailable("Timed out waiting for a token fetch in progress.", retry_after=2)
+        acquired, peek_reply, load_reply = self._try_lock(lock, account_id, slot)
+        waited = not acquired
+        if waited:
+            with store_errors():
+                acquired = lock.acquire()
+            if not acquired:
+                metrics.SINGLE_FLIGHT_WAITS.labels("timeout").inc()
+                raise AuthUnavailable("Timed out waiting for a token fetch in progress.", retry_after=2)
         try:
-            cached, failure = self.cache.peek(account_id, slot)
+            # Waited: what the lock's holder left is read now; else it came with the lock.
+            peeked = self.cache.peek(account_id, slot) if waited else self.cache.peeked(account_id, slot, *peek_reply)
+            cached, failure = peeked
             if cached is not None and cached.cached_until > self.clock() and (forced is None or forced(cached)):
                 if waited:
                     metrics.SINGLE_FLIGHT_WAITS.labels("served").inc()
@@ -52,18 +60,50 @@ class SingleFlight:
             if waited:
                 metrics.SINGLE_FLIGHT_WAITS.labels("failure_shared" if failure else "fetched").inc()
             raise_shared(failure)
-            record, creds = self.fetcher.load(account_id)
-            return self.fetcher.fetch(record, creds, scopes, slot, forced=forced is not None), True
+            loaded = (
+                self.fetcher.load(account_id)
+                if waited
+                else self.fetcher.checked(self.accounts.loaded(account_id, load_reply))
+            )
+            return self.fetcher.fetch(*loaded, scopes, slot, forced=forced is not None), True
         finally:
             release(lock)
+
+    @property
+    def accounts(self) -> AccountRepository:
+        return self.fetcher.accounts
+
+    def _try_lock(self, lock: redis.lock.Lock, account_id: str, slot: str) -> tuple[bool, Any, Any]:
+        """Take the slot's lock if it is free, reading the slot and the account in the same round trip.
+
+        (taken, the slot's `peek` reply, the account's `load` reply): the replies hold what was there
+        just after the lock was taken, as `peek` and `load` under the lock would have read them.
+        The lock is taken as `Lock.acquire(blocking=False)` takes it (SET NX PX, a fresh token).
+        """
+        token = uuid.uuid1().hex.encode()
+        with store_errors():
+            pipe = self.cache.redis.pipeline(transaction=False)
+            pipe.set(lock.name, token, nx=True, px=int((lock.timeout or tunables.LOCK_TIMEOUT) * 1000))
+            self.cache.queue_peek(pipe, account_id, slot)
+            self.accounts.queue_load(pipe, account_id)
+            taken, sealed, failure, record = pipe.execute()
+        if taken:
+            lock.local.token = token  # as Lock.acquire records it, so that release() frees it
+        return bool(taken), (sealed, failure), record
 
     def _gate(self, account_id: str, slot: str) -> None:
         """Refuse early, before queueing on the lock: a shared recent failure, unknown account, revoked.
 
-        Reads the record's summary only: the credentials are opened once, under the lock.
+        Reads the slot and the record's summary in one round trip: the credentials are opened
+        once, under the lock.
         """
-        raise_shared(self.cache.peek(account_id, slot)[1])
-        self.fetcher.check(self.fetcher.accounts.get(account_id))
+        with store_errors():
+            pipe = self.cache.redis.pipeline(transaction=False)
+            self.cache.queue_peek(pipe, account_id, slot)
+            self.accounts.queue_get(pipe, account_id)
+            sealed, failure, summary = pipe.execute()
+        raise_shared(self.cache.peeked(account_id, slot, sealed, failure)[1])
+        self.fetcher.check(self.accounts.got(account_id, summary))
 
 
 def release(lock: redis.lock.Lock) -> None:

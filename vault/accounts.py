@@ -192,16 +192,31 @@ class AccountRepository:
         return Installed.REPLACED if outcome else Installed.NEW
 
     def get(self, account_id: str) -> AccountRecord | None:
-        self._current(account_id)
         with store_errors():
-            values = self.redis.hmget(self.keys.key_for(account_id), _SUMMARY_FIELDS)
-        return _record(account_id, values)
+            reply = self.queue_get(self.redis, account_id)
+        return _record(account_id, reply)
+
+    def queue_get(self, pipe: Any, account_id: str) -> Any:
+        """`get`'s command on `pipe` (a pipeline, to share a round trip; or the client); its reply goes to `got`."""
+        self._current(account_id)
+        return pipe.hmget(self.keys.key_for(account_id), _SUMMARY_FIELDS)
+
+    def got(self, account_id: str, reply: Any) -> AccountRecord | None:
+        return _record(account_id, reply)
 
     def load(self, account_id: str) -> tuple[AccountRecord, Credentials] | None:
         """The record and its opened credentials, or None if not installed."""
-        self._current(account_id)
         with store_errors():
-            fields = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.key_for(account_id)))
+            reply = self.queue_load(self.redis, account_id)
+        return self.loaded(account_id, reply)
+
+    def queue_load(self, pipe: Any, account_id: str) -> Any:
+        """`load`'s command on `pipe` (a pipeline, or the client); its reply goes to `loaded`."""
+        self._current(account_id)
+        return pipe.hgetall(self.keys.key_for(account_id))
+
+    def loaded(self, account_id: str, reply: Any) -> tuple[AccountRecord, Credentials] | None:
+        fields = cast(dict[bytes, bytes], reply)
         record = _record(account_id, [fields.get(name.encode()) for name in _SUMMARY_FIELDS])
         if record is None:
             return None

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import redis
 from redis.lock import Lock
@@ -87,13 +87,21 @@ class TokenCache:
     def peek(self, account_id: str, slot: str) -> tuple[CachedToken | None, Failure | None]:
         """The cached token and the failure marker of a slot, in one round trip."""
         with store_errors():
-            sealed, failure = cast(
-                list[bytes | None],
-                self.redis.mget(
-                    [self.keys.key_for(account_id, TOKEN, slot), self.keys.key_for(account_id, FAILURE, slot)]
-                ),
-            )
+            sealed, failure = cast(list[bytes | None], self.redis.mget(self._peeked_keys(account_id, slot)))
+        return self.peeked(account_id, slot, sealed, failure)
+
+    def queue_peek(self, pipe: Any, account_id: str, slot: str) -> None:
+        """`peek` as two GETs on a pipeline (a cluster pipeline refuses MGET); their replies go to `peeked`."""
+        for key in self._peeked_keys(account_id, slot):
+            pipe.get(key)
+
+    def peeked(
+        self, account_id: str, slot: str, sealed: bytes | None, failure: bytes | None
+    ) -> tuple[CachedToken | None, Failure | None]:
         return self._open(account_id, slot, sealed), _failure(failure)
+
+    def _peeked_keys(self, account_id: str, slot: str) -> list[str]:
+        return [self.keys.key_for(account_id, TOKEN, slot), self.keys.key_for(account_id, FAILURE, slot)]
 
     def put(self, account_id: str, generation: str, slot: str, token: CachedToken) -> bool:
         """Cache a token until `token.cached_until`; False if the account changed meanwhile."""

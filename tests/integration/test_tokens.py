@@ -155,6 +155,18 @@ def test_unknown_account_is_404(installer, client, auth_headers, sim):
     assert sim.token_requests == 0
 
 
+@pytest.mark.topologies("single")  # counts one server's commands
+def test_a_refused_token_request_takes_no_lock(installer, client, auth_headers, redis_client, sim):
+    """An unknown or revoked account is refused before the slot's lock is tried: nothing is written."""
+    installer.install(ACCOUNT)
+    sets = lambda: int(redis_client.info("commandstats").get("cmdstat_set", {}).get("calls", 0))  # noqa: E731
+    before = sets()
+    assert get_token(client, auth_headers, OTHER).status_code == 404
+    assert sets() == before
+    ok_token(client, auth_headers)  # a fetch takes the lock: the count can move
+    assert sets() > before
+
+
 def test_force_refresh_must_be_a_boolean(installer, client, auth_headers, sim):
     installer.install(ACCOUNT)
     response = get_token(client, auth_headers, force_refresh="maybe")
