@@ -6,6 +6,7 @@ its failure (shared for a few seconds) instead of all retrying.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -17,12 +18,21 @@ import redis.lock
 from auth.fetcher import TokenFetcher, raise_shared
 from core import metrics, tunables
 from core.errors import AuthUnavailable
-from vault.accounts import AccountRepository
+from vault.accounts import AccountRecord, AccountRepository
 from vault.store import store_errors
-from vault.tokencache import CachedToken, TokenCache
+from vault.tokencache import CachedToken, Failure, TokenCache
 
 # A forced refresh's test of the token it finds under the slot's lock: take it instead of fetching?
 Accept = Callable[[CachedToken], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class Look:
+    """What one round trip tells of a slot before its lock: its token, a shared failure, the account's summary."""
+
+    token: CachedToken | None
+    failure: Failure | None
+    record: AccountRecord | None
 
 
 class SingleFlight:
@@ -31,15 +41,32 @@ class SingleFlight:
         self.fetcher = fetcher
         self.clock = clock
 
+    def look(self, account_id: str, slot: str) -> Look:
+        """The slot's token and shared failure and the account's summary, in one round trip (no lock)."""
+        with store_errors():
+            pipe = self.cache.redis.pipeline(transaction=False)
+            self.cache.queue_peek(pipe, account_id, slot)
+            self.accounts.queue_get(pipe, account_id)
+            sealed, failure, summary = pipe.execute()
+        token, shared = self.cache.peeked(account_id, slot, sealed, failure)
+        return Look(token, shared, self.accounts.got(account_id, summary))
+
     def fetch_once(
-        self, account_id: str, scopes: tuple[str, ...], slot: str, *, forced: Accept | None = None
+        self,
+        account_id: str,
+        scopes: tuple[str, ...],
+        slot: str,
+        *,
+        forced: Accept | None = None,
+        seen: Look | None = None,
     ) -> tuple[CachedToken, bool]:
         """(the slot's token, whether it was fetched here) once this process held the slot's lock.
 
         A token another request stored meanwhile is taken. For a forced refresh (`forced` given)
         only one that `forced` accepts is: one a forced refresh fetched within the floor.
+        `seen`: the slot's `look` the caller made just before, if it did (else it is made here).
         """
-        self._gate(account_id, slot)
+        self._gate(seen if seen is not None else self.look(account_id, slot))
         lock = self.cache.lock(account_id, slot, blocking_timeout=tunables.TOKEN_REQUEST_BUDGET)
         acquired, peek_reply, load_reply = self._try_lock(lock, account_id, slot)
         waited = not acquired
@@ -91,19 +118,13 @@ class SingleFlight:
             lock.local.token = token  # as Lock.acquire records it, so that release() frees it
         return bool(taken), (sealed, failure), record
 
-    def _gate(self, account_id: str, slot: str) -> None:
+    def _gate(self, seen: Look) -> None:
         """Refuse early, before queueing on the lock: a shared recent failure, unknown account, revoked.
 
-        Reads the slot and the record's summary in one round trip: the credentials are opened
-        once, under the lock.
+        From the record's summary only: the credentials are opened once, under the lock.
         """
-        with store_errors():
-            pipe = self.cache.redis.pipeline(transaction=False)
-            self.cache.queue_peek(pipe, account_id, slot)
-            self.accounts.queue_get(pipe, account_id)
-            sealed, failure, summary = pipe.execute()
-        raise_shared(self.cache.peeked(account_id, slot, sealed, failure)[1])
-        self.fetcher.check(self.accounts.got(account_id, summary))
+        raise_shared(seen.failure)
+        self.fetcher.check(seen.record)
 
 
 def release(lock: redis.lock.Lock) -> None:

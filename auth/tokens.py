@@ -1,7 +1,7 @@
 """The token request path: memory, then the Redis cache, then one fetch for everyone (single-flight).
 
 A hit costs no Redis round trip once a worker has seen the token (`LocalTokenCache`),
-else one Redis GET, shared by the requests that miss together (`SharedReads`). A miss
+else one Redis round trip, shared by the requests that miss together (`SharedReads`). A miss
 goes through `SingleFlight`; close to the cache expiry one request starts a background
 refresh (`RefreshAhead`) while everyone keeps getting the still-valid token.
 Revocation and its cool-down are the fetcher's (`TokenFetcher`).
@@ -21,7 +21,7 @@ from auth.fetcher import TokenFetcher
 from auth.memory import LocalTokenCache
 from auth.memory.shared import SharedReads
 from auth.scopes import requested_scopes, scope_id
-from auth.singleflight import Accept, SingleFlight
+from auth.singleflight import Accept, Look, SingleFlight
 from auth.trackunit import TrackunitAuth
 from core import metrics, tunables
 from core.config import AppScopes
@@ -81,7 +81,7 @@ class TokenService:
         )
         self.single_flight = SingleFlight(cache, self.fetcher, clock=clock)
         # Memory misses of one slot at once (a worker's first requests, memory not trusted) read Redis once.
-        self.reads: SharedReads[tuple[str, str], CachedToken | None] = SharedReads(
+        self.reads: SharedReads[tuple[str, str], Look] = SharedReads(
             tunables.SHARED_READ_WINDOW, tunables.SHARED_READ_WAIT
         )
         self.background = Background(workers=tunables.REFRESH_AHEAD_WORKERS)
@@ -91,22 +91,25 @@ class TokenService:
 
     def get_token(self, account_id: str, scope: str | None = None, *, force_refresh: bool = False) -> IssuedToken:
         scopes, slot = self._slot(scope)
-        if not force_refresh:
-            now = self.clock()
-            cached = self.local.get(account_id, slot, now)
-            if cached is not None:
-                return self._serve(account_id, scopes, slot, cached, now)
-        epoch = self.local.epoch
         if force_refresh:
-            cached = self.cache.get(account_id, slot)
-        else:
-            cached = self.reads.read((account_id, slot), epoch, lambda: self.cache.get(account_id, slot))
+            return self._refresh(account_id, scopes, slot)
         now = self.clock()
-        if cached is not None and not force_refresh and cached.cached_until > now:
-            self.local.remember(account_id, slot, cached, epoch)
+        cached = self.local.get(account_id, slot, now)
+        if cached is not None:
             return self._serve(account_id, scopes, slot, cached, now)
-        if not force_refresh:
-            return self._fetch_once(account_id, scopes, slot)
+        epoch = self.local.epoch
+        # The token, a shared failure and the account's summary in one round trip: the gate of a fetch.
+        seen = self.reads.read((account_id, slot), epoch, lambda: self.single_flight.look(account_id, slot))
+        now = self.clock()
+        if seen.token is not None and seen.token.cached_until > now:
+            self.local.remember(account_id, slot, seen.token, epoch)
+            return self._serve(account_id, scopes, slot, seen.token, now)
+        return self._fetch_once(account_id, scopes, slot, seen=seen)
+
+    def _refresh(self, account_id: str, scopes: tuple[str, ...], slot: str) -> IssuedToken:
+        """A forced refresh: a new token from Trackunit, unless one was forced within the floor."""
+        cached = self.cache.get(account_id, slot)
+        now = self.clock()
         if cached is not None and cached.cached_until > now and self._recently_forced(cached):
             metrics.FORCED_REFRESHES.labels("floor").inc()
             return _issue(account_id, cached, Source.CACHE, now)
@@ -167,9 +170,15 @@ class TokenService:
         return _issue(account_id, cached, Source.CACHE, now)
 
     def _fetch_once(
-        self, account_id: str, scopes: tuple[str, ...], slot: str, *, forced: Accept | None = None
+        self,
+        account_id: str,
+        scopes: tuple[str, ...],
+        slot: str,
+        *,
+        forced: Accept | None = None,
+        seen: Look | None = None,
     ) -> IssuedToken:
-        token, fetched = self.single_flight.fetch_once(account_id, scopes, slot, forced=forced)
+        token, fetched = self.single_flight.fetch_once(account_id, scopes, slot, forced=forced, seen=seen)
         if forced is not None:
             metrics.FORCED_REFRESHES.labels("fetched" if fetched else "floor").inc()
         return _issue(account_id, token, Source.FETCHED if fetched else Source.CACHE, self.clock())

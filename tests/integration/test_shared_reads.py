@@ -43,10 +43,11 @@ def test_a_new_worker_reads_a_token_once_for_all_its_first_requests(
     installer.install()
     token = app.test_client().get(TOKEN, headers=auth_headers).get_json()["access_token"]
     fresh = make_app()  # another worker: its memory holds nothing yet
-    before = calls(redis_client, "get")
+    before, summaries = calls(redis_client, "get"), calls(redis_client, "hmget")
     answers = all_at_once(fresh, auth_headers, redis_client)
     assert answers == [(200, token)] * AT_ONCE
-    assert calls(redis_client, "get") - before == 1
+    # One look at the slot for all of them: its token and failure marker (GET, GET), the account's summary.
+    assert (calls(redis_client, "get") - before, calls(redis_client, "hmget") - summaries) == (2, 1)
     assert sim.token_requests == 1
 
 
