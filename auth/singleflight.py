@@ -103,20 +103,30 @@ class SingleFlight:
     def _try_lock(self, lock: redis.lock.Lock, account_id: str, slot: str) -> tuple[bool, Any, Any]:
         """Take the slot's lock if it is free, reading the slot and the account in the same round trip.
 
-        (taken, the slot's `peek` reply, the account's `load` reply): the replies hold what was there
+        (taken, the slot's `peek` replies, the account's `load` reply): the replies hold what was there
         just after the lock was taken, as `peek` and `load` under the lock would have read them.
-        The lock is taken as `Lock.acquire(blocking=False)` takes it (SET NX PX, a fresh token).
+        The lock is taken as `Lock.acquire(blocking=False)` takes it (SET NX PX, a token of our own);
+        whether it is ours is read back (GET) rather than taken from the SET's reply, so that a pipeline
+        redis-py sent again after a dropped connection does not find our own lock taken. If the round
+        trip fails, the SET may have run all the same: the lock is freed if it is ours.
         """
         token = secrets.token_hex(16).encode()  # what only this holder knows (redis-py uses uuid1, slower)
-        with store_errors():
-            pipe = self.cache.redis.pipeline(transaction=False)
-            pipe.set(lock.name, token, nx=True, px=int((lock.timeout or tunables.LOCK_TIMEOUT) * 1000))
-            self.cache.queue_peek(pipe, account_id, slot)
-            self.accounts.queue_load(pipe, account_id)
-            taken, sealed, failure, record = pipe.execute()
+        try:
+            with store_errors():
+                pipe = self.cache.redis.pipeline(transaction=False)
+                pipe.set(lock.name, token, nx=True, px=int((lock.timeout or tunables.LOCK_TIMEOUT) * 1000))
+                pipe.get(lock.name)
+                self.cache.queue_peek(pipe, account_id, slot)
+                self.accounts.queue_load(pipe, account_id)
+                _, holder, sealed, failure, record = pipe.execute()
+        except BaseException:
+            lock.local.token = token
+            release(lock)  # compare-and-delete: frees it only if our SET ran
+            raise
+        taken = holder == token
         if taken:
             lock.local.token = token  # as Lock.acquire records it, so that release() frees it
-        return bool(taken), (sealed, failure), record
+        return taken, (sealed, failure), record
 
     def _gate(self, seen: Look) -> None:
         """Refuse early, before queueing on the lock: a shared recent failure, unknown account, revoked.

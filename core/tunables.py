@@ -102,8 +102,8 @@ INVALIDATION_IDLE_STOP = 60.0  # a worker that served no token for this long sto
 # Requests of one worker that miss memory for the same token or API key at once share one Redis
 # read (auth.memory.shared) begun at most this long ago: no older than memory is trusted for.
 SHARED_READ_WINDOW = INVALIDATION_MAX_STALENESS
-# The longest a request waits for another's read: the pool's wait and every attempt's socket timeout.
-SHARED_READ_WAIT = REDIS_POOL_TIMEOUT + REDIS_SOCKET_TIMEOUT * (REDIS_RETRIES + 1) + 1.0
+# The longest a request waits for another's read: the pool's wait and every attempt's connect and read.
+SHARED_READ_WAIT = REDIS_POOL_TIMEOUT + (REDIS_CONNECT_TIMEOUT + REDIS_SOCKET_TIMEOUT) * (REDIS_RETRIES + 1) + 1.0
 
 # API keys (auth.callers, auth.ratelimit) ----------------------------------------------------------
 # A managed key's "last used" is written at most this often per key per process (never per request).

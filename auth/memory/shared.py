@@ -8,33 +8,34 @@ one until the pool's timeout refused them.
 
 A request joins a read only if it began at most `window` seconds ago (the staleness memory itself
 is trusted for, `INVALIDATION_MAX_STALENESS`) and nothing was invalidated in this process since
-(`epoch`), so a shared answer is never older than what memory could have served. A failure is
-shared too: the requests that waited get the same error, not one pool timeout each.
+(`epoch`), so a shared answer is never older than what memory could have served. The service's
+own errors are shared too (the requests that waited get the same error, not one pool timeout
+each); a read that ended otherwise (stopped, or a bug) shares nothing: each joiner reads itself.
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from core.errors import StoreUnavailable
+from core.errors import StoreUnavailable, VaultError
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
 class _Read(Generic[V]):
-    __slots__ = ("done", "epoch", "error", "started", "value")
+    __slots__ = ("done", "epoch", "error", "ok", "started", "value")
 
     def __init__(self, epoch: int, started: float) -> None:
         self.epoch = epoch
         self.started = started
         self.done = threading.Event()
+        self.ok = False  # the load answered (its value may be None)
         self.value: V | None = None
-        self.error: BaseException | None = None
+        self.error: VaultError | None = None  # the load failed with the service's own error
 
 
 class SharedReads(Generic[K, V]):
@@ -57,11 +58,12 @@ class SharedReads(Generic[K, V]):
                 mine: _Read[V] = _Read(epoch, now)
                 self._reads[key] = mine
         if joined is not None:
-            return self._result(joined)
+            return self._result(joined, load)
         try:
             mine.value = value = load()
+            mine.ok = True
             return value
-        except BaseException as exc:
+        except VaultError as exc:
             mine.error = exc
             raise
         finally:
@@ -70,21 +72,24 @@ class SharedReads(Generic[K, V]):
                     del self._reads[key]
             mine.done.set()
 
-    def _result(self, read: _Read[V]) -> V:
+    def _result(self, read: _Read[V], load: Callable[[], V]) -> V:
         if not read.done.wait(self.wait):
             raise StoreUnavailable("A Redis read in progress took too long.")
+        if read.ok:
+            return read.value  # type: ignore[return-value]  # set whenever ok is
         if read.error is not None:
             raise _copy(read.error) from None
-        return read.value  # type: ignore[return-value]  # set whenever error is not
+        # The reader was stopped (its greenlet killed, its own timeout) or met a bug: nothing to share.
+        return load()
 
     def __len__(self) -> int:
         """Reads in progress (for tests)."""
         return len(self._reads)
 
 
-def _copy(error: BaseException) -> BaseException:
-    """The error for one more request: a copy, so that each request's traceback is its own."""
-    try:
-        return copy.copy(error)
-    except Exception:  # noqa: BLE001 - an exception type that cannot be rebuilt from its args
-        return error
+def _copy(error: VaultError) -> VaultError:
+    """The error for one more request: a copy (its own traceback), made without calling `__init__` again."""
+    copied = type(error).__new__(type(error))
+    copied.__dict__.update(error.__dict__)
+    copied.args = error.args
+    return copied

@@ -10,13 +10,17 @@ import dataclasses
 import time
 
 import pytest
+import redis
 import requests
 
+from auth.singleflight import Look
 from core import tunables
+from core.errors import AuthUnavailable
 from tests.support.constants import ACCOUNT, APP_ID
 from tests.support.flows import get_token, ok_token, wait_for
 from tests.support.installer import Installer
 from vault.layout import KeySpace
+from vault.tokencache import Failure
 
 # Issue 18: every test here runs on a single Redis and on a Redis Cluster (tests/conftest.py).
 pytestmark = pytest.mark.topologies("single", "cluster")
@@ -156,15 +160,103 @@ def test_unknown_account_is_404(installer, client, auth_headers, sim):
 
 
 @pytest.mark.topologies("single")  # counts one server's commands
-def test_a_refused_token_request_takes_no_lock(installer, client, auth_headers, redis_client, sim):
+def test_a_refused_token_request_takes_no_lock(app, installer, client, auth_headers, redis_client, sim):
     """An unknown or revoked account is refused before the slot's lock is tried: nothing is written."""
     installer.install(ACCOUNT)
     sets = lambda: int(redis_client.info("commandstats").get("cmdstat_set", {}).get("calls", 0))  # noqa: E731
     before = sets()
     assert get_token(client, auth_headers, OTHER).status_code == 404
     assert sets() == before
+    accounts = app.extensions["vault"].accounts
+    accounts.revoke(ACCOUNT, accounts.get(ACCOUNT).generation, int(time.time()) + 60)
+    before = sets()
+    assert error_code(get_token(client, auth_headers)) == "credentials_revoked"
+    assert sets() == before and sim.token_requests == 0
+    installer.install(ACCOUNT)  # a re-install makes it active
     ok_token(client, auth_headers)  # a fetch takes the lock: the count can move
     assert sets() > before
+
+
+def lock_keys(r, account_id: str = ACCOUNT) -> list[bytes]:
+    return r.keys(KeySpace(PREFIX).key_for(account_id, "lock", "*"))
+
+
+LOCK_ROUND_TRIP = 5  # the replies of SingleFlight._try_lock's pipeline: SET, GET, the slot's 2 GETs, HGETALL
+
+
+def break_the_lock_round_trip(monkeypatch, app, *, resend: bool) -> None:
+    """The next lock round trip runs on Redis, then its reply is lost: raised as a dropped connection,
+    or (`resend`) the pipeline is sent again, as redis-py's retry does after a dropped connection."""
+    client = app.extensions["vault"].tokens.cache.redis
+    real = client.pipeline
+    armed = [True]
+
+    def pipeline(*args, **kwargs):
+        pipe = real(*args, **kwargs)
+        execute = pipe.execute
+
+        def lossy(*a, **k):
+            sent = list(getattr(pipe, "command_stack", []))  # redis.client.Pipeline's queue (resend: single only)
+            replies = execute(*a, **k)
+            if armed[0] and len(replies) == LOCK_ROUND_TRIP:
+                armed[0] = False
+                if not resend:
+                    raise redis.ConnectionError("the reply was lost")
+                pipe.command_stack = sent
+                return execute(*a, **k)
+            return replies
+
+        pipe.execute = lossy
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", pipeline)
+
+
+def test_a_lost_reply_of_the_lock_round_trip_leaves_no_lock(
+    monkeypatch, app, installer, client, auth_headers, redis_client, sim
+):
+    installer.install(ACCOUNT)
+    break_the_lock_round_trip(monkeypatch, app, resend=False)
+    response = get_token(client, auth_headers)
+    assert (response.status_code, error_code(response)) == (503, "store_unavailable")
+    assert lock_keys(redis_client) == []  # freed, not left to block every process until it expires
+    ok_token(client, auth_headers)
+    assert sim.token_requests == 1
+
+
+@pytest.mark.topologies("single")  # resends redis.client.Pipeline's queue
+def test_a_lock_round_trip_sent_twice_still_finds_the_lock_its_own(
+    monkeypatch, app, installer, client, auth_headers, redis_client, sim
+):
+    installer.install(ACCOUNT)
+    break_the_lock_round_trip(monkeypatch, app, resend=True)
+    started = time.monotonic()
+    ok_token(client, auth_headers)
+    assert time.monotonic() - started < tunables.TOKEN_REQUEST_BUDGET  # it did not wait on its own lock
+    assert sim.token_requests == 1 and lock_keys(redis_client) == []
+
+
+def test_the_lock_holder_takes_a_token_stored_since_its_look(app, installer, client, auth_headers, sim):
+    """What `_try_lock` read with the lock decides: a token stored after the caller's look is served."""
+    installer.install(ACCOUNT)
+    stored = ok_token(client, auth_headers)
+    tokens = app.extensions["vault"].tokens
+    scopes, slot = tokens._slot(None)
+    seen = Look(token=None, failure=None, record=app.extensions["vault"].accounts.get(ACCOUNT))
+    token, fetched = tokens.single_flight.fetch_once(ACCOUNT, scopes, slot, seen=seen)
+    assert (token.access_token, fetched) == (stored["access_token"], False)
+    assert sim.token_requests == 1
+
+
+def test_the_lock_holder_gets_a_failure_shared_since_its_look(app, installer, sim):
+    installer.install(ACCOUNT)
+    services = app.extensions["vault"]
+    scopes, slot = services.tokens._slot(None)
+    record = services.accounts.get(ACCOUNT)
+    services.tokens.cache.put_failure(ACCOUNT, record.generation, slot, Failure("auth_unavailable", 5), 5)
+    with pytest.raises(AuthUnavailable):
+        services.tokens.single_flight.fetch_once(ACCOUNT, scopes, slot, seen=Look(None, None, record))
+    assert sim.token_requests == 0
 
 
 def test_force_refresh_must_be_a_boolean(installer, client, auth_headers, sim):

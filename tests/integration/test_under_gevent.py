@@ -22,6 +22,8 @@ SELECTED = [
     "tests/integration/test_store_down.py",  # Redis stopped and started again
     "tests/integration/test_local_cache.py::test_memory_is_not_trusted_while_redis_is_down",
     "tests/integration/test_tokens.py::test_refresh_ahead_serves_the_old_token_while_one_background_refresh_runs",
+    "tests/unit/test_shared_reads.py",  # readers that wait for another's read are greenlets there
+    "tests/integration/test_shared_reads.py",
 ]
 
 

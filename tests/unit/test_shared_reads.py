@@ -47,6 +47,25 @@ class BlockingLoad:
         return self.value
 
 
+class CountingReads(SharedReads):
+    """SharedReads that counts the readers that joined another's read, so a test can wait for them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.joined = 0
+
+    def _result(self, read, load):
+        self.joined += 1
+        return super()._result(read, load)
+
+    def wait_for_joined(self, count: int) -> None:
+        for _ in range(2000):
+            if self.joined >= count:
+                return
+            threading.Event().wait(0.005)
+        raise AssertionError(f"{self.joined} of {count} readers joined")
+
+
 def start_readers(reads: SharedReads, load, count: int, *, key: str = "k", epoch: int = 0):
     results: list[object] = []
     errors: list[BaseException] = []
@@ -74,11 +93,12 @@ def join_all(threads) -> None:
 
 
 def test_readers_of_one_key_at_once_share_one_load():
-    reads = SharedReads(window=5, wait=10)
+    reads = CountingReads(window=5, wait=10)
     load = BlockingLoad()
     leader, results, errors = start_readers(reads, load, 1)
     assert load.started.wait(5)
     followers, more, more_errors = start_readers(reads, load, READERS - 1)
+    reads.wait_for_joined(READERS - 1)
     load.release.set()
     join_all(leader + followers)
     assert load.calls == 1
@@ -113,31 +133,35 @@ def test_a_read_begun_before_an_invalidation_is_not_joined():
 
 def test_a_read_older_than_the_window_is_not_joined():
     clock = Clock()
-    reads = SharedReads(window=0.8, wait=10, clock=clock)
+    reads = CountingReads(window=0.8, wait=10, clock=clock)
     old = BlockingLoad("old")
     leader, _, _ = start_readers(reads, old, 1)
     assert old.started.wait(5)
     clock.now += 0.7
     joined, results, _ = start_readers(reads, lambda: "fresh", 1)
-    clock.wait_for_calls(2)  # the joiner has looked (and joined) before the clock moves on
+    reads.wait_for_joined(1)  # 0.7 s in, it was still young enough to join
     clock.now += 0.2  # 0.9 s after the read began
     assert reads.read("k", 0, lambda: "fresh") == "fresh"
     old.release.set()
     join_all(leader + joined)
-    assert results == ["old"]  # 0.7 s in, it was still young enough to join
+    assert results == ["old"]
 
 
 def test_a_failure_is_shared_each_reader_getting_its_own_error():
-    reads = SharedReads(window=5, wait=10)
-    load = BlockingLoad(error=StoreUnavailable())
+    reads = CountingReads(window=5, wait=10)
+    load = BlockingLoad(error=StoreUnavailable("Redis said no.", retry_after=7))
     leader, _, errors = start_readers(reads, load, 1)
     assert load.started.wait(5)
     followers, _, more = start_readers(reads, load, READERS - 1)
+    reads.wait_for_joined(READERS - 1)
     load.release.set()
     join_all(leader + followers)
     assert load.calls == 1
     assert len(errors + more) == READERS
-    assert all(isinstance(e, StoreUnavailable) and e.retry_after == 5 for e in errors + more)
+    assert all(
+        type(e) is StoreUnavailable and (e.retry_after, e.message, e.args) == (7, "Redis said no.", ("Redis said no.",))
+        for e in errors + more
+    )
     assert len({id(e) for e in errors + more}) == READERS
     assert len(reads) == 0
 
@@ -152,3 +176,22 @@ def test_a_joiner_waits_at_most_its_bound():
     load.release.set()
     join_all(leader)
     assert results == ["token"] and load.calls == 1
+
+
+class Stopped(BaseException):
+    """Like GreenletExit or gevent's Timeout: ends the reader, is not an error to hand anyone else."""
+
+
+@pytest.mark.parametrize("stop", [Stopped(), RuntimeError("a bug")], ids=["stopped", "bug"])
+def test_a_read_that_ends_otherwise_shares_nothing_each_joiner_reads_itself(stop):
+    reads = CountingReads(window=5, wait=10)
+    load = BlockingLoad(error=stop)
+    leader, _, errors = start_readers(reads, load, 1)
+    assert load.started.wait(5)
+    own_reads = []
+    followers, results, more = start_readers(reads, lambda: own_reads.append(1) or "own", 3)
+    reads.wait_for_joined(3)
+    load.release.set()
+    join_all(leader + followers)
+    assert errors == [stop] and more == []
+    assert results == ["own"] * 3 and len(own_reads) == 3
