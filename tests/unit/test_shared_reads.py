@@ -86,6 +86,18 @@ def start_readers(reads: SharedReads, load, count: int, *, key: str = "k", epoch
     return threads, results, errors
 
 
+def leader_and_joiners(reads: CountingReads, load: BlockingLoad, joiners: int, joiner_load=None):
+    """One reader held in `load`, then `joiners` more that join its read; then `load` answers.
+    (every reader's result, every reader's error), once all are done."""
+    leader, results, errors = start_readers(reads, load, 1)
+    assert load.started.wait(5)
+    followers, more, more_errors = start_readers(reads, joiner_load or load, joiners)
+    reads.wait_for_joined(joiners)
+    load.release.set()
+    join_all(leader + followers)
+    return results + more, errors + more_errors
+
+
 def join_all(threads) -> None:
     for thread in threads:
         thread.join(10)
@@ -95,14 +107,9 @@ def join_all(threads) -> None:
 def test_readers_of_one_key_at_once_share_one_load():
     reads = CountingReads(window=5, wait=10)
     load = BlockingLoad()
-    leader, results, errors = start_readers(reads, load, 1)
-    assert load.started.wait(5)
-    followers, more, more_errors = start_readers(reads, load, READERS - 1)
-    reads.wait_for_joined(READERS - 1)
-    load.release.set()
-    join_all(leader + followers)
+    results, errors = leader_and_joiners(reads, load, READERS - 1)
     assert load.calls == 1
-    assert results + more == ["token"] * READERS and errors == more_errors == []
+    assert results == ["token"] * READERS and errors == []
     assert len(reads) == 0  # nothing kept once the read is done: the next miss reads Redis again
     assert reads.read("k", 0, lambda: "newer") == "newer"
 
@@ -150,19 +157,14 @@ def test_a_read_older_than_the_window_is_not_joined():
 def test_a_failure_is_shared_each_reader_getting_its_own_error():
     reads = CountingReads(window=5, wait=10)
     load = BlockingLoad(error=StoreUnavailable("Redis said no.", retry_after=7))
-    leader, _, errors = start_readers(reads, load, 1)
-    assert load.started.wait(5)
-    followers, _, more = start_readers(reads, load, READERS - 1)
-    reads.wait_for_joined(READERS - 1)
-    load.release.set()
-    join_all(leader + followers)
+    results, errors = leader_and_joiners(reads, load, READERS - 1)
     assert load.calls == 1
-    assert len(errors + more) == READERS
+    assert results == [] and len(errors) == READERS
     assert all(
         type(e) is StoreUnavailable and (e.retry_after, e.message, e.args) == (7, "Redis said no.", ("Redis said no.",))
-        for e in errors + more
+        for e in errors
     )
-    assert len({id(e) for e in errors + more}) == READERS
+    assert len({id(e) for e in errors}) == READERS
     assert len(reads) == 0
 
 
@@ -185,13 +187,9 @@ class Stopped(BaseException):
 @pytest.mark.parametrize("stop", [Stopped(), RuntimeError("a bug")], ids=["stopped", "bug"])
 def test_a_read_that_ends_otherwise_shares_nothing_each_joiner_reads_itself(stop):
     reads = CountingReads(window=5, wait=10)
-    load = BlockingLoad(error=stop)
-    leader, _, errors = start_readers(reads, load, 1)
-    assert load.started.wait(5)
     own_reads = []
-    followers, results, more = start_readers(reads, lambda: own_reads.append(1) or "own", 3)
-    reads.wait_for_joined(3)
-    load.release.set()
-    join_all(leader + followers)
-    assert errors == [stop] and more == []
+    results, errors = leader_and_joiners(
+        reads, BlockingLoad(error=stop), 3, joiner_load=lambda: own_reads.append(1) or "own"
+    )
+    assert errors == [stop]
     assert results == ["own"] * 3 and len(own_reads) == 3
