@@ -19,7 +19,7 @@ from auth.fetcher import TokenFetcher, raise_shared
 from core import metrics, tunables
 from core.errors import AuthUnavailable
 from vault.accounts import AccountRecord, AccountRepository
-from vault.store import store_errors
+from vault.store import STORE_ERRORS, store_errors
 from vault.tokencache import CachedToken, Failure, TokenCache
 
 # A forced refresh's test of the token it finds under the slot's lock: take it instead of fetching?
@@ -108,7 +108,8 @@ class SingleFlight:
         The lock is taken as `Lock.acquire(blocking=False)` takes it (SET NX PX, a token of our own);
         whether it is ours is read back (GET) rather than taken from the SET's reply, so that a pipeline
         redis-py sent again after a dropped connection does not find our own lock taken. If the round
-        trip fails, the SET may have run all the same: the lock is freed if it is ours.
+        trip fails, the SET may have run all the same: the lock is freed if it is ours. (A SET that a
+        stalled Redis runs only after that release is not freed: it expires after LOCK_TIMEOUT.)
         """
         token = secrets.token_hex(16).encode()  # what only this holder knows (redis-py uses uuid1, slower)
         try:
@@ -137,9 +138,12 @@ class SingleFlight:
         self.fetcher.check(seen.record)
 
 
+_RELEASE_ERRORS: tuple[type[Exception], ...] = (redis.exceptions.LockError, *STORE_ERRORS)
+
+
 def release(lock: redis.lock.Lock) -> None:
     """Release a slot's lock if it is still ours; it frees itself after LOCK_TIMEOUT otherwise."""
     try:
         lock.release()
-    except (redis.exceptions.LockError, redis.exceptions.RedisError):
-        pass  # expired or Redis gone
+    except _RELEASE_ERRORS:
+        pass  # expired, or Redis (a cluster's slot included) unavailable

@@ -20,6 +20,8 @@ pytestmark = pytest.mark.topologies("single")  # CLIENT PAUSE of the one server
 TOKEN = f"/v1/accounts/{ACCOUNT}/token"
 AT_ONCE = 20
 PAUSE_MS = 700  # shorter than the window a read is joined within (SHARED_READ_WINDOW)
+# For a request that must not join: paused longer, so it surely arrives while the first still reads.
+LONG_PAUSE_MS = 1500
 
 
 def calls(redis_client, command: str) -> int:
@@ -83,7 +85,7 @@ def test_a_read_begun_before_this_worker_heard_of_a_change_is_not_joined(
     services = fresh.extensions["vault"]
     before, summaries = calls(redis_client, "get"), calls(redis_client, "hmget")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        redis_client.client_pause(PAUSE_MS, all=True)
+        redis_client.client_pause(LONG_PAUSE_MS, all=True)
         first = pool.submit(lambda: fresh.test_client().get(TOKEN, headers=auth_headers).status_code)
         in_a_read(services.tokens.reads)
         services.tokens.local.invalidate(ACCOUNT)  # what hearing of a change to the account does
@@ -97,7 +99,7 @@ def test_a_forced_refresh_never_joins_a_read(app, make_app, installer, auth_head
     old = app.test_client().get(TOKEN, headers=auth_headers).get_json()["access_token"]
     fresh = make_app()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        redis_client.client_pause(PAUSE_MS, all=True)
+        redis_client.client_pause(LONG_PAUSE_MS, all=True)
         plain = pool.submit(lambda: fresh.test_client().get(TOKEN, headers=auth_headers).get_json())
         in_a_read(fresh.extensions["vault"].tokens.reads)
         forced = pool.submit(
@@ -116,7 +118,7 @@ def test_a_key_lookup_begun_before_the_keys_changed_is_not_joined(app, make_app,
     callers = fresh.extensions["vault"].api_keys
     before = calls(redis_client, "hgetall")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        redis_client.client_pause(PAUSE_MS, all=True)
+        redis_client.client_pause(LONG_PAUSE_MS, all=True)
         first = pool.submit(lambda: fresh.test_client().get(TOKEN, headers=bearer(key)).status_code)
         in_a_read(callers._reads)
         callers.memory.clear()  # what hearing that the managed keys changed does

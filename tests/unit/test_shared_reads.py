@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from auth.memory.shared import SharedReads
-from core.errors import StoreUnavailable
+from core.errors import Forbidden, StoreUnavailable
 
 READERS = 20
 
@@ -193,3 +193,12 @@ def test_a_read_that_ends_otherwise_shares_nothing_each_joiner_reads_itself(stop
     )
     assert errors == [stop]
     assert results == ["own"] * 3 and len(own_reads) == 3
+
+
+def test_a_shared_error_is_copied_without_calling_its_init_again():
+    """Forbidden builds its message from an argument: copy.copy would build it again from the message."""
+    reads = CountingReads(window=5, wait=10)
+    original = Forbidden("token:read")
+    _, errors = leader_and_joiners(reads, BlockingLoad(error=original), 2)
+    assert [type(e) for e in errors] == [Forbidden] * 3
+    assert all((e.args, str(e), e.message) == (original.args, str(original), original.message) for e in errors)
