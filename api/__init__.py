@@ -16,6 +16,7 @@ from api import (
     events,
     health,
     hotpath,
+    hotproxy,
     metrics,
     openapi,
     proxy,
@@ -25,6 +26,7 @@ from api import (
 
 
 def init_app(app: Flask, *, max_in_flight: int) -> None:
+    hotproxy.init_app(app)  # a proxied call whose key and token are in memory is made before Flask
     hotpath.init_app(app)  # a token hit held in memory is answered before Flask (api.hotpath)
     # Outermost: a request is counted (or refused) before Flask or the hot path does any work on it.
     app.wsgi_app = admission.Admission(app.wsgi_app, max_in_flight)  # type: ignore[method-assign]

@@ -39,10 +39,14 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _unexpected(exc: Exception) -> Response:
-    # The type and where, never the exception's text or its causes' (they could quote a value).
+    log_unexpected(exc)
+    return error_response(VaultError())
+
+
+def log_unexpected(exc: BaseException) -> None:
+    """An error no handler expected: its type and where, never its text or its causes' (they could quote a value)."""
     where = "".join(traceback.format_tb(exc.__traceback__)[-3:])
     log.error("unhandled %s\n%s", type(exc).__name__, where)
-    return error_response(VaultError())
 
 
 def init_app(app: Flask) -> None:

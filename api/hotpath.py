@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from api import apikeys, requestlog, tokens
 from api.admission import OVERLOADED
-from api.context import EXTENSION
+from api.early import EarlyAnswers, attempt, remembered_caller
 from auth.callers import Caller
 from auth.tokens import IssuedToken
 from core.errors import VaultError
@@ -36,7 +35,6 @@ from vault.accounts import valid_account_id
 if TYPE_CHECKING:
     from flask import Flask
 
-    from app import Services
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +44,8 @@ ROUTE = "/v1/accounts/<account_id>/token"  # the Flask rule it stands in for (as
 _HEADERS = [("Content-Type", "application/json"), *tokens.NO_STORE]
 
 
-class TokenHits:
-    """WSGI middleware in front of the Flask app (inside `api.admission.Admission`)."""
-
-    def __init__(self, app: Callable, flask_app: Flask) -> None:
-        self.app = app
-        self._flask = flask_app
+class TokenHits(EarlyAnswers):
+    """The middleware (`api.early.EarlyAnswers`)."""
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -65,13 +59,7 @@ class TokenHits:
             and "HTTP_UPGRADE" not in environ
         ):
             started = time.monotonic()
-            try:
-                hit = self._hit(environ, path[len(PREFIX) : -len(SUFFIX)])
-            except Exception as exc:
-                # Nothing is sent or counted before this returns: the app answers instead.
-                where = "".join(traceback.format_tb(exc.__traceback__)[-3:])
-                log.error("token hit path failed (%s), the app answers instead\n%s", type(exc).__name__, where)
-                hit = None
+            hit = attempt(log, "token hit", lambda: self._hit(environ, path[len(PREFIX) : -len(SUFFIX)]))
             if hit is not None:
                 return self._send(environ, start_response, started, *hit)
         return self.app(environ, start_response)
@@ -80,12 +68,8 @@ class TokenHits:
         """(account id, caller, token) if this worker can answer from memory; None: the app answers."""
         if not valid_account_id(account_id):  # also refuses a "/": a path beneath goes to the app
             return None
-        scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        presented = presented.strip()
-        if scheme.lower() != "bearer" or not presented:
-            return None
-        services: Services = self._flask.extensions[EXTENSION]
-        caller = services.api_keys.remembered(presented)
+        services = self.services
+        caller = remembered_caller(services, environ)
         if caller is None or caller.policy.rate is not None or not caller.policy.allows(Permission.TOKEN_READ):
             return None
         try:

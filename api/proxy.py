@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import time
-from urllib.parse import unquote
 
 from flask import Blueprint, Response, request
 from flask.blueprints import BlueprintSetupState
@@ -19,11 +18,12 @@ from api.bodies import read_body
 from api.context import services
 from api.errors import error_response
 from api.requestlog import audit
-from auth.tokens import Source
 from core import metrics, tunables
-from core.errors import InvalidPath, VaultError
+from core.deadline import FetchDeadline
+from core.errors import VaultError
+from proxy.call import exchange, raw_target
 from proxy.paths import upstream_url
-from proxy.upstream import forwarded_headers
+from proxy.upstream import UpstreamResponse
 
 bp = Blueprint("proxy", __name__, url_prefix="/v1/accounts")
 
@@ -42,7 +42,6 @@ def _register_converter(state: BlueprintSetupState) -> None:
 bp.record_once(_register_converter)
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-ROUTE_SEGMENTS = 5  # "", "v1", "accounts", the account id, "proxy"; the upstream path is the rest
 _PROXY_PATH = re.compile(r"/v1/accounts/[^/]+/proxy/")
 
 
@@ -65,67 +64,41 @@ def _mark_vault_errors(response: Response) -> Response:
     return response
 
 
-def _raw_path() -> tuple[str, str]:
-    """The path below the route's `/proxy/` and the query, exactly as the caller sent them (still encoded).
-
-    Found by position, not by searching for "/proxy/": the route is
-    `/v1/accounts/<account_id>/proxy/<path>`, so the upstream path is what follows the fifth '/'
-    of the raw path, whatever the account id is (`proxy` included).
-    """
-    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.full_path
-    if not raw.startswith("/"):  # absolute-form request target: http://host/v1/...
-        raw = "/" + raw.partition("//")[2].partition("/")[2]
-    path, _, query = raw.partition("?")
-    script = request.environ.get("SCRIPT_NAME", "")  # the operator's mount point; never a client header
-    if script and path.startswith(script + "/"):
-        path = path[len(script) :]
-    parts = path.split("/", ROUTE_SEGMENTS)
-    if len(parts) <= ROUTE_SEGMENTS or unquote(parts[ROUTE_SEGMENTS - 1]) != "proxy":
-        raise InvalidPath("A path below the API is required.")
-    return parts[ROUTE_SEGMENTS], query
-
-
 @bp.route("/<account_id>/proxy/<anypath:path>", methods=METHODS)
 def proxy(account_id: str, path: str):
     svc = services()
-    raw_path, raw_query = _raw_path()
+    raw_path, raw_query = raw_target(request.environ, request.full_path)
     url = upstream_url(svc.config.api_url, raw_path, raw_query)
     scope = scope_for(request.headers.get("Trackunit-Scope"))  # the API key's scope ceiling
     body = read_body(tunables.PROXY_MAX_BODY_BYTES) or None
     started = time.monotonic()
 
     token = svc.tokens.get_token(account_id, scope)
-    api = svc.trackunit_api
-    deadline = api.deadline()  # over the whole exchange: both sends, and the answer's last byte
-    upstream = None
-    try:
-        upstream = api.send(request.method, url, forwarded_headers(request.headers, token.access_token), body, deadline)
-        if upstream.status == 401 and token.source is Source.CACHE:
-            # The cached token was refused (revoked early, say): one forced refresh, one retry, unless the
-            # refresh hands back this very token (a forced refresh fetched it within FORCE_REFRESH_FLOOR).
-            refreshed = svc.tokens.get_token(account_id, scope, force_refresh=True)
-            if refreshed.access_token != token.access_token:
-                upstream.close()
-                token = refreshed
-                upstream = api.send(
-                    request.method, url, forwarded_headers(request.headers, token.access_token), body, deadline
-                )
-    except BaseException:
-        if upstream is not None:
-            upstream.close()  # e.g. the forced refresh after a 401 failed: that answer is never sent
-        deadline.close()
-        raise
-    metrics.PROXY_REQUESTS.labels(f"{upstream.status // 100}xx").inc()
-    audit(
-        "proxy_call",
-        account_id=account_id,
-        method=request.method,
-        path=raw_path[:200],
-        upstream_status=upstream.status,
-        duration_ms=round((time.monotonic() - started) * 1000, 1),
+    upstream, deadline = exchange(
+        svc.tokens, svc.trackunit_api, request.method, url, request.headers, body, token, account_id, scope
     )
-    # The body streams after the view has returned; it needs no request context (upstream.body is the
-    # pool's stream), so none is pushed again around it (that was a few per cent of a proxied call).
+    metrics.PROXY_REQUESTS.labels(f"{upstream.status // 100}xx").inc()
+    audit("proxy_call", **call_fields(account_id, request.method, raw_path, upstream.status, started))
+    return answer(upstream, deadline)
+
+
+def call_fields(account_id: str, method: str, raw_path: str, status: int, started: float) -> dict[str, object]:
+    """The `proxy_call` audit event's fields (the view and `api.hotproxy` log the same)."""
+    return {
+        "account_id": account_id,
+        "method": method,
+        "path": raw_path[:200],
+        "upstream_status": status,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+
+
+def answer(upstream: UpstreamResponse, deadline: FetchDeadline) -> Response:
+    """The upstream answer as ours: its status, the headers let through, the body streamed.
+
+    The body streams after the view has returned; it needs no request context (upstream.body is
+    the pool's stream), so none is pushed again around it (that was a few per cent of a proxied call).
+    """
     response = Response(upstream.body, status=upstream.status)
     response.headers.clear()
     for name, value in upstream.headers:

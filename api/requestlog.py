@@ -82,8 +82,13 @@ def _finish(response: Response) -> Response:
     if pending is not None:
         log_audit(*pending, extra=fields)
     else:
-        log.info("%s %s %s", request.method, route or "(no route)", response.status_code, extra=fields)
+        log_line(fields)
     return response
+
+
+def log_line(fields: dict) -> None:
+    """A request's line when no audit event took its place (`fields` from `line_fields`)."""
+    log.info("%s %s %s", fields["method"], fields["route"] or "(no route)", fields["status"], extra=fields)
 
 
 def init_app(app: Flask) -> None:
