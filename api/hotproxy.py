@@ -131,16 +131,21 @@ class ProxyCalls(EarlyAnswers):
             )
         except Exception as exc:
             return self._error(environ, start_response, started, call, rid, exc)
-        status = upstream.status
-        metrics.PROXY_REQUESTS.labels(f"{status // 100}xx").inc()
-        requestlog.log_audit(
-            "proxy_call",
-            proxy.call_fields(call.account_id, method, call.raw_path, status, started),
-            extra=requestlog.line_fields(rid, method, ROUTE, call.account_id, status, started, call.caller.name),
-        )
-        response = proxy.answer(upstream, deadline)
-        response.headers["X-Request-ID"] = rid
-        return response(environ, start_response)
+        try:
+            status = upstream.status
+            metrics.PROXY_REQUESTS.labels(f"{status // 100}xx").inc()
+            requestlog.log_audit(
+                "proxy_call",
+                proxy.call_fields(call.account_id, method, call.raw_path, status, started),
+                extra=requestlog.line_fields(rid, method, ROUTE, call.account_id, status, started, call.caller.name),
+            )
+            response = proxy.answer(upstream, deadline)
+            response.headers["X-Request-ID"] = rid
+        except Exception as exc:
+            upstream.close()
+            deadline.close()
+            return self._error(environ, start_response, started, call, rid, exc)
+        return response(environ, start_response)  # a refused start closes the call (api.proxy.answer)
 
     def _error(
         self, environ: dict, start_response: Callable, started: float, call: _Call, rid: str, exc: Exception

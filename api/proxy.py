@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable
 
 from flask import Blueprint, Response, request
 from flask.blueprints import BlueprintSetupState
@@ -77,9 +78,14 @@ def proxy(account_id: str, path: str):
     upstream, deadline = exchange(
         svc.tokens, svc.trackunit_api, request.method, url, request.headers, body, token, account_id, scope
     )
-    metrics.PROXY_REQUESTS.labels(f"{upstream.status // 100}xx").inc()
-    audit("proxy_call", **call_fields(account_id, request.method, raw_path, upstream.status, started))
-    return answer(upstream, deadline)
+    try:
+        metrics.PROXY_REQUESTS.labels(f"{upstream.status // 100}xx").inc()
+        audit("proxy_call", **call_fields(account_id, request.method, raw_path, upstream.status, started))
+        return answer(upstream, deadline)
+    except BaseException:
+        upstream.close()
+        deadline.close()
+        raise
 
 
 def call_fields(account_id: str, method: str, raw_path: str, status: int, started: float) -> dict[str, object]:
@@ -93,13 +99,29 @@ def call_fields(account_id: str, method: str, raw_path: str, status: int, starte
     }
 
 
+class _Answer(Response):
+    """A streamed upstream answer that closes its call if the server refuses to start it.
+
+    The server closes an answer it has started; one whose status or headers it refuses (its
+    `start_response` raises) is never handed back, so nothing else would close the upstream
+    connection and the deadline.
+    """
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        try:
+            return super().__call__(environ, start_response)
+        except BaseException:
+            self.close()
+            raise
+
+
 def answer(upstream: UpstreamResponse, deadline: FetchDeadline) -> Response:
     """The upstream answer as ours: its status, the headers let through, the body streamed.
 
     The body streams after the view has returned; it needs no request context (upstream.body is
     the pool's stream), so none is pushed again around it (that was a few per cent of a proxied call).
     """
-    response = Response(upstream.body, status=upstream.status)
+    response = _Answer(upstream.body, status=upstream.status)
     response.headers.clear()
     for name, value in upstream.headers:
         response.headers.add(name, value)

@@ -7,6 +7,7 @@ decide what is sent upstream, and when it is sent again, live in one place.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from urllib.parse import unquote
 
@@ -18,6 +19,7 @@ from core.errors import InvalidPath
 from proxy.upstream import TrackunitApi, UpstreamResponse, forwarded_headers
 
 ROUTE_SEGMENTS = 5  # "", "v1", "accounts", the account id, "proxy"; the upstream path is the rest
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")  # scheme "://" authority (RFC 3986)
 
 
 def raw_target(environ: Mapping[str, object], fallback: str = "") -> tuple[str, str]:
@@ -29,8 +31,13 @@ def raw_target(environ: Mapping[str, object], fallback: str = "") -> tuple[str, 
     when the server kept no raw one (Flask's `request.full_path`).
     """
     raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or fallback)
-    if not raw.startswith("/"):  # absolute-form request target: http://host/v1/...
-        raw = "/" + raw.partition("//")[2].partition("/")[2]
+    if not raw.startswith("/"):
+        # Absolute-form (http://host/v1/...): the path is what follows the authority. Anything else
+        # ("x:/v1/...") could put a second route-shaped path later in the target than the one routed.
+        authority = _ABSOLUTE_FORM.match(raw)
+        if authority is None or not raw[authority.end() :].startswith("/"):
+            raise InvalidPath("The request target is not a path or an absolute URL.")
+        raw = raw[authority.end() :]
     path, _, query = raw.partition("?")
     script = str(environ.get("SCRIPT_NAME", ""))  # the operator's mount point; never a client header
     if script and path.startswith(script + "/"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping
 
 import certifi
@@ -53,6 +54,8 @@ _RESPONSE_EXACT = frozenset(
         "x-correlation-id",
     }
 )
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_FIELD_VALUE = re.compile(r"[ \t\x21-\x7e\x80-\xff]*")  # SP, HTAB, VCHAR, obs-text
 _RESPONSE_PREFIXES = ("x-ratelimit-", "ratelimit", "x-rate-limit-", "x-page", "x-total")
 DEFAULT_POOL_SIZE = 10  # urllib3's own default; the service passes its in-flight limit
 DEFAULT_DEADLINE = 60.0  # seconds; the service passes PROXY_DEADLINE
@@ -118,11 +121,21 @@ def forwarded_headers(incoming: Mapping[str, str] | Headers, token: str) -> dict
 
 
 def returned_headers(upstream: Mapping[str, str]) -> list[tuple[str, str]]:
-    return [
-        (name, value)
-        for name, value in upstream.items()
-        if name.lower() in _RESPONSE_EXACT or name.lower().startswith(_RESPONSE_PREFIXES)
-    ]
+    """The allow-listed headers of an upstream answer that HTTP lets us send on.
+
+    A field that is not a token name and a value of visible characters, spaces and tabs
+    (RFC 9110 5.1, 5.5; a control character, say) is dropped: the server would refuse to start
+    an answer that carried it, after the call was made.
+    """
+    returned = []
+    for name, value in upstream.items():
+        lowered = name.lower()
+        if lowered in _RESPONSE_EXACT or lowered.startswith(_RESPONSE_PREFIXES):
+            if _FIELD_NAME.fullmatch(name) and _FIELD_VALUE.fullmatch(value):
+                returned.append((name, value))
+            else:
+                log.warning("Trackunit API sent a header that cannot be passed on: dropped")
+    return returned
 
 
 class TrackunitApi:

@@ -14,12 +14,17 @@ import logging
 
 import pytest
 from prometheus_client import REGISTRY
+from werkzeug.test import EnvironBuilder
 
 from api import hotproxy
+from api import proxy as proxy_view
+from api.admission import OVERLOADED
 from api.hotproxy import ProxyCalls
+from core.deadline import FetchDeadline
 from simulator.state import large_body
 from tests.integration.test_proxy import Answer, from_upstream, proxy, refused, send, token_of
 from tests.support.constants import ACCOUNT, API_KEY
+from tests.support.elsewhere import Elsewhere
 
 pytestmark = pytest.mark.topologies("single")
 
@@ -75,6 +80,25 @@ def early(monkeypatch):
 def view_only(monkeypatch):
     """`view_only()`: from now on the view answers every call."""
     return lambda: monkeypatch.setattr(ProxyCalls, "_prepare", lambda self, environ, path: None)
+
+
+@pytest.fixture
+def deadlines(monkeypatch):
+    """The FetchDeadlines started and not yet closed (a call's deadline is closed with its connection)."""
+    started: set[int] = set()
+    start, close = FetchDeadline.start, FetchDeadline.close
+
+    def tracked_start(self):
+        started.add(id(self))
+        start(self)
+
+    def tracked_close(self):
+        started.discard(id(self))
+        close(self)
+
+    monkeypatch.setattr(FetchDeadline, "start", tracked_start)
+    monkeypatch.setattr(FetchDeadline, "close", tracked_close)
+    return started
 
 
 def shape(answer: Answer) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -260,3 +284,103 @@ def test_without_a_raw_target_or_under_a_mount_point_the_view_answers(app, accou
         answer = client.get(f"/v1/accounts/{ACCOUNT}/proxy/{ASSETS}", headers=KEY, environ_overrides=overrides)
         assert answer.status_code == 200, answer.get_data(as_text=True)
     assert early == []
+
+
+def test_a_chunked_body_is_left_to_the_view_and_reaches_trackunit(vault_server, sim, account, early):
+    body = b'{"name": "chunked"}'
+    headers = {**KEY, "Content-Type": "application/json"}
+    answer = proxy(vault_server, "POST", f"{ASSETS}/a-1", headers, body, chunked=True)
+    assert early == []
+    assert sim.api_log[-1].body == body, answer.body
+
+
+def test_a_request_over_the_in_flight_limit_is_refused_not_proxied(app, sim, account, early):
+    answer = app.test_client().get(
+        f"/v1/accounts/{ACCOUNT}/proxy/{ASSETS}", headers=KEY, environ_overrides={OVERLOADED: True}
+    )
+    assert early == []
+    assert answer.status_code == 503 and answer.json["error"]["code"] == "overloaded"
+    assert sim.api_requests == 0
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        # The raw target has "proxy" in the fifth place, the decoded path (what Flask routes) does not.
+        f"/v1/accounts/{ACCOUNT}%2Ftoken%2Fx/proxy/{ASSETS}",
+        # A target gunicorn and werkzeug accept as absolute-form; its path is a token path, not the proxy's.
+        f"x:/v1/accounts/{ACCOUNT}/token/a://h/v1/accounts/{ACCOUNT}/proxy/{ASSETS}",
+    ],
+)
+def test_a_target_whose_path_is_not_the_proxy_route_is_left_to_the_view(vault_server, sim, account, early, target):
+    answer = send(vault_server, "GET", target, KEY)
+    assert early == []
+    assert answer.status == 404 and sim.api_requests == 0
+
+
+# The end of a call that was made -------------------------------------------------------------
+
+
+def call_through(app, start_response):
+    """One proxied call straight into the WSGI app, as a server would make it; its body read and closed."""
+    target = f"/v1/accounts/{ACCOUNT}/proxy/{ASSETS}"
+    environ = EnvironBuilder(path=target, headers=KEY).get_environ()
+    environ["RAW_URI"] = target
+    answer = app.wsgi_app(environ, start_response)
+    body = b"".join(answer)
+    answer.close()
+    return body
+
+
+@pytest.mark.parametrize("path", ["early", "view"])
+def test_an_answer_the_server_refuses_to_start_closes_its_call(app, sim, account, early, view_only, deadlines, path):
+    if path == "view":
+        view_only()
+
+    def refusing(status, headers, exc_info=None):
+        raise ValueError("the server refuses these headers")
+
+    with pytest.raises(ValueError, match="refuses"):
+        call_through(app, refusing)
+    assert len(early) == (1 if path == "early" else 0)
+    assert not deadlines, "the call's deadline (and its upstream connection) was left open"
+    assert sim.api_requests == 1
+
+
+@pytest.mark.parametrize("path", ["early", "view"])
+def test_a_failure_after_the_call_is_a_500_and_closes_the_call(
+    app, sim, account, early, view_only, deadlines, monkeypatch, path
+):
+    if path == "view":
+        view_only()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("answer failed")
+
+    monkeypatch.setattr(proxy_view, "answer", broken)
+    statuses: list[str] = []
+    body = call_through(app, lambda status, headers, exc_info=None: statuses.append(status))
+    assert statuses == ["500 INTERNAL SERVER ERROR"], body
+    assert b'"internal_error"' in body
+    assert len(early) == (1 if path == "early" else 0)
+    assert not deadlines
+
+
+def test_an_upstream_header_that_cannot_be_passed_on_is_dropped(make_app, account, early):
+    api = Elsewhere(headers=(("Link", "<a>; rel=next\x01"), ("X-Total-Count", "3")))
+    try:
+        client = make_app(TRACKUNIT_API_URL=api.url).test_client()
+        answers = [client.get(f"/v1/accounts/{ACCOUNT}/proxy/{ASSETS}", headers=KEY) for _ in range(3)]
+    finally:
+        api.stop()
+    assert len(early) == 1  # the third: fetched, then read from Redis, then from memory
+    for answer in answers:
+        assert answer.status_code == 200
+        assert "Link" not in answer.headers and answer.headers["X-Total-Count"] == "3"
+
+
+def test_a_target_that_is_not_absolute_form_cannot_smuggle_a_second_route(vault_server, sim, account, early):
+    # Routed as the proxy of ACCOUNT with the path "a://h/...": the path sent upstream must be that one, or none.
+    target = f"x:/v1/accounts/{ACCOUNT}/proxy/a://h/v1/accounts/{ACCOUNT}/proxy/{ASSETS}"
+    refused(send(vault_server, "GET", target, KEY), 400, "invalid_path")
+    assert early == [] and sim.api_requests == 0

@@ -8,9 +8,10 @@ import threading
 
 
 class Elsewhere:
-    """A plain HTTP server that records every request it gets (and answers `status` with JSON `body`)."""
+    """A plain HTTP server that records every request it gets (and answers `status` with JSON `body`
+    and `headers`)."""
 
-    def __init__(self, status: int = 200, body: bytes = b"{}") -> None:
+    def __init__(self, status: int = 200, body: bytes = b"{}", headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.log: list[tuple[str, str, dict[str, str]]] = []
         log = self.log
 
@@ -19,6 +20,8 @@ class Elsewhere:
                 log.append((self.command, self.path, dict(self.headers)))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in headers:  # as given: a test may send what HTTP does not allow
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
