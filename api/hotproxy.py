@@ -34,7 +34,7 @@ from auth.callers import Caller
 from auth.tokens import IssuedToken
 from core import metrics
 from core.errors import VaultError
-from proxy.call import exchange, raw_target
+from proxy.call import close_call, exchange, raw_target
 from proxy.paths import upstream_url
 from vault.accounts import valid_account_id
 
@@ -141,9 +141,10 @@ class ProxyCalls(EarlyAnswers):
             )
             response = proxy.answer(upstream, deadline)
             response.headers["X-Request-ID"] = rid
-        except Exception as exc:
-            upstream.close()
-            deadline.close()
+        except BaseException as exc:
+            close_call(upstream, deadline)
+            if not isinstance(exc, Exception):
+                raise  # a greenlet killed, say: nothing more is answered
             return self._error(environ, start_response, started, call, rid, exc)
         return response(environ, start_response)  # a refused start closes the call (api.proxy.answer)
 

@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import PathConverter
 
@@ -22,7 +22,7 @@ from api.requestlog import audit
 from core import metrics, tunables
 from core.deadline import FetchDeadline
 from core.errors import VaultError
-from proxy.call import exchange, raw_target
+from proxy.call import close_call, exchange, raw_target
 from proxy.paths import upstream_url
 from proxy.upstream import UpstreamResponse
 
@@ -81,11 +81,21 @@ def proxy(account_id: str, path: str):
     try:
         metrics.PROXY_REQUESTS.labels(f"{upstream.status // 100}xx").inc()
         audit("proxy_call", **call_fields(account_id, request.method, raw_path, upstream.status, started))
-        return answer(upstream, deadline)
+        response = answer(upstream, deadline)
     except BaseException:
-        upstream.close()
-        deadline.close()
+        close_call(upstream, deadline)
         raise
+    g.proxy_answer = response  # closed at teardown if the server never gets it (_close_unsent)
+    return response
+
+
+@bp.teardown_request
+def _close_unsent(exc: BaseException | None) -> None:
+    """Close the call of an answer Flask never handed to the server: an after_request hook raised or
+    replaced it, or the server refused to start it. A started answer is closed by the server."""
+    response = g.pop("proxy_answer", None)
+    if isinstance(response, _Answer) and not response.handed:
+        response.close()
 
 
 def call_fields(account_id: str, method: str, raw_path: str, status: int, started: float) -> dict[str, object]:
@@ -104,15 +114,19 @@ class _Answer(Response):
 
     The server closes an answer it has started; one whose status or headers it refuses (its
     `start_response` raises) is never handed back, so nothing else would close the upstream
-    connection and the deadline.
+    connection and the deadline. `handed`: the server has it (and will close it).
     """
+
+    handed = False
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         try:
-            return super().__call__(environ, start_response)
+            body = super().__call__(environ, start_response)
         except BaseException:
             self.close()
             raise
+        self.handed = True
+        return body
 
 
 def answer(upstream: UpstreamResponse, deadline: FetchDeadline) -> Response:
@@ -125,6 +139,5 @@ def answer(upstream: UpstreamResponse, deadline: FetchDeadline) -> Response:
     response.headers.clear()
     for name, value in upstream.headers:
         response.headers.add(name, value)
-    response.call_on_close(upstream.close)
-    response.call_on_close(deadline.close)
+    response.call_on_close(lambda: close_call(upstream, deadline))
     return response

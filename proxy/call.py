@@ -43,7 +43,15 @@ def raw_target(environ: Mapping[str, object], fallback: str = "") -> tuple[str, 
     if script and path.startswith(script + "/"):
         path = path[len(script) :]
     parts = path.split("/", ROUTE_SEGMENTS)
-    if len(parts) <= ROUTE_SEGMENTS or unquote(parts[ROUTE_SEGMENTS - 1]) != "proxy":
+    # The route's segments, decoded, must be the ones Flask routed (PATH_INFO is the decoded path):
+    # an encoded "/" in one of them, or an empty one ("//v1/..."), would move the upstream path.
+    if (
+        len(parts) <= ROUTE_SEGMENTS
+        or unquote(parts[1]) != "v1"
+        or unquote(parts[2]) != "accounts"
+        or "/" in unquote(parts[3])
+        or unquote(parts[4]) != "proxy"
+    ):
         raise InvalidPath("A path below the API is required.")
     return parts[ROUTE_SEGMENTS], query
 
@@ -77,7 +85,16 @@ def exchange(
                 upstream = api.send(method, url, forwarded_headers(incoming, refreshed.access_token), body, deadline)
     except BaseException:
         if upstream is not None:
-            upstream.close()  # e.g. the forced refresh after a 401 failed: that answer is never sent
-        deadline.close()
+            close_call(upstream, deadline)  # e.g. the forced refresh after a 401 failed: never sent
+        else:
+            deadline.close()
         raise
     return upstream, deadline
+
+
+def close_call(upstream: UpstreamResponse, deadline: FetchDeadline) -> None:
+    """End a call: its connection closed (dropped if its answer is unread), then its deadline, come what may."""
+    try:
+        upstream.close()
+    finally:
+        deadline.close()

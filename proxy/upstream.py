@@ -56,6 +56,7 @@ _RESPONSE_EXACT = frozenset(
 )
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _FIELD_VALUE = re.compile(r"[ \t\x21-\x7e\x80-\xff]*")  # SP, HTAB, VCHAR, obs-text
+_DIGITS = re.compile(r"[0-9]+")
 _RESPONSE_PREFIXES = ("x-ratelimit-", "ratelimit", "x-rate-limit-", "x-page", "x-total")
 DEFAULT_POOL_SIZE = 10  # urllib3's own default; the service passes its in-flight limit
 DEFAULT_DEADLINE = 60.0  # seconds; the service passes PROXY_DEADLINE
@@ -128,13 +129,22 @@ def returned_headers(upstream: Mapping[str, str]) -> list[tuple[str, str]]:
     an answer that carried it, after the call was made.
     """
     returned = []
+    length_seen = False
     for name, value in upstream.items():
         lowered = name.lower()
         if lowered in _RESPONSE_EXACT or lowered.startswith(_RESPONSE_PREFIXES):
-            if _FIELD_NAME.fullmatch(name) and _FIELD_VALUE.fullmatch(value):
+            sendable = bool(_FIELD_NAME.fullmatch(name) and _FIELD_VALUE.fullmatch(value))
+            if lowered == "content-length":
+                # One plain number (the server parses it); else none, and the body goes chunked.
+                sendable = sendable and not length_seen and bool(_DIGITS.fullmatch(value))
+                length_seen = True
+            if sendable:
                 returned.append((name, value))
             else:
-                log.warning("Trackunit API sent a header that cannot be passed on: dropped")
+                log.warning(
+                    "Trackunit API sent a header that cannot be passed on: %s dropped",
+                    lowered if _FIELD_NAME.fullmatch(name) else "(a malformed name)",
+                )
     return returned
 
 

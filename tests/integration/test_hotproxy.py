@@ -16,11 +16,12 @@ import pytest
 from prometheus_client import REGISTRY
 from werkzeug.test import EnvironBuilder
 
-from api import hotproxy
+from api import hotproxy, requestlog
 from api import proxy as proxy_view
 from api.admission import OVERLOADED
 from api.hotproxy import ProxyCalls
 from core.deadline import FetchDeadline
+from proxy.upstream import TrackunitApi
 from simulator.state import large_body
 from tests.integration.test_proxy import Answer, from_upstream, proxy, refused, send, token_of
 from tests.support.constants import ACCOUNT, API_KEY
@@ -99,6 +100,28 @@ def deadlines(monkeypatch):
     monkeypatch.setattr(FetchDeadline, "start", tracked_start)
     monkeypatch.setattr(FetchDeadline, "close", tracked_close)
     return started
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """One entry per upstream answer received: whether its connection was closed (back in the pool or dropped)."""
+    closed: list[bool] = []
+    real = TrackunitApi.send
+
+    def send_tracked(self, *args, **kwargs):
+        upstream = real(self, *args, **kwargs)
+        index, close = len(closed), upstream.close
+        closed.append(False)
+
+        def tracked_close():
+            closed[index] = True
+            close()
+
+        upstream.close = tracked_close
+        return upstream
+
+    monkeypatch.setattr(TrackunitApi, "send", send_tracked)
+    return closed
 
 
 def shape(answer: Answer) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -304,18 +327,21 @@ def test_a_request_over_the_in_flight_limit_is_refused_not_proxied(app, sim, acc
 
 
 @pytest.mark.parametrize(
-    "target",
+    ("target", "status"),
     [
         # The raw target has "proxy" in the fifth place, the decoded path (what Flask routes) does not.
-        f"/v1/accounts/{ACCOUNT}%2Ftoken%2Fx/proxy/{ASSETS}",
+        (f"/v1/accounts/{ACCOUNT}%2Ftoken%2Fx/proxy/{ASSETS}", 404),
         # A target gunicorn and werkzeug accept as absolute-form; its path is a token path, not the proxy's.
-        f"x:/v1/accounts/{ACCOUNT}/token/a://h/v1/accounts/{ACCOUNT}/proxy/{ASSETS}",
+        (f"x:/v1/accounts/{ACCOUNT}/token/a://h/v1/accounts/{ACCOUNT}/proxy/{ASSETS}", 404),
+        # Routed as ACCOUNT's proxy with the path "api/proxy/api/...": an encoded "/" must not shift it.
+        (f"/v1/accounts/{ACCOUNT}%2Fproxy%2Fapi/proxy/{ASSETS}", 400),
+        (f"/v1/accounts%2F{ACCOUNT}/proxy/proxy/{ASSETS}", 400),
     ],
 )
-def test_a_target_whose_path_is_not_the_proxy_route_is_left_to_the_view(vault_server, sim, account, early, target):
+def test_a_target_whose_route_is_not_its_raw_path_is_not_proxied(vault_server, sim, account, early, target, status):
     answer = send(vault_server, "GET", target, KEY)
-    assert early == []
-    assert answer.status == 404 and sim.api_requests == 0
+    assert answer.status == status, answer.body
+    assert early == [] and sim.api_requests == 0
 
 
 # The end of a call that was made -------------------------------------------------------------
@@ -333,7 +359,9 @@ def call_through(app, start_response):
 
 
 @pytest.mark.parametrize("path", ["early", "view"])
-def test_an_answer_the_server_refuses_to_start_closes_its_call(app, sim, account, early, view_only, deadlines, path):
+def test_an_answer_the_server_refuses_to_start_closes_its_call(
+    app, sim, account, early, view_only, deadlines, connections, path
+):
     if path == "view":
         view_only()
 
@@ -343,31 +371,58 @@ def test_an_answer_the_server_refuses_to_start_closes_its_call(app, sim, account
     with pytest.raises(ValueError, match="refuses"):
         call_through(app, refusing)
     assert len(early) == (1 if path == "early" else 0)
-    assert not deadlines, "the call's deadline (and its upstream connection) was left open"
+    assert connections == [True], "the upstream connection was left open"
+    assert not deadlines, "the call's deadline was left open"
     assert sim.api_requests == 1
 
 
+class _Killed(BaseException):
+    """What gevent raises into a greenlet it kills (GreenletExit is a BaseException too)."""
+
+
 @pytest.mark.parametrize("path", ["early", "view"])
-def test_a_failure_after_the_call_is_a_500_and_closes_the_call(
-    app, sim, account, early, view_only, deadlines, monkeypatch, path
+@pytest.mark.parametrize("failure", [RuntimeError, _Killed])
+def test_a_failure_after_the_call_was_made_closes_the_call(
+    app, sim, account, early, view_only, deadlines, connections, monkeypatch, path, failure
 ):
+    """An error is the view's 500; a greenlet killed (a BaseException) goes on up, its call closed all the same."""
     if path == "view":
         view_only()
 
     def broken(*args, **kwargs):
-        raise RuntimeError("answer failed")
+        raise failure("answer failed")
 
     monkeypatch.setattr(proxy_view, "answer", broken)
     statuses: list[str] = []
-    body = call_through(app, lambda status, headers, exc_info=None: statuses.append(status))
-    assert statuses == ["500 INTERNAL SERVER ERROR"], body
-    assert b'"internal_error"' in body
+    if failure is RuntimeError:
+        body = call_through(app, lambda status, headers, exc_info=None: statuses.append(status))
+        assert statuses == ["500 INTERNAL SERVER ERROR"] and b'"internal_error"' in body, body
+    else:
+        with pytest.raises(_Killed):
+            call_through(app, lambda status, headers, exc_info=None: statuses.append(status))
     assert len(early) == (1 if path == "early" else 0)
-    assert not deadlines
+    assert connections == [True] and not deadlines
+
+
+def test_an_after_request_hook_that_fails_still_closes_the_views_call(
+    app, sim, account, view_only, deadlines, connections, monkeypatch
+):
+    view_only()
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("the request line could not be written")
+
+    monkeypatch.setattr(requestlog, "log_audit", failing)  # called by the after_request hook (_finish)
+    statuses: list[str] = []
+    call_through(app, lambda status, headers, exc_info=None: statuses.append(status))
+    assert statuses == ["500 INTERNAL SERVER ERROR"]
+    assert connections == [True] and not deadlines
 
 
 def test_an_upstream_header_that_cannot_be_passed_on_is_dropped(make_app, account, early):
-    api = Elsewhere(headers=(("Link", "<a>; rel=next\x01"), ("X-Total-Count", "3")))
+    api = Elsewhere(
+        headers=(("Link", "<a>; rel=next\x01"), ("X-Total-Count", "3"), ("Content-Length", "2, 2"), ("ETag", "\t\x80é"))
+    )
     try:
         client = make_app(TRACKUNIT_API_URL=api.url).test_client()
         answers = [client.get(f"/v1/accounts/{ACCOUNT}/proxy/{ASSETS}", headers=KEY) for _ in range(3)]
@@ -377,6 +432,9 @@ def test_an_upstream_header_that_cannot_be_passed_on_is_dropped(make_app, accoun
     for answer in answers:
         assert answer.status_code == 200
         assert "Link" not in answer.headers and answer.headers["X-Total-Count"] == "3"
+        assert answer.headers.getlist("Content-Length") in ([], ["2"])  # never "2, 2"
+        assert answer.headers["ETag"] == "\t\x80é".strip()  # obs-text passes
+        assert answer.get_data() == b"{}"
 
 
 def test_a_target_that_is_not_absolute_form_cannot_smuggle_a_second_route(vault_server, sim, account, early):

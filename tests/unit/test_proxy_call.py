@@ -36,6 +36,10 @@ def test_without_a_raw_target_the_fallback_is_read():
         f"/v1/accounts/{A}/token",
         f"/v1/accounts/{A}/proxy",
         f"/v1/accounts/{A}/proxy%2Fapi/x",  # "proxy/api" is not the route's segment
+        # An encoded "/" or an empty segment would shift the route against the decoded path Flask routes.
+        f"/v1/accounts/{A}%2Fproxy%2Fapi/proxy/x",
+        f"/v1/accounts%2F{A}/proxy/proxy/x",
+        "//v1/accounts/proxy/proxy/x",
         # Not absolute-form ("x:" then one slash): a route-shaped path after "//" must not be taken instead
         # of the one the request was routed by.
         f"x:/v1/accounts/{A}/proxy/a://h/v1/accounts/{A}/proxy/api/z",
@@ -47,3 +51,22 @@ def test_without_a_raw_target_the_fallback_is_read():
 def test_a_target_without_a_path_below_the_route_is_refused(target):
     with pytest.raises(InvalidPath):
         raw_target({"RAW_URI": target})
+
+
+def test_closing_a_call_closes_its_deadline_even_when_the_connection_fails_to_close():
+    from proxy.call import close_call
+    from proxy.upstream import UpstreamResponse
+
+    class Deadline:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    def failing():
+        raise OSError("the socket is gone")
+
+    deadline = Deadline()
+    with pytest.raises(OSError):
+        close_call(UpstreamResponse(200, [], iter(()), failing), deadline)  # type: ignore[arg-type]
+    assert deadline.closed
